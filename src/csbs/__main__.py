@@ -1,0 +1,7 @@
+"""`python -m csbs` runs the command line."""
+
+from __future__ import annotations
+
+from csbs.cli import main
+
+main()

@@ -1,0 +1,41 @@
+"""The ASGI application: routers, error handlers and request middleware, registered once."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR
+
+from csbs import __version__
+from csbs.api import errors as api_errors
+from csbs.api.metrics import ApiMetrics
+from csbs.api.middleware import RequestContextMiddleware
+from csbs.api.routes import health, identity, providers, versions
+from csbs.services.container import Services
+
+
+def create_app(services: Services) -> FastAPI:
+    """Build the HTTP application over `services`."""
+    app = FastAPI(
+        title="csbs",
+        version=__version__,
+        description="Cloud Server Backup Service: the CSBS v1 API and a Keystone v3 subset.",
+        default_response_class=JSONResponse,
+        docs_url=None,
+        redoc_url=None,
+    )
+    metrics = ApiMetrics()
+    for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+        metrics.registry.register(collector)
+    app.state.services = services
+    app.state.metrics = metrics
+    api_errors.install(app)
+    for module in (versions, health, identity, providers):
+        app.include_router(module.router)
+    app.add_middleware(
+        RequestContextMiddleware,
+        lifecycle=services.lifecycle,
+        max_body_bytes=services.options.max_body_bytes,
+        metrics=metrics,
+    )
+    return app

@@ -1,0 +1,65 @@
+"""Dependencies handed to route functions: the services, the caller, its rights."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Path, Request
+
+from csbs.domain import errors
+from csbs.domain.identity import Principal
+from csbs.services.container import Services
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_principal(
+    services: ServicesDep,
+    x_auth_token: Annotated[str | None, Header(alias="X-Auth-Token")] = None,
+) -> Principal:
+    """The caller, from its token. 401 when the token is missing, malformed or not valid."""
+    return services.identity.validate(x_auth_token)
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+ProjectIdPath = Annotated[str, Path(min_length=1, max_length=64, description="Project id")]
+
+
+def project_reader(project_id: ProjectIdPath, principal: PrincipalDep) -> Principal:
+    """A caller allowed to read in the path's project (403 otherwise)."""
+    if not principal.may_read(project_id):
+        raise errors.Forbidden("The token is not valid for this project.")
+    return principal
+
+
+def project_actor(project_id: ProjectIdPath, principal: PrincipalDep) -> Principal:
+    """A caller allowed to act in the path's project (403 otherwise)."""
+    if not principal.may_read(project_id):
+        raise errors.Forbidden("The token is not valid for this project.")
+    if not principal.may_act(project_id):
+        raise errors.Forbidden("Your role may only read in this project.")
+    return principal
+
+
+ReaderDep = Annotated[Principal, Depends(project_reader)]
+ActorDep = Annotated[Principal, Depends(project_actor)]
+
+
+def check_all_tenants(principal: Principal, all_tenants: bool | None) -> bool:
+    """Whether a list spans every project; only admins may ask (403 otherwise)."""
+    if all_tenants and not principal.is_admin:
+        raise errors.Forbidden("Only administrators may use all_tenants.")
+    return bool(all_tenants)
+
+
+def base_url(request: Request, services: Services) -> str:
+    """The public base URL of this service, without a trailing slash."""
+    if services.options.public_url:
+        return services.options.public_url.rstrip("/")
+    return str(request.base_url).rstrip("/")

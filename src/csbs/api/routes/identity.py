@@ -1,0 +1,155 @@
+"""Keystone-v3-compatible identity subset: version document, issue / validate / revoke tokens."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request, Response
+from fastapi.responses import JSONResponse
+
+from csbs.api.deps import PrincipalDep, ServicesDep, base_url
+from csbs.api.schemas.identity import TokenRequest
+from csbs.domain import errors
+from csbs.domain.identity import IssuedToken, Principal
+from csbs.services.container import Services
+
+router = APIRouter(tags=["identity"])
+
+DEFAULT_DOMAIN = {"id": "default", "name": "Default"}
+#: The catalog's service entry for csbs: OpenStack SDKs look CSBS up by this type.
+SERVICE_TYPE = "data-protect"
+
+
+def _ts(value: Any) -> str:
+    return str(value.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+
+
+def token_body(
+    principal: Principal, issued_at: Any, request: Request, services: Services
+) -> dict[str, Any]:
+    base = base_url(request, services)
+    region = services.options.region
+    endpoint_url = f"{base}/v1/{principal.project_id}"
+    return {
+        "token": {
+            "methods": ["password"],
+            "expires_at": _ts(principal.expires_at),
+            "issued_at": _ts(issued_at),
+            "user": {
+                "id": principal.user_id,
+                "name": principal.user_name,
+                "domain": DEFAULT_DOMAIN,
+                "password_expires_at": None,
+            },
+            "project": {
+                "id": principal.project_id,
+                "name": principal.project_name,
+                "domain": DEFAULT_DOMAIN,
+            },
+            "roles": [{"id": principal.role.value, "name": principal.role.value}],
+            "is_domain": False,
+            "catalog": [
+                {
+                    "id": "csbs",
+                    "type": SERVICE_TYPE,
+                    "name": "csbs",
+                    "endpoints": [
+                        {
+                            "id": f"csbs-{interface}",
+                            "interface": interface,
+                            "region": region,
+                            "region_id": region,
+                            "url": endpoint_url,
+                        }
+                        for interface in ("public", "internal", "admin")
+                    ],
+                }
+            ],
+        }
+    }
+
+
+@router.get("/v3", summary="Identity API version document")
+@router.get("/v3/", include_in_schema=False)
+def identity_version(request: Request, services: ServicesDep) -> dict[str, Any]:
+    base = base_url(request, services)
+    return {
+        "version": {
+            "id": "v3.14",
+            "status": "stable",
+            "updated": "2020-04-07T00:00:00Z",
+            "links": [{"rel": "self", "href": f"{base}/v3/"}],
+            "media-types": [
+                {"base": "application/json", "type": "application/vnd.openstack.identity-v3+json"}
+            ],
+        }
+    }
+
+
+def _check_domain(domain: Any) -> None:
+    if (
+        domain is not None
+        and domain.id not in (None, "default")
+        and domain.name
+        not in (
+            None,
+            "Default",
+            "default",
+        )
+    ):
+        raise errors.Unauthenticated("The request you have made requires authentication.")
+
+
+@router.post("/v3/auth/tokens", status_code=201, summary="Issue a project-scoped token")
+def issue_token(body: TokenRequest, request: Request, services: ServicesDep) -> JSONResponse:
+    user = body.auth.identity.password.user
+    project = body.auth.scope.project
+    _check_domain(user.domain)
+    _check_domain(project.domain)
+    issued: IssuedToken = services.identity.authenticate(
+        password=user.password,
+        user_id=user.id,
+        user_name=user.name,
+        project_id=project.id,
+        project_name=project.name,
+    )
+    return JSONResponse(
+        token_body(issued.principal, issued.issued_at, request, services),
+        status_code=201,
+        headers={"X-Subject-Token": issued.secret},
+    )
+
+
+@router.get("/v3/auth/tokens", summary="Validate a token")
+def validate_token(
+    request: Request,
+    services: ServicesDep,
+    caller: PrincipalDep,
+    x_subject_token: Annotated[str | None, Header(alias="X-Subject-Token")] = None,
+) -> JSONResponse:
+    subject = services.identity.validate(x_subject_token) if x_subject_token else caller
+    if subject.user_id != caller.user_id and not caller.is_admin:
+        raise errors.Forbidden("Only administrators may validate other users' tokens.")
+    return JSONResponse(
+        token_body(subject, subject.issued_at, request, services),
+        headers={"X-Subject-Token": x_subject_token or ""},
+    )
+
+
+@router.delete("/v3/auth/tokens", status_code=204, summary="Revoke a token")
+def revoke_token(
+    services: ServicesDep,
+    caller: PrincipalDep,
+    x_auth_token: Annotated[str | None, Header(alias="X-Auth-Token")] = None,
+    x_subject_token: Annotated[str | None, Header(alias="X-Subject-Token")] = None,
+) -> Response:
+    subject = x_subject_token or x_auth_token or ""
+    if x_subject_token and x_subject_token != x_auth_token:
+        try:
+            target = services.identity.validate(x_subject_token)
+        except errors.Unauthenticated as e:
+            raise errors.NotFound("The token could not be found.") from e
+        if target.user_id != caller.user_id and not caller.is_admin:
+            raise errors.Forbidden("Only administrators may revoke other users' tokens.")
+    services.identity.revoke(subject)
+    return Response(status_code=204)

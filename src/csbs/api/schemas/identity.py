@@ -1,0 +1,68 @@
+"""Keystone v3 token request and response bodies (the subset CSBS clients use)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Lenient(BaseModel):
+    # Clients send more than we read (e.g. "domain" names, "methods" extras): ignore it.
+    model_config = ConfigDict(extra="ignore")
+
+
+class DomainRef(_Lenient):
+    id: str | None = Field(default=None, max_length=64)
+    name: str | None = Field(default=None, max_length=255)
+
+
+class PasswordUser(_Lenient):
+    id: str | None = Field(default=None, min_length=1, max_length=64)
+    name: str | None = Field(default=None, min_length=1, max_length=255)
+    domain: DomainRef | None = None
+    password: str = Field(max_length=4096)
+
+    @model_validator(mode="after")
+    def _id_or_name(self) -> PasswordUser:
+        if not self.id and not self.name:
+            raise ValueError("user needs an id or a name")
+        return self
+
+
+class PasswordMethod(_Lenient):
+    user: PasswordUser
+
+
+class Identity(_Lenient):
+    methods: list[Literal["password"]] = Field(min_length=1)
+    password: PasswordMethod
+
+
+class ProjectScope(_Lenient):
+    id: str | None = Field(default=None, min_length=1, max_length=64)
+    name: str | None = Field(default=None, min_length=1, max_length=255)
+    domain: DomainRef | None = None
+
+    @model_validator(mode="after")
+    def _id_or_name(self) -> ProjectScope:
+        if not self.id and not self.name:
+            raise ValueError("project scope needs an id or a name")
+        return self
+
+
+class Scope(_Lenient):
+    project: ProjectScope
+
+
+class Auth(_Lenient):
+    identity: Identity
+    scope: Scope
+
+
+class TokenRequest(_Lenient):
+    auth: Auth
+
+
+class TokenResponse(BaseModel):
+    token: dict[str, Any]

@@ -1,0 +1,40 @@
+"""Options every subcommand shares, and how they become Settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from csbs import logs
+from csbs.config import Settings, load_settings
+
+console = Console()
+err_console = Console(stderr=True)
+
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Data directory (env CSBS_DATA_DIR).", show_default=False),
+]
+DatabaseUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        help="sqlite:///... or postgresql://... (env CSBS_DATABASE_URL).",
+        show_default=False,
+    ),
+]
+
+
+def settings_from(**overrides: Any) -> Settings:
+    """Settings from the environment plus the flags that were given; exit 2 on bad values."""
+    try:
+        settings = load_settings(**overrides)
+    except ValidationError as e:
+        err_console.print(f"[red]invalid settings:[/red] {e}")
+        raise typer.Exit(2) from e
+    logs.configure(settings.log_level, json_lines=settings.log_json)
+    return settings

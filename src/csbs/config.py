@@ -1,0 +1,113 @@
+"""Settings: one validated object, built once at start-up and passed down explicitly.
+
+Sources, highest precedence first: constructor arguments (the CLI's flags), environment
+variables `CSBS_*`, the TOML file named by `CSBS_CONFIG_FILE` (if any), the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_PORT = 8799
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "csbs"
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set. See README "Configuration" for the list."""
+
+    model_config = SettingsConfigDict(env_prefix="CSBS_", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
+    public_url: str | None = None
+    region: str = "RegionOne"
+
+    admin_password: SecretStr | None = None
+    token_ttl_seconds: int = Field(default=24 * 3600, gt=0)
+
+    master_key: SecretStr | None = None
+    master_key_file: Path | None = None
+
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    db_connect_timeout_seconds: int = Field(default=3, gt=0)
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+
+    embedded_workers: bool = True
+    worker_concurrency: int = Field(default=4, ge=1)
+    worker_host: str | None = None
+    delete_concurrency_per_project: int = Field(default=5, ge=1)
+    backup_concurrency_per_project: int = Field(default=10, ge=1)
+    restore_concurrency_per_project: int = Field(default=5, ge=1)
+    delete_deadline_seconds: float = Field(default=30 * 60, gt=0)
+    backup_deadline_seconds: float = Field(default=24 * 3600, gt=0)
+    restore_deadline_seconds: float = Field(default=24 * 3600, gt=0)
+    task_lease_seconds: float = Field(default=30.0, gt=0)
+    task_max_attempts: int = Field(default=5, ge=1)
+
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.database_url is not None and not (
+            self.database_url.startswith("sqlite") or self.database_url.startswith("postgresql")
+        ):
+            raise ValueError("database_url must be a sqlite:// or postgresql:// URL")
+        return self
+
+    @property
+    def effective_database_url(self) -> str:
+        """The database URL, defaulting to an SQLite file in the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'csbs.db'}"
+
+    @property
+    def effective_master_key_file(self) -> Path:
+        """Where the master key lives when it is not given inline."""
+        return self.master_key_file or (self.data_dir / "master.key")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("CSBS_CONFIG_FILE")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment and optional config file, with explicit overrides.
+
+    Overrides whose value is None are dropped, so CLI flags that were not given fall through
+    to the environment.
+    """
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

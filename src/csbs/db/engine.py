@@ -1,0 +1,136 @@
+"""Engine and transaction scopes for SQLite (embedded default) and PostgreSQL (psycopg 3).
+
+The same code runs on both. SQLite gets WAL, foreign keys and a busy timeout; transactions
+that write begin with `BEGIN IMMEDIATE` so two writers queue on the database lock instead of
+failing on a lock upgrade. Connection failures leave this module as
+`csbs.domain.errors.ServiceUnavailable`, which the HTTP layer answers with 503.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc, orm
+from sqlalchemy.engine import make_url
+
+from csbs.domain import errors
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def is_sqlite(engine: sa.Engine) -> bool:
+    """Tell whether `engine` talks to SQLite."""
+    return engine.dialect.name == "sqlite"
+
+
+def normalise_url(url: str) -> str:
+    """Map plain `postgresql://` URLs onto the psycopg 3 driver."""
+    u = make_url(url)
+    if u.drivername in ("postgresql", "postgres"):
+        u = u.set(drivername="postgresql+psycopg")
+    return u.render_as_string(hide_password=False)
+
+
+def create_engine(url: str, *, connect_timeout: int = 3, pool_size: int = 10) -> sa.Engine:
+    """Create an engine for `url` with the project's connection settings.
+
+    Args:
+        url: `sqlite:///path` or `postgresql://...`.
+        connect_timeout: seconds to wait for a PostgreSQL connection before giving up.
+        pool_size: connections kept open to PostgreSQL.
+    """
+    url = normalise_url(url)
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite":
+        if u.database and u.database != ":memory:":
+            Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            pool_size=pool_size,
+            max_overflow=20,
+        )
+        _configure_sqlite(engine)
+        return engine
+    return sa.create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=20,
+        pool_timeout=connect_timeout,
+        connect_args={"connect_timeout": connect_timeout},
+    )
+
+
+def _configure_sqlite(engine: sa.Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take transaction control away from the sqlite3 module so BEGIN is ours.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        mode = "IMMEDIATE" if conn.get_execution_options().get("csbs_write", True) else "DEFERRED"
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+@contextlib.contextmanager
+def translate_errors() -> Iterator[None]:
+    """Turn "the database is not reachable" into ServiceUnavailable; let the rest through."""
+    try:
+        yield
+    except (exc.OperationalError, exc.InterfaceError) as e:
+        if isinstance(e, exc.OperationalError) and _is_sqlite_lock(e):
+            raise errors.ServiceUnavailable("The metadata database is busy; retry.") from e
+        raise errors.ServiceUnavailable("The metadata database is unavailable.") from e
+    except exc.TimeoutError as e:
+        raise errors.ServiceUnavailable("The metadata database is overloaded.") from e
+
+
+def _is_sqlite_lock(e: exc.OperationalError) -> bool:
+    return "database is locked" in str(e.orig)
+
+
+class Database:
+    """The engine plus its session factory; the handle every query module is given."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self._write = orm.sessionmaker(bind=engine, expire_on_commit=False)
+        self._read = orm.sessionmaker(
+            bind=engine.execution_options(csbs_write=False), expire_on_commit=False
+        )
+
+    @property
+    def is_sqlite(self) -> bool:
+        return is_sqlite(self.engine)
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[orm.Session]:
+        """A transaction that may write; committed on success, rolled back on error."""
+        with translate_errors(), self._write() as session, session.begin():
+            yield session
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[orm.Session]:
+        """A read-only transaction (never blocks on SQLite's writer lock)."""
+        with translate_errors(), self._read() as session, session.begin():
+            yield session
+
+    def ping(self) -> None:
+        """Raise ServiceUnavailable unless the database answers `SELECT 1`."""
+        with self.read() as session:
+            session.execute(sa.text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,71 @@
+"""ORM tables of the metadata database. These classes never leave the `db` package."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import sqlalchemy as sa
+from sqlalchemy import orm
+
+from csbs.db.types import UTCDateTime
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(orm.DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Project(Base):
+    __tablename__ = "projects"
+
+    id: orm.Mapped[str] = orm.mapped_column(sa.String(64), primary_key=True)
+    name: orm.Mapped[str] = orm.mapped_column(sa.String(255), unique=True)
+    domain_id: orm.Mapped[str] = orm.mapped_column(sa.String(64), default="default")
+    description: orm.Mapped[str] = orm.mapped_column(sa.String(255), default="")
+    enabled: orm.Mapped[bool] = orm.mapped_column(sa.Boolean, default=True)
+    created_at: orm.Mapped[dt.datetime] = orm.mapped_column(UTCDateTime)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: orm.Mapped[str] = orm.mapped_column(sa.String(64), primary_key=True)
+    name: orm.Mapped[str] = orm.mapped_column(sa.String(255), unique=True)
+    password_hash: orm.Mapped[str] = orm.mapped_column(sa.String(255))
+    enabled: orm.Mapped[bool] = orm.mapped_column(sa.Boolean, default=True)
+    created_at: orm.Mapped[dt.datetime] = orm.mapped_column(UTCDateTime)
+
+
+class RoleAssignment(Base):
+    __tablename__ = "role_assignments"
+
+    user_id: orm.Mapped[str] = orm.mapped_column(
+        sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    project_id: orm.Mapped[str] = orm.mapped_column(
+        sa.ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    role: orm.Mapped[str] = orm.mapped_column(sa.String(32))
+
+
+class Token(Base):
+    __tablename__ = "tokens"
+
+    #: SHA-256 of the token; the token itself is never stored.
+    token_hash: orm.Mapped[str] = orm.mapped_column(sa.String(64), primary_key=True)
+    user_id: orm.Mapped[str] = orm.mapped_column(
+        sa.ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    project_id: orm.Mapped[str] = orm.mapped_column(
+        sa.ForeignKey("projects.id", ondelete="CASCADE")
+    )
+    issued_at: orm.Mapped[dt.datetime] = orm.mapped_column(UTCDateTime)
+    expires_at: orm.Mapped[dt.datetime] = orm.mapped_column(UTCDateTime, index=True)
+    revoked_at: orm.Mapped[dt.datetime | None] = orm.mapped_column(UTCDateTime, nullable=True)

@@ -1,0 +1,69 @@
+"""Tables of the task queue. The queue owns them; the migrations create them."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from csbs.db.types import UTCDateTime
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+#: One row per task; these rows are the operation logs the API shows.
+tasks = sa.Table(
+    "tasks",
+    metadata,
+    # FIFO order: an integer that grows with every enqueue, on both engines.
+    sa.Column(
+        "seq",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("id", sa.String(36), nullable=False, unique=True),
+    sa.Column("project_id", sa.String(64), nullable=False),
+    sa.Column("operation_type", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("params", sa.JSON, nullable=False),
+    sa.Column("provider_id", sa.String(64), nullable=True),
+    sa.Column("checkpoint_id", sa.String(64), nullable=True, index=True),
+    sa.Column("checkpoint_item_id", sa.String(64), nullable=True, index=True),
+    sa.Column("plan_id", sa.String(64), nullable=True),
+    sa.Column("restore_id", sa.String(64), nullable=True),
+    sa.Column("resource_id", sa.String(64), nullable=True),
+    sa.Column("resource_name", sa.String(255), nullable=True),
+    sa.Column("progress", sa.Integer, nullable=False, default=0),
+    sa.Column("extra_info", sa.JSON, nullable=False),
+    sa.Column("error_info", sa.JSON, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=True),
+    sa.Column("ended_at", UTCDateTime, nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("max_attempts", sa.Integer, nullable=False),
+    sa.Column("lease_owner", sa.String(64), nullable=True),
+    sa.Column("lease_expires_at", UTCDateTime, nullable=True),
+    sa.Column("deadline_seconds", sa.Float, nullable=False),
+    sa.Column("deadline_at", UTCDateTime, nullable=True),
+    sa.Column("not_before", UTCDateTime, nullable=False),
+    # NULL: any worker; otherwise only a worker started with this host name.
+    sa.Column("route", sa.String(255), nullable=True),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
+    sa.Index("ix_tasks_queue", "project_id", "operation_type", "status", "seq"),
+    sa.Index("ix_tasks_status_lease", "status", "lease_expires_at"),
+    sa.Index("ix_tasks_project_created", "project_id", "created_at"),
+)
+
+#: One row per (project, operation type) that ever had a task: the per-project
+#: serialisation point for admission (row lock) and the fairness clock (last claim).
+task_queues = sa.Table(
+    "task_queues",
+    metadata,
+    sa.Column("project_id", sa.String(64), primary_key=True),
+    sa.Column("operation_type", sa.String(32), primary_key=True),
+    sa.Column("last_claim_at", UTCDateTime, nullable=True),
+)

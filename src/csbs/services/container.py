@@ -1,0 +1,42 @@
+"""The set of services the edges (HTTP, CLI, workers) are handed by the composition root."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+from csbs.db.engine import Database
+from csbs.domain.clock import Clock
+from csbs.services.identity import IdentityService
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiOptions:
+    """What the HTTP layer needs to know about its deployment."""
+
+    region: str
+    public_url: str | None
+    max_body_bytes: int
+
+
+class Lifecycle:
+    """Whether the process is draining for shutdown; readable from every thread."""
+
+    def __init__(self) -> None:
+        self._draining = threading.Event()
+
+    @property
+    def draining(self) -> bool:
+        return self._draining.is_set()
+
+    def start_draining(self) -> None:
+        self._draining.set()
+
+
+@dataclasses.dataclass(frozen=True)
+class Services:
+    db: Database
+    clock: Clock
+    identity: IdentityService
+    options: ApiOptions
+    lifecycle: Lifecycle = dataclasses.field(default_factory=Lifecycle)
