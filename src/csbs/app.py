@@ -6,8 +6,10 @@ import dataclasses
 import datetime as dt
 import logging
 import os
+import signal
 from typing import Any
 
+import argon2
 import uvicorn
 
 from csbs import migrations
@@ -37,7 +39,12 @@ def ensure_data_dir(settings: Settings) -> None:
     os.chmod(settings.data_dir, 0o700)
 
 
-def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
+def build(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    password_hasher: argon2.PasswordHasher | None = None,
+) -> Runtime:
     """Wire up the services. Does not touch the schema; see `prepare`."""
     ensure_data_dir(settings)
     clock = clock or SystemClock()
@@ -46,7 +53,10 @@ def build(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     )
     db = Database(engine)
     identity = IdentityService(
-        db, clock, token_ttl=dt.timedelta(seconds=settings.token_ttl_seconds)
+        db,
+        clock,
+        token_ttl=dt.timedelta(seconds=settings.token_ttl_seconds),
+        hasher=password_hasher,
     )
     services = Services(
         db=db,
@@ -77,7 +87,11 @@ class _DrainingServer(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         self._runtime.services.lifecycle.start_draining()
-        super().handle_exit(sig, frame)
+        # Unlike uvicorn, do not re-raise the signal after shutdown: csbs still has workers
+        # to hand back, and then exits 0 as a clean shutdown should.
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        self.should_exit = True
 
 
 def serve(runtime: Runtime) -> None:

@@ -87,15 +87,11 @@ def identity_version(request: Request, services: ServicesDep) -> dict[str, Any]:
 
 
 def _check_domain(domain: Any) -> None:
-    if (
-        domain is not None
-        and domain.id not in (None, "default")
-        and domain.name
-        not in (
-            None,
-            "Default",
-            "default",
-        )
+    """Only the default domain exists; naming any other fails authentication."""
+    if domain is None:
+        return
+    if (domain.id is not None and domain.id != "default") or (
+        domain.name is not None and domain.name not in ("Default", "default")
     ):
         raise errors.Unauthenticated("The request you have made requires authentication.")
 

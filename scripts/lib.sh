@@ -1,0 +1,29 @@
+# Helpers shared by scripts/serve and scripts/test.
+
+PYTHON=${PYTHON:-python3.11}
+
+# ensure_venv EXTRAS: create .venv and install csbs (with EXTRAS, e.g. "[test]") when it is
+# missing or pyproject.toml is newer than the last install.
+ensure_venv() {
+  local extras=$1 stamp=".venv/.installed${extras}"
+  if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+    .venv/bin/python -m pip install -q --upgrade pip
+  fi
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    .venv/bin/python -m pip install -q -e ".${extras}"
+    touch "$stamp"
+  fi
+}
+
+# ensure_postgres: the tests need PostgreSQL at 127.0.0.1:5432; start the local cluster if it
+# is installed and down.
+ensure_postgres() {
+  if [ -n "${CSBS_TEST_PG_URL:-}" ]; then return; fi
+  if command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432; then return; fi
+  if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start || true
+    for _ in $(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && return; sleep 1; done
+  fi
+  echo "PostgreSQL is not reachable at 127.0.0.1:5432; the PostgreSQL half of the tests will fail" >&2
+}
