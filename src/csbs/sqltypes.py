@@ -1,4 +1,4 @@
-"""Column types shared by every table."""
+"""Column types shared by the tables of `db` and `queue` (beside the layers, like config)."""
 
 from __future__ import annotations
 
