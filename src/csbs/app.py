@@ -7,18 +7,24 @@ import datetime as dt
 import logging
 import os
 import signal
+import threading
+from collections.abc import Mapping
 from typing import Any
 
 import argon2
 import uvicorn
 
 from csbs import migrations
+from csbs import tasks as task_handlers
 from csbs.api.app import create_app
 from csbs.config import Settings
 from csbs.db.engine import Database, create_engine
 from csbs.domain.clock import Clock, SystemClock
+from csbs.domain.operations import OperationType
+from csbs.queue import Handler, QueueConfig, TaskStore, Worker
 from csbs.services.container import ApiOptions, Services
 from csbs.services.identity import IdentityService
+from csbs.services.operation_logs import OperationLogService
 
 log = logging.getLogger("csbs")
 
@@ -58,10 +64,13 @@ def build(
         token_ttl=dt.timedelta(seconds=settings.token_ttl_seconds),
         hasher=password_hasher,
     )
+    store = TaskStore(engine, clock, queue_config(settings))
     services = Services(
         db=db,
         clock=clock,
         identity=identity,
+        tasks=store,
+        operation_logs=OperationLogService(store),
         options=ApiOptions(
             region=settings.region,
             public_url=settings.public_url,
@@ -69,6 +78,60 @@ def build(
         ),
     )
     return Runtime(settings=settings, services=services)
+
+
+def queue_config(settings: Settings) -> QueueConfig:
+    return QueueConfig(
+        limits={
+            OperationType.DELETE: settings.delete_concurrency_per_project,
+            OperationType.BACKUP: settings.backup_concurrency_per_project,
+            OperationType.RESTORE: settings.restore_concurrency_per_project,
+        },
+        deadlines={
+            OperationType.DELETE: settings.delete_deadline_seconds,
+            OperationType.BACKUP: settings.backup_deadline_seconds,
+            OperationType.RESTORE: settings.restore_deadline_seconds,
+        },
+        lease_seconds=settings.task_lease_seconds,
+        max_attempts=settings.task_max_attempts,
+    )
+
+
+def make_worker(
+    runtime: Runtime,
+    *,
+    concurrency: int | None = None,
+    host: str | None = None,
+    handlers: Mapping[str, Handler] | None = None,
+) -> Worker:
+    """A worker over this runtime's queue with the production handlers (or `handlers`)."""
+    settings = runtime.settings
+    return Worker(
+        runtime.services.tasks,
+        handlers if handlers is not None else task_handlers.handlers(runtime.services),
+        clock=runtime.services.clock,
+        concurrency=concurrency or settings.worker_concurrency,
+        host=host or settings.worker_host,
+    )
+
+
+def run_worker(runtime: Runtime, worker: Worker) -> None:
+    """Run `worker` until SIGTERM/SIGINT, then stop it gracefully (running tasks get the
+    shutdown grace to finish; the rest go back to waiting)."""
+    stop = threading.Event()
+
+    def _on_signal(_sig: int, _frame: Any) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    worker.start()
+    try:
+        stop.wait()
+    finally:
+        worker.stop(grace=runtime.settings.shutdown_grace_seconds)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        runtime.close()
 
 
 def prepare(runtime: Runtime) -> str | None:
@@ -107,8 +170,13 @@ def serve(runtime: Runtime) -> None:
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_seconds)),
     )
     server = _DrainingServer(config, runtime)
+    worker = make_worker(runtime) if settings.embedded_workers else None
+    if worker is not None:
+        worker.start()
     log.info("serving", extra={"host": settings.host, "port": settings.port})
     try:
         server.run()
     finally:
+        if worker is not None:
+            worker.stop(grace=settings.shutdown_grace_seconds)
         runtime.close()

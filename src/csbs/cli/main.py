@@ -10,11 +10,13 @@ from csbs import app as composition
 from csbs import migrations
 from csbs.cli.admin import admin
 from csbs.cli.common import DatabaseUrlOpt, DataDirOpt, console, settings_from
+from csbs.cli.task import task_app
 
 app = typer.Typer(
     help="csbs: Cloud Server Backup Service.", no_args_is_help=True, pretty_exceptions_enable=False
 )
 app.add_typer(admin, name="admin")
+app.add_typer(task_app, name="task")
 db_app = typer.Typer(help="Metadata database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
@@ -47,6 +49,33 @@ def serve(
         highlight=False,
     )
     composition.serve(runtime)
+
+
+@app.command()
+def worker(
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option("--concurrency", help="Tasks run at once (env CSBS_WORKER_CONCURRENCY)."),
+    ] = None,
+    host: Annotated[
+        str | None,
+        typer.Option("--host", help="Host name tasks are routed by (env CSBS_WORKER_HOST)."),
+    ] = None,
+) -> None:
+    """Run a task worker (for machines other than the one running `csbs serve`)."""
+    settings = settings_from(
+        data_dir=data_dir,
+        database_url=database_url,
+        worker_concurrency=concurrency,
+        worker_host=host,
+    )
+    runtime = composition.build(settings)
+    migrations.upgrade(runtime.services.db.engine)
+    worker = composition.make_worker(runtime)
+    console.print(f"csbs worker {worker.worker_id}: {worker.concurrency} slots", highlight=False)
+    composition.run_worker(runtime, worker)
 
 
 @db_app.command("upgrade")

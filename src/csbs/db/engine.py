@@ -9,6 +9,7 @@ failing on a lock upgrade. Connection failures leave this module as
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -78,10 +79,32 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cur.close()
 
+    # Writers of this process queue on a Python lock before asking SQLite for its write
+    # lock: SQLite's busy handler sleeps in growing steps (up to 100 ms) and lets waiting
+    # writers starve, while a lock hands over at once. Other processes still meet the
+    # busy timeout.
+    writer_lock = threading.Lock()
+
     @event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
-        mode = "IMMEDIATE" if conn.get_execution_options().get("csbs_write", True) else "DEFERRED"
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        if conn.get_execution_options().get("csbs_write", True):
+            writer_lock.acquire()
+            conn.info["csbs_writer"] = True
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                del conn.info["csbs_writer"]
+                writer_lock.release()
+                raise
+        else:
+            conn.exec_driver_sql("BEGIN DEFERRED")
+
+    def _release(conn: sa.Connection) -> None:
+        if conn.info.pop("csbs_writer", False):
+            writer_lock.release()
+
+    event.listen(engine, "commit", _release)
+    event.listen(engine, "rollback", _release)
 
 
 @contextlib.contextmanager

@@ -48,22 +48,38 @@ tasks = sa.Table(
     sa.Column("lease_owner", sa.String(64), nullable=True),
     sa.Column("lease_expires_at", UTCDateTime, nullable=True),
     sa.Column("deadline_seconds", sa.Float, nullable=False),
-    sa.Column("deadline_at", UTCDateTime, nullable=True),
     sa.Column("not_before", UTCDateTime, nullable=False),
     # NULL: any worker; otherwise only a worker started with this host name.
     sa.Column("route", sa.String(255), nullable=True),
     sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
-    sa.Index("ix_tasks_queue", "project_id", "operation_type", "status", "seq"),
-    sa.Index("ix_tasks_status_lease", "status", "lease_expires_at"),
+    # Partial indexes: claims look only at waiting tasks, the reaper only at running ones, so
+    # the planner cannot wander into the (much larger) set of finished tasks.
+    sa.Index(
+        "ix_tasks_waiting",
+        "project_id",
+        "operation_type",
+        "seq",
+        postgresql_where=sa.text("status = 'waiting'"),
+        sqlite_where=sa.text("status = 'waiting'"),
+    ),
+    sa.Index(
+        "ix_tasks_running_lease",
+        "lease_expires_at",
+        postgresql_where=sa.text("status = 'running'"),
+        sqlite_where=sa.text("status = 'running'"),
+    ),
     sa.Index("ix_tasks_project_created", "project_id", "created_at"),
 )
 
 #: One row per (project, operation type) that ever had a task: the per-project
-#: serialisation point for admission (row lock) and the fairness clock (last claim).
+#: serialisation point for admission (row lock), the number of its tasks running now, and
+#: the fairness clock (last claim). `running` changes only in the transactions that move a
+#: task into or out of `running`, so it always equals the count of such tasks.
 task_queues = sa.Table(
     "task_queues",
     metadata,
     sa.Column("project_id", sa.String(64), primary_key=True),
     sa.Column("operation_type", sa.String(32), primary_key=True),
+    sa.Column("running", sa.Integer, nullable=False, default=0),
     sa.Column("last_claim_at", UTCDateTime, nullable=True),
 )

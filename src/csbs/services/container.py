@@ -7,7 +7,9 @@ import threading
 
 from csbs.db.engine import Database
 from csbs.domain.clock import Clock
+from csbs.queue import TaskStore
 from csbs.services.identity import IdentityService
+from csbs.services.operation_logs import OperationLogService
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,5 +40,7 @@ class Services:
     db: Database
     clock: Clock
     identity: IdentityService
+    tasks: TaskStore
+    operation_logs: OperationLogService
     options: ApiOptions
     lifecycle: Lifecycle = dataclasses.field(default_factory=Lifecycle)

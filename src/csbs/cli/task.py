@@ -1,0 +1,149 @@
+"""`csbs task`: the task records (operation logs), read from the metadata database."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from csbs import app as composition
+from csbs.cli.common import DatabaseUrlOpt, DataDirOpt, console, err_console, settings_from
+from csbs.domain import errors
+from csbs.domain.paging import page_request
+from csbs.queue import Task, TaskFilter, TaskStatus
+from csbs.services.operation_logs import DEFAULT_SORT, SORT_KEYS
+
+task_app = typer.Typer(help="Tasks (operation logs).", no_args_is_help=True)
+
+
+def _runtime(data_dir: DataDirOpt, database_url: DatabaseUrlOpt) -> composition.Runtime:
+    return composition.build(settings_from(data_dir=data_dir, database_url=database_url))
+
+
+def _fmt(task: Task) -> list[str]:
+    return [
+        task.id,
+        task.project_id[:12],
+        task.operation_type,
+        task.status.value,
+        f"{task.progress}%",
+        task.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+        (task.error_info or {}).get("message", ""),
+    ]
+
+
+@task_app.command("list")
+def list_tasks(
+    project: Annotated[str | None, typer.Option("--project", help="Project id.")] = None,
+    operation_type: Annotated[
+        str | None, typer.Option("--type", help="backup, restore or delete.")
+    ] = None,
+    status: Annotated[TaskStatus | None, typer.Option("--status")] = None,
+    limit: Annotated[int, typer.Option("--limit")] = 50,
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+) -> None:
+    """List tasks, newest first."""
+    runtime = _runtime(data_dir, database_url)
+    try:
+        page = page_request(
+            limit=limit,
+            marker=None,
+            offset=None,
+            sort=None,
+            allowed_sort=SORT_KEYS,
+            default_sort=DEFAULT_SORT,
+        )
+        result = runtime.services.operation_logs.search(
+            TaskFilter(project_id=project, operation_type=operation_type, status=status), page
+        )
+    finally:
+        runtime.close()
+    table = Table("id", "project", "type", "status", "progress", "created", "error")
+    for log in result.items:
+        table.add_row(*_fmt(log.task))
+    console.print(table)
+
+
+@task_app.command("show")
+def show_task(
+    task_id: str,
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+) -> None:
+    """Show one task in full."""
+    runtime = _runtime(data_dir, database_url)
+    try:
+        log = runtime.services.operation_logs.get(None, task_id)
+    except errors.CsbsError as e:
+        err_console.print(f"[red]error:[/red] {e.message}")
+        raise typer.Exit(1) from e
+    finally:
+        runtime.close()
+    t = log.task
+    table = Table(show_header=False)
+    for key, value in [
+        ("id", t.id),
+        ("project", t.project_id),
+        ("type", t.operation_type),
+        ("status", t.status.value),
+        ("attempts", str(t.attempts)),
+        ("created", str(t.created_at)),
+        ("started", str(t.started_at)),
+        ("ended", str(t.ended_at)),
+        ("deadline", str(t.deadline_at)),
+        ("extra_info", str(log.extra_info)),
+        ("error_info", str(t.error_info)),
+    ]:
+        table.add_row(key, value)
+    console.print(table)
+
+
+@task_app.command("wait")
+def wait_task(
+    task_id: str,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait at most.")] = 3600.0,
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+) -> None:
+    """Wait for a task with a progress bar; exit 0 on success, 1 otherwise."""
+    runtime = _runtime(data_dir, database_url)
+    try:
+        final = wait_with_progress(runtime, task_id, timeout)
+    except errors.CsbsError as e:
+        err_console.print(f"[red]error:[/red] {e.message}")
+        raise typer.Exit(1) from e
+    finally:
+        runtime.close()
+    console.print(f"task {final.id}: {final.status.value}")
+    if final.status is not TaskStatus.SUCCESS:
+        if final.error_info:
+            err_console.print(f"[red]{final.error_info.get('message', '')}[/red]")
+        raise typer.Exit(1)
+
+
+def wait_with_progress(runtime: composition.Runtime, task_id: str, timeout: float) -> Task:
+    """Poll a task until it is terminal, drawing its progress; returns its last state."""
+    deadline = time.monotonic() + timeout
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=False,
+    ) as progress:
+        bar = progress.add_task("waiting", total=100)
+        while True:
+            log = runtime.services.operation_logs.get(None, task_id)
+            t = log.task
+            label = f"{t.operation_type} {t.status.value}"
+            if log.queue_position:
+                label += f" (queue position {log.queue_position})"
+            progress.update(bar, completed=t.progress, description=label)
+            if t.status.terminal or time.monotonic() >= deadline:
+                return t
+            time.sleep(0.5)

@@ -1,0 +1,654 @@
+"""All SQL of the task queue: enqueue, claim with admission control, leases, finish, reap, read.
+
+Admission control: at most `limit(type)` tasks of one operation type run at once in one
+project. The row of `task_queues` for (project, type) is the serialisation point and holds
+the group's `running` count, changed only in the transactions that move a task into or out
+of `running`. A claim locks a group row whose count is under the limit (`FOR UPDATE SKIP
+LOCKED` on PostgreSQL, which re-checks the count on the latest row version; SQLite runs the
+whole claim in one `BEGIN IMMEDIATE` transaction), takes the group's oldest waiting task and
+increments the count. Two workers can therefore never both take the last slot. Groups are
+served in order of their last claim (never-claimed first), so one project's long queue cannot
+delay another project's task beyond the next free slot.
+
+The hot statements are built once, with bind parameters, so a claim costs a few round trips
+and little Python.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+from csbs.domain import errors
+from csbs.domain.clock import Clock
+from csbs.domain.ids import new_id
+from csbs.domain.paging import Page, PageRequest
+from csbs.queue.jobs import EnqueueRequest, Task, TaskFilter, TaskStatus, error_info
+from csbs.queue.schema import task_queues, tasks
+from csbs.sqlpaging import apply_page
+from csbs.sqltypes import UTCDateTime
+
+#: PostgreSQL channel on which enqueues and finishes wake idle workers.
+CHANNEL = "csbs_tasks"
+#: How many candidate groups one claim looks at before giving up (each needs a lock).
+_CLAIM_TRIES = 8
+_REAP_BATCH = 100
+
+#: Hook run inside the transaction that changes a task's state (e.g. to move a backup's
+#: status in the same commit). It receives the connection and the task as updated.
+Hook = Callable[[sa.Connection, Task], None]
+
+SORT_COLUMNS: Mapping[str, sa.ColumnElement[Any]] = {
+    "created_at": tasks.c.created_at,
+    "started_at": tasks.c.started_at,
+    "ended_at": tasks.c.ended_at,
+    "status": tasks.c.status,
+    "operation_type": tasks.c.operation_type,
+    "id": tasks.c.id,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class _ClaimStatements:
+    candidate: sa.Select[Any]
+    take: sa.Executable
+    count: sa.Update | None
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueConfig:
+    """Limits and timings of the queue, from settings."""
+
+    #: Running tasks per project, by operation type.
+    limits: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    default_limit: int = 10
+    #: Seconds from first start to deadline, by operation type.
+    deadlines: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    default_deadline: float = 24 * 3600.0
+    lease_seconds: float = 30.0
+    max_attempts: int = 5
+    retry_base_delay: float = 2.0
+    retry_max_delay: float = 300.0
+
+    def limit_for(self, operation_type: str) -> int:
+        return self.limits.get(operation_type, self.default_limit)
+
+    def deadline_for(self, operation_type: str) -> float:
+        return self.deadlines.get(operation_type, self.default_deadline)
+
+
+class TaskStore:
+    """The queue's tables, handed an engine; safe to share between threads and processes."""
+
+    def __init__(self, engine: sa.Engine, clock: Clock, config: QueueConfig) -> None:
+        self._engine = engine
+        self._reader = engine.execution_options(csbs_write=False)
+        self._clock = clock
+        self.config = config
+        self.is_postgres = engine.dialect.name == "postgresql"
+        self._claim_cache: dict[tuple[str | None, tuple[str, ...]], _ClaimStatements] = {}
+        self._decrement = (
+            task_queues.update()
+            .where(
+                task_queues.c.project_id == sa.bindparam("g_project"),
+                task_queues.c.operation_type == sa.bindparam("g_type"),
+            )
+            .values(running=task_queues.c.running - 1)
+        )
+        self._local_wakers: list[threading.Event] = []
+        self._wakers_lock = threading.Lock()
+
+    @property
+    def engine(self) -> sa.Engine:
+        return self._engine
+
+    # -- waking workers in this process -----------------------------------------------------
+
+    def add_local_waker(self, event: threading.Event) -> None:
+        with self._wakers_lock:
+            self._local_wakers.append(event)
+
+    def remove_local_waker(self, event: threading.Event) -> None:
+        with self._wakers_lock:
+            if event in self._local_wakers:
+                self._local_wakers.remove(event)
+
+    def poke(self) -> None:
+        """Wake this process's idle workers (call after committing an enqueue)."""
+        with self._wakers_lock:
+            for event in self._local_wakers:
+                event.set()
+
+    def _notify(self, conn: sa.Connection, payload: str) -> None:
+        if self.is_postgres:
+            conn.execute(sa.select(sa.func.pg_notify(CHANNEL, payload)))
+
+    # -- enqueue ----------------------------------------------------------------------------
+
+    def enqueue(self, conn: sa.Connection, request: EnqueueRequest) -> Task:
+        """Insert a waiting task inside the caller's transaction (call `poke` after commit)."""
+        now = self._clock.now()
+        insert = pg_dialect.insert if self.is_postgres else sqlite_dialect.insert
+        conn.execute(
+            insert(task_queues)
+            .values(project_id=request.project_id, operation_type=request.operation_type, running=0)
+            .on_conflict_do_nothing()
+        )
+        refs = request.refs
+        row = conn.execute(
+            tasks.insert()
+            .values(
+                id=request.task_id or new_id(),
+                project_id=request.project_id,
+                operation_type=request.operation_type,
+                status=TaskStatus.WAITING.value,
+                params=dict(request.params),
+                provider_id=refs.provider_id,
+                checkpoint_id=refs.checkpoint_id,
+                checkpoint_item_id=refs.checkpoint_item_id,
+                plan_id=refs.plan_id,
+                restore_id=refs.restore_id,
+                resource_id=refs.resource_id,
+                resource_name=refs.resource_name,
+                progress=0,
+                extra_info={},
+                error_info=None,
+                created_at=now,
+                attempts=0,
+                max_attempts=self.config.max_attempts,
+                deadline_seconds=request.deadline_seconds
+                or self.config.deadline_for(request.operation_type),
+                not_before=now,
+                route=request.route,
+                cancel_requested=False,
+            )
+            .returning(*tasks.c)
+        ).one()
+        self._notify(conn, request.operation_type)
+        return Task.from_row(row)
+
+    def enqueue_one(self, request: EnqueueRequest) -> Task:
+        """Enqueue in a transaction of its own."""
+        with self._engine.begin() as conn:
+            task = self.enqueue(conn, request)
+        self.poke()
+        return task
+
+    def request_cancel(self, task_id: str) -> bool:
+        """Ask the worker running `task_id` to stop (seen at its next heartbeat)."""
+        with self._engine.begin() as conn:
+            result = conn.execute(
+                tasks.update()
+                .where(tasks.c.id == task_id, tasks.c.status == TaskStatus.RUNNING.value)
+                .values(cancel_requested=True)
+            )
+        return bool(result.rowcount)
+
+    # -- claim ------------------------------------------------------------------------------
+
+    def claim(
+        self,
+        worker_id: str,
+        host: str | None,
+        types: Sequence[str],
+        on_start: Callable[[str], Hook | None] | None = None,
+    ) -> Task | None:
+        """Take the next task this worker may run, or None when there is none."""
+        got = self.claim_many(worker_id, host, types, 1, on_start)
+        return got[0] if got else None
+
+    def claim_many(
+        self,
+        worker_id: str,
+        host: str | None,
+        types: Sequence[str],
+        limit: int,
+        on_start: Callable[[str], Hook | None] | None = None,
+    ) -> list[Task]:
+        """Take up to `limit` tasks this worker may run, in one transaction.
+
+        Groups are visited in fairness order; after each claim the group's last-claim time
+        moves, so one batch spreads over projects exactly as single claims would.
+
+        Args:
+            worker_id: the lease owner to record.
+            host: the worker's host name; it takes tasks routed to it or to any host.
+            types: the operation types it has handlers for.
+            limit: the worker's free slots.
+            on_start: operation type -> hook run in the claiming transaction.
+        """
+        if not types or limit < 1:
+            return []
+        claimed: list[Task] = []
+        stmts = self._statements(host, tuple(sorted(types)))
+        with self._engine.begin() as conn:
+            # Read the clock inside the transaction (on SQLite, after the write lock), so
+            # start times order like the claims themselves.
+            now = self._clock.now()
+            lease_until = now + dt.timedelta(seconds=self.config.lease_seconds)
+            skipped: list[tuple[str, str]] = [("", "")]
+            misses = 0
+            while len(claimed) < limit and misses < _CLAIM_TRIES:
+                group = conn.execute(stmts.candidate, {"now": now, "skipped": skipped}).first()
+                if group is None:
+                    break
+                project_id, operation_type = group
+                keys = {"g_project": project_id, "g_type": operation_type}
+                params = {**keys, "now": now, "b_worker": worker_id, "b_lease_until": lease_until}
+                row = conn.execute(stmts.take, params).first()
+                if row is None:
+                    # Its waiting tasks were taken meanwhile (PostgreSQL) or are not ours.
+                    skipped.append((project_id, operation_type))
+                    misses += 1
+                    continue
+                if stmts.count is not None:
+                    conn.execute(stmts.count, params)
+                task = Task.from_row(row)
+                hook = on_start(operation_type) if on_start else None
+                if hook is not None:
+                    hook(conn, task)
+                claimed.append(task)
+                # Later claims of this batch order after this one (fairness clock).
+                now = now + dt.timedelta(microseconds=1)
+        return claimed
+
+    def _eligible(self, host: str | None, now: Any) -> sa.ColumnElement[bool]:
+        route_ok = (
+            tasks.c.route.is_(None)
+            if host is None
+            else sa.or_(tasks.c.route.is_(None), tasks.c.route == host)
+        )
+        return sa.and_(
+            tasks.c.status == TaskStatus.WAITING.value, route_ok, tasks.c.not_before <= now
+        )
+
+    def _statements(self, host: str | None, types: tuple[str, ...]) -> _ClaimStatements:
+        key = (host, types)
+        stmts = self._claim_cache.get(key)
+        if stmts is None:
+            stmts = self._build_claim_statements(host, types)
+            self._claim_cache[key] = stmts
+        return stmts
+
+    def _build_claim_statements(self, host: str | None, types: tuple[str, ...]) -> _ClaimStatements:
+        q = task_queues.c
+        now = sa.bindparam("now", type_=UTCDateTime())
+        limit = sa.case(
+            {t: self.config.limit_for(t) for t in types},
+            value=q.operation_type,
+            else_=self.config.default_limit,
+        )
+        # "Has an eligible waiting task", written as the first such task's seq rather than
+        # EXISTS: as a correlated scalar subquery PostgreSQL always runs it as an index probe
+        # on (project_id, operation_type, seq), even before the table has statistics (an
+        # EXISTS semi-join planned on empty statistics scanned every waiting task per group).
+        first_waiting = (
+            sa.select(tasks.c.seq)
+            .where(
+                tasks.c.project_id == q.project_id,
+                tasks.c.operation_type == q.operation_type,
+                self._eligible(host, now),
+            )
+            .order_by(tasks.c.seq)
+            .limit(1)
+            .scalar_subquery()
+        )
+        candidate = (
+            sa.select(q.project_id, q.operation_type)
+            .where(
+                q.operation_type.in_(list(types)),
+                q.running < limit,
+                first_waiting.is_not(None),
+                sa.tuple_(q.project_id, q.operation_type).not_in(
+                    sa.bindparam("skipped", expanding=True)
+                ),
+            )
+            .order_by(q.last_claim_at.asc().nulls_first(), q.project_id, q.operation_type)
+            .limit(1)
+        )
+        if self.is_postgres:
+            candidate = candidate.with_for_update(skip_locked=True, of=task_queues)
+        group_project = sa.bindparam("g_project", type_=sa.String())
+        group_type = sa.bindparam("g_type", type_=sa.String())
+        pick = (
+            sa.select(tasks.c.id)
+            .where(
+                tasks.c.project_id == group_project,
+                tasks.c.operation_type == group_type,
+                self._eligible(host, now),
+            )
+            .order_by(tasks.c.seq)
+            .limit(1)
+        )
+        if self.is_postgres:
+            pick = pick.with_for_update(skip_locked=True)
+        take = (
+            tasks.update()
+            .where(tasks.c.id == pick.scalar_subquery())
+            .values(
+                status=TaskStatus.RUNNING.value,
+                attempts=tasks.c.attempts + 1,
+                lease_owner=sa.bindparam("b_worker", type_=sa.String()),
+                lease_expires_at=sa.bindparam("b_lease_until", type_=UTCDateTime()),
+                started_at=sa.func.coalesce(tasks.c.started_at, now),
+                cancel_requested=False,
+            )
+            .returning(*tasks.c)
+        )
+        count = (
+            task_queues.update()
+            .where(q.project_id == group_project, q.operation_type == group_type)
+            .values(running=q.running + 1, last_claim_at=now)
+        )
+        if not self.is_postgres:
+            return _ClaimStatements(candidate=candidate, take=take, count=count)
+        # PostgreSQL: one round trip takes the task and counts it (a data-modifying CTE
+        # runs exactly once; the count only moves when a task was taken).
+        taken = take.cte("taken")
+        counted = count.where(sa.exists(sa.select(taken.c.id))).cte("counted")
+        return _ClaimStatements(
+            candidate=candidate,
+            take=sa.select(*taken.c).add_cte(counted),
+            count=None,
+        )
+
+    def _leave_running_with(self, conn: sa.Connection, change: sa.Update, task: Task) -> Any:
+        """Apply `change` (which moves `task` out of running) and decrement its group's count
+        when it matched; returns the changed row, or None when nothing matched."""
+        change = change.returning(*tasks.c)
+        keys = {"g_project": task.project_id, "g_type": task.operation_type}
+        if not self.is_postgres:
+            row = conn.execute(change).first()
+            if row is not None:
+                conn.execute(self._decrement, keys)
+            return row
+        done = change.cte("done")
+        dec = self._decrement.where(sa.exists(sa.select(done.c.id))).cte("dec")
+        notify = sa.func.pg_notify(CHANNEL, done.c.operation_type).label("notified")
+        stmt = sa.select(*done.c, notify).add_cte(dec)
+        return conn.execute(stmt, keys).first()
+
+    def _leave_running(self, conn: sa.Connection, task: Task) -> None:
+        """The group of `task` has one fewer running task (same transaction as the change)."""
+        conn.execute(self._decrement, {"g_project": task.project_id, "g_type": task.operation_type})
+
+    # -- while running ----------------------------------------------------------------------
+
+    def _owned(self, task: Task, worker_id: str) -> sa.ColumnElement[bool]:
+        return sa.and_(
+            tasks.c.id == task.id,
+            tasks.c.lease_owner == worker_id,
+            tasks.c.attempts == task.attempts,
+            tasks.c.status == TaskStatus.RUNNING.value,
+        )
+
+    def heartbeat(self, worker_id: str, task_ids: Iterable[str]) -> dict[str, bool]:
+        """Extend the leases of `task_ids`; returns id -> cancel requested, for those still ours."""
+        ids = list(task_ids)
+        if not ids:
+            return {}
+        now = self._clock.now()
+        mine = sa.and_(
+            tasks.c.id.in_(ids),
+            tasks.c.lease_owner == worker_id,
+            tasks.c.status == TaskStatus.RUNNING.value,
+        )
+        with self._engine.begin() as conn:
+            conn.execute(
+                tasks.update()
+                .where(mine)
+                .values(lease_expires_at=now + dt.timedelta(seconds=self.config.lease_seconds))
+            )
+            rows = conn.execute(sa.select(tasks.c.id, tasks.c.cancel_requested).where(mine))
+            return {task_id: bool(cancel) for task_id, cancel in rows}
+
+    def report(
+        self, task: Task, worker_id: str, progress: int, extra_info: Mapping[str, Any]
+    ) -> bool:
+        """Record progress; False when the task is no longer this worker's."""
+        with self._engine.begin() as conn:
+            result = conn.execute(
+                tasks.update()
+                .where(self._owned(task, worker_id))
+                .values(progress=progress, extra_info=dict(extra_info))
+            )
+        return bool(result.rowcount)
+
+    def finish(
+        self,
+        task: Task,
+        worker_id: str,
+        status: TaskStatus,
+        *,
+        progress: int | None = None,
+        extra_info: Mapping[str, Any] | None = None,
+        error: Mapping[str, Any] | None = None,
+        on_end: Hook | None = None,
+    ) -> bool:
+        """Record a terminal status; False (and nothing changed) when the lease was lost."""
+        assert status.terminal
+        with self._engine.begin() as conn:
+            now = self._clock.now()
+            values: dict[str, Any] = {
+                "status": status.value,
+                "ended_at": now,
+                "lease_owner": None,
+                "lease_expires_at": None,
+                "error_info": dict(error) if error else None,
+            }
+            if progress is not None:
+                values["progress"] = progress
+            if extra_info is not None:
+                values["extra_info"] = dict(extra_info)
+            row = self._leave_running_with(
+                conn, tasks.update().where(self._owned(task, worker_id)).values(**values), task
+            )
+            if row is None:
+                return False
+            if on_end is not None:
+                on_end(conn, Task.from_row(row))
+        self.poke()
+        return True
+
+    def retry(
+        self, task: Task, worker_id: str, *, delay: float | None, error: Mapping[str, Any]
+    ) -> bool:
+        """Put the task back to waiting after `delay` (default: exponential back-off)."""
+        if delay is None:
+            delay = min(
+                self.config.retry_max_delay,
+                self.config.retry_base_delay * 2 ** max(0, task.attempts - 1),
+            )
+        now = self._clock.now()
+        with self._engine.begin() as conn:
+            result = conn.execute(
+                tasks.update()
+                .where(self._owned(task, worker_id))
+                .values(
+                    status=TaskStatus.WAITING.value,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    not_before=now + dt.timedelta(seconds=delay),
+                    error_info=dict(error),
+                )
+            )
+            if result.rowcount:
+                self._leave_running(conn, task)
+            self._notify(conn, task.operation_type)
+        return bool(result.rowcount)
+
+    def hand_back(self, worker_id: str, task_ids: Iterable[str]) -> int:
+        """Return running tasks of this worker to waiting (graceful shutdown)."""
+        ids = list(task_ids)
+        if not ids:
+            return 0
+        now = self._clock.now()
+        with self._engine.begin() as conn:
+            rows = conn.execute(
+                tasks.update()
+                .where(
+                    tasks.c.id.in_(ids),
+                    tasks.c.lease_owner == worker_id,
+                    tasks.c.status == TaskStatus.RUNNING.value,
+                )
+                .values(
+                    status=TaskStatus.WAITING.value,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    not_before=now,
+                )
+                .returning(*tasks.c)
+            ).all()
+            for row in rows:
+                self._leave_running(conn, Task.from_row(row))
+            self._notify(conn, "hand_back")
+        return len(rows)
+
+    def reap(self, types: Sequence[str], on_end: Callable[[str], Hook | None] | None = None) -> int:
+        """Deal with running tasks whose lease expired (their worker died or hung).
+
+        Past the deadline -> timeout; out of attempts -> failed; otherwise back to waiting.
+        Only tasks of `types` are touched, so the end hooks of their handlers can run.
+        """
+        if not types:
+            return 0
+        now = self._clock.now()
+        done = 0
+        with self._engine.begin() as conn:
+            stmt = (
+                sa.select(*tasks.c)
+                .where(
+                    tasks.c.status == TaskStatus.RUNNING.value,
+                    tasks.c.lease_expires_at < now,
+                    tasks.c.operation_type.in_(list(types)),
+                )
+                .order_by(tasks.c.seq)
+                .limit(_REAP_BATCH)
+            )
+            if self.is_postgres:
+                stmt = stmt.with_for_update(skip_locked=True)
+            for row in conn.execute(stmt).all():
+                task = Task.from_row(row)
+                stale = sa.and_(
+                    tasks.c.id == task.id,
+                    tasks.c.status == TaskStatus.RUNNING.value,
+                    tasks.c.lease_expires_at < now,
+                )
+                cleared = {"lease_owner": None, "lease_expires_at": None}
+                if task.deadline_at is not None and task.deadline_at <= now:
+                    values = {
+                        **cleared,
+                        "status": TaskStatus.TIMEOUT.value,
+                        "ended_at": now,
+                        "error_info": error_info(
+                            "CSBS.9999", "The task passed its deadline while its worker was gone."
+                        ),
+                    }
+                elif task.attempts >= task.max_attempts:
+                    values = {
+                        **cleared,
+                        "status": TaskStatus.FAILED.value,
+                        "ended_at": now,
+                        "error_info": error_info(
+                            "CSBS.9999",
+                            f"The worker running the task was lost {task.attempts} times; "
+                            "giving up.",
+                        ),
+                    }
+                else:
+                    values = {**cleared, "status": TaskStatus.WAITING.value, "not_before": now}
+                updated = conn.execute(
+                    tasks.update().where(stale).values(**values).returning(*tasks.c)
+                ).first()
+                if updated is None:
+                    continue
+                done += 1
+                new = Task.from_row(updated)
+                self._leave_running(conn, new)
+                if new.status.terminal and on_end is not None:
+                    hook = on_end(new.operation_type)
+                    if hook is not None:
+                        hook(conn, new)
+            if done:
+                self._notify(conn, "reap")
+        return done
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def get(self, task_id: str) -> Task | None:
+        with self._reader.begin() as conn:
+            row = conn.execute(sa.select(*tasks.c).where(tasks.c.id == task_id)).first()
+        return Task.from_row(row) if row else None
+
+    def search(self, task_filter: TaskFilter, page: PageRequest) -> Page[Task]:
+        """A page of tasks matching `task_filter`, in the page's sort order."""
+        stmt = sa.select(*tasks.c).where(*self._where(task_filter))
+        with self._reader.begin() as conn:
+            marker_values = None
+            if page.marker is not None:
+                marker_row = conn.execute(
+                    sa.select(*[SORT_COLUMNS[k.key] for k in page.sort], tasks.c.seq).where(
+                        tasks.c.id == page.marker, *self._where(task_filter)
+                    )
+                ).first()
+                marker_values = list(marker_row) if marker_row else None
+            stmt = apply_page(
+                stmt,
+                page,
+                columns=SORT_COLUMNS,
+                tiebreak=tasks.c.seq,
+                marker_values=marker_values,
+                not_found=errors.InvalidInput(f"marker {page.marker} is not a task of this list"),
+            )
+            rows = conn.execute(stmt).all()
+        items = [Task.from_row(r) for r in rows[: page.limit]]
+        return Page(items=items, has_more=len(rows) > page.limit)
+
+    def count(self, task_filter: TaskFilter) -> int:
+        with self._reader.begin() as conn:
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count()).select_from(tasks).where(*self._where(task_filter))
+                ).scalar_one()
+            )
+
+    def queue_positions(self, project_id: str) -> dict[str, int]:
+        """Waiting task id -> 1-based position in its (project, type) queue."""
+        position = sa.func.row_number().over(
+            partition_by=tasks.c.operation_type, order_by=tasks.c.seq
+        )
+        with self._reader.begin() as conn:
+            rows = conn.execute(
+                sa.select(tasks.c.id, position).where(
+                    tasks.c.project_id == project_id,
+                    tasks.c.status == TaskStatus.WAITING.value,
+                )
+            )
+            return {task_id: int(pos) for task_id, pos in rows}
+
+    @staticmethod
+    def _where(f: TaskFilter) -> list[sa.ColumnElement[bool]]:
+        conds: list[sa.ColumnElement[bool]] = []
+        for column, value in (
+            (tasks.c.project_id, f.project_id),
+            (tasks.c.operation_type, f.operation_type),
+            (tasks.c.status, f.status.value if f.status else None),
+            (tasks.c.checkpoint_id, f.checkpoint_id),
+            (tasks.c.checkpoint_item_id, f.checkpoint_item_id),
+            (tasks.c.plan_id, f.plan_id),
+            (tasks.c.resource_id, f.resource_id),
+        ):
+            if value is not None:
+                conds.append(column == value)
+        if f.created_from is not None:
+            conds.append(tasks.c.created_at >= f.created_from)
+        if f.created_to is not None:
+            conds.append(tasks.c.created_at <= f.created_to)
+        return conds

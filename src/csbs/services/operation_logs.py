@@ -1,0 +1,82 @@
+"""Operation logs: the task records as callers see them (spec §11.5)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import time
+from typing import Any
+
+from csbs.domain import errors
+from csbs.domain.paging import Page, PageRequest
+from csbs.queue import Task, TaskFilter, TaskStatus, TaskStore
+
+SORT_KEYS = frozenset({"created_at", "started_at", "ended_at", "status", "operation_type", "id"})
+DEFAULT_SORT = "created_at:desc"
+
+
+@dataclasses.dataclass(frozen=True)
+class OperationLog:
+    task: Task
+    #: 1-based place in its project's queue while waiting, else None.
+    queue_position: int | None
+
+    @property
+    def extra_info(self) -> dict[str, Any]:
+        extra = dict(self.task.extra_info)
+        extra["progress"] = self.task.progress
+        if self.queue_position is not None:
+            extra["queue_position"] = self.queue_position
+        return extra
+
+
+class OperationLogService:
+    def __init__(self, store: TaskStore) -> None:
+        self._store = store
+
+    def get(self, project_id: str | None, task_id: str) -> OperationLog:
+        """One task of `project_id` (None: any project, for admins).
+
+        Raises:
+            TaskNotFound: unknown, or another project's (existence is not revealed).
+        """
+        task = self._store.get(task_id)
+        if task is None or (project_id is not None and task.project_id != project_id):
+            raise errors.TaskNotFound(f"task not found: {task_id}")
+        position = None
+        if task.status is TaskStatus.WAITING:
+            position = self._store.queue_positions(task.project_id).get(task.id)
+        return OperationLog(task, position)
+
+    def search(self, task_filter: TaskFilter, page: PageRequest) -> Page[OperationLog]:
+        result = self._store.search(task_filter, page)
+        positions: dict[str, int] = {}
+        for project_id in {t.project_id for t in result.items if t.status is TaskStatus.WAITING}:
+            positions.update(self._store.queue_positions(project_id))
+        return Page(
+            items=[OperationLog(t, positions.get(t.id)) for t in result.items],
+            has_more=result.has_more,
+        )
+
+    def wait(self, task_id: str, *, timeout: float, poll: float = 0.5) -> Task:
+        """Poll until the task is terminal or `timeout` seconds pass; returns its last state."""
+        deadline = time.monotonic() + timeout
+        while True:
+            task = self._store.get(task_id)
+            if task is None:
+                raise errors.TaskNotFound(f"task not found: {task_id}")
+            if task.status.terminal or time.monotonic() >= deadline:
+                return task
+            time.sleep(poll)
+
+
+def parse_time(value: str | None, field: str) -> dt.datetime | None:
+    """Parse a CSBS timestamp (`2017-04-18T01:21:52.701973`, fraction optional; UTC)."""
+    if value is None or value == "":
+        return None
+    for fmt in ("%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"):
+        try:
+            return dt.datetime.strptime(value, fmt).replace(tzinfo=dt.UTC)
+        except ValueError:
+            continue
+    raise errors.InvalidInput(f"{field} must look like 2017-04-18T01:21:52.701973")
