@@ -69,7 +69,7 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def run_engine(name: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -147,7 +147,7 @@ def run_engine(name: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
 
         # Claim latency with free slots: one task at a time, workers idle.
         latencies = []
-        for i in range(args.latency_samples):
+        for _ in range(args.latency_samples):
             t = store.enqueue_one(EnqueueRequest(f"lat-{uuid.uuid4().hex[:6]}", "delete"))
             while True:
                 got = store.get(t.id)

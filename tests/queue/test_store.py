@@ -151,7 +151,7 @@ def test_reaper_fails_after_max_attempts_and_times_out_past_deadline(
 
 def test_deadline_survives_retries(make_store: Any, clock: FrozenClock) -> None:
     store: TaskStore = make_store(deadlines={DELETE: 100})
-    (queued,) = enqueue(store, "p")
+    enqueue(store, "p")
     t1 = store.claim("w", None, [DELETE])
     assert t1 is not None
     clock.advance(10)
@@ -165,7 +165,7 @@ def test_deadline_survives_retries(make_store: Any, clock: FrozenClock) -> None:
 
 def test_hooks_run_in_the_state_changing_transaction(make_store: Any) -> None:
     store: TaskStore = make_store()
-    (queued,) = enqueue(store, "p")
+    enqueue(store, "p")
     seen: list[str] = []
 
     def on_start(conn: sa.Connection, task: Task) -> None:

@@ -1,0 +1,214 @@
+"""Blobs as files under a root directory: temp file, fsync, rename, fsync the directory."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import stat
+from collections.abc import Iterator
+
+from csbs.blobstore import base, errors
+
+# Marks temporary files. `~` can never occur in a valid name, so `list` (which yields only
+# valid names) never shows a temp file, and a temp file can never shadow a blob.
+_TEMP_MARK = "~tmp."
+
+# errno values that a network file system reports for conditions that clear up by
+# themselves; everything else from the OS is a plain BlobStoreError.
+_TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.ETIMEDOUT, errno.ESTALE})
+
+
+class LocalStore:
+    """Blobs as regular files below `root`; a name's segments are its directories.
+
+    Writes go to a uniquely named temp file in the target directory, which is fsynced,
+    renamed over the final name (atomic on POSIX, also across processes) and followed by
+    an fsync of the directory, so neither a reader nor a crash ever exposes a partial
+    blob. New directories are fsynced into their parents too. Empty directories are left
+    in place after deletes: removing them would race with a concurrent put into them.
+
+    The store keeps no mutable state, so one object may be shared by threads and any
+    number of processes may use the same root at once.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = os.path.abspath(os.fspath(root))
+        with _os_errors("create root", self.root):
+            os.makedirs(self.root, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"LocalStore({self.root!r})"
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.root, *base.validate_name(name).split("/"))
+
+    def put(self, name: str, data: bytes) -> None:
+        path = self._path(name)
+        directory, basename = os.path.split(path)
+        self._ensure_dir(directory, name)
+        tmp = os.path.join(directory, f"{basename}{_TEMP_MARK}{secrets.token_hex(8)}")
+        with _os_errors("put", name):
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+                try:
+                    _write_all(fd, data)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.replace(tmp, path)
+            except BaseException as exc:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                if isinstance(exc, IsADirectoryError):
+                    raise errors.InvalidBlobName(name, "other blobs are stored below it") from exc
+                raise
+            _fsync_dir(directory)
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        path = self._path(name)
+        base.check_range(offset, length)
+        with _os_errors("get", name):
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except (FileNotFoundError, NotADirectoryError) as exc:
+                raise errors.BlobNotFound(name) from exc
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    raise errors.BlobNotFound(name)
+                # The file behind `fd` never changes: puts replace the directory entry,
+                # never the content, so st_size is exact for the whole read.
+                end = st.st_size if length is None else min(st.st_size, offset + length)
+                return _pread_exact(fd, max(0, end - offset), offset)
+            finally:
+                os.close(fd)
+
+    def exists(self, name: str) -> bool:
+        path = self._path(name)
+        with _os_errors("exists", name):
+            try:
+                return stat.S_ISREG(os.stat(path).st_mode)
+            except (FileNotFoundError, NotADirectoryError):
+                return False
+
+    def delete(self, name: str) -> None:
+        path = self._path(name)
+        with _os_errors("delete", name):
+            try:
+                os.unlink(path)
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                # Missing (or a directory, which is not a blob): nothing to delete.
+                return
+            _fsync_dir(os.path.dirname(path))
+
+    def list(self, prefix: str) -> Iterator[str]:
+        base.validate_prefix(prefix)
+        head, _, partial = prefix.rpartition("/")
+        directory = os.path.join(self.root, *head.split("/")) if head else self.root
+        return self._walk(directory, f"{head}/" if head else "", partial)
+
+    def _walk(self, directory: str, rel: str, name_prefix: str) -> Iterator[str]:
+        # Depth-first, entries sorted per directory: streamed with memory bounded by one
+        # directory listing, and stable for an unchanged tree.
+        with _os_errors("list", rel or "/"):
+            try:
+                with os.scandir(directory) as it:
+                    entries = sorted(
+                        (entry.name, entry.is_dir(follow_symlinks=False))
+                        for entry in it
+                        if entry.name.startswith(name_prefix)
+                        and (
+                            entry.is_dir(follow_symlinks=False)
+                            or entry.is_file(follow_symlinks=False)
+                        )
+                    )
+            except (FileNotFoundError, NotADirectoryError):
+                return
+        for entry_name, is_dir in entries:
+            name = rel + entry_name
+            if not base.is_valid_name(name):
+                continue  # temp files and anything foreign
+            if is_dir:
+                yield from self._walk(os.path.join(directory, entry_name), name + "/", "")
+            else:
+                yield name
+
+    def size(self, name: str) -> int:
+        path = self._path(name)
+        with _os_errors("size", name):
+            try:
+                st = os.stat(path)
+            except (FileNotFoundError, NotADirectoryError) as exc:
+                raise errors.BlobNotFound(name) from exc
+        if not stat.S_ISREG(st.st_mode):
+            raise errors.BlobNotFound(name)
+        return st.st_size
+
+    def close(self) -> None:
+        pass
+
+    def _ensure_dir(self, directory: str, name: str) -> None:
+        if os.path.isdir(directory):
+            return
+        missing = []
+        current = directory
+        while not os.path.isdir(current):
+            missing.append(current)
+            current = os.path.dirname(current)
+        with _os_errors("put", name):
+            for path in reversed(missing):
+                try:
+                    os.mkdir(path)
+                except FileExistsError as exc:
+                    if not os.path.isdir(path):
+                        raise errors.InvalidBlobName(
+                            name, "a parent path is itself a blob"
+                        ) from exc
+                # Also when another writer won the mkdir race: its fsync of the parent
+                # may not have happened yet, and our put must not return before it has.
+                _fsync_dir(os.path.dirname(path))
+
+
+@contextlib.contextmanager
+def _os_errors(operation: str, name: str) -> Iterator[None]:
+    """Turn OS errors that escape the caller's own handling into blob store errors."""
+    try:
+        yield
+    except OSError as exc:
+        message = f"{operation} {name!r}: {exc.strerror or exc}"
+        if exc.errno in _TRANSIENT_ERRNOS:
+            raise errors.StoreUnavailable(message) from exc
+        raise errors.BlobStoreError(message) from exc
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _pread_exact(fd: int, length: int, offset: int) -> bytes:
+    data = os.pread(fd, length, offset)
+    if len(data) == length:
+        return data
+    # Short reads are legal (signals, huge sizes); collect the rest piece by piece.
+    parts = [data]
+    got = len(data)
+    while got < length:
+        piece = os.pread(fd, length - got, offset + got)
+        if not piece:
+            raise errors.BlobStoreError(f"file shrank while reading at offset {offset + got}")
+        parts.append(piece)
+        got += len(piece)
+    return b"".join(parts)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,232 @@
+"""The chunk envelope: how one chunk (or manifest) is stored, verified on every read.
+
+Format v1, all integers unsigned:
+
+    offset  size  field
+    0       8     magic b"CSBSCHNK"
+    8       1     format version (ENVELOPE_V1)
+    9       1     compression: 0 none, 1 zstd (one frame with its content size)
+    10      32    chunk id: keyed BLAKE3 of the plaintext (raw bytes)
+    42      12    nonce, random per envelope
+    54      n+16  AES-256-GCM(key=project encryption key, nonce,
+                               plaintext=payload, associated data=bytes 0..41) || tag
+
+The header (bytes 0..41) is authenticated as associated data, so the id, version and
+compression flag cannot be altered or swapped between envelopes without detection.
+Reading checks, in order: length, magic, version, compression code, that the id in the
+header is the one asked for, the AES-GCM tag, the decompressed size bound, and finally
+that the keyed hash of the plaintext equals the id. Any failure is an IntegrityError
+naming the chunk; wrong data is never returned.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import zstandard
+from cryptography.exceptions import InvalidTag
+
+from csbs.repository import chunking, errors, keys
+
+MAGIC = b"CSBSCHNK"
+ENVELOPE_V1 = 1  # v1: header as AES-GCM associated data; zstd or no compression
+COMPRESSION_NONE = 0
+COMPRESSION_ZSTD = 1
+DEFAULT_ZSTD_LEVEL = 1
+
+HEADER_SIZE = len(MAGIC) + 1 + 1 + keys.CHUNK_ID_SIZE  # 42 bytes
+OVERHEAD = HEADER_SIZE + keys.NONCE_SIZE + keys.TAG_SIZE  # 70 bytes around the payload
+
+_VERSION_AT = len(MAGIC)
+_COMPRESSION_AT = _VERSION_AT + 1
+_ID_AT = _COMPRESSION_AT + 1
+_NONCE_AT = HEADER_SIZE
+_PAYLOAD_AT = HEADER_SIZE + keys.NONCE_SIZE
+
+
+class Compressor(Protocol):
+    """What `seal` needs of a compressor (a `zstandard.ZstdCompressor` fits)."""
+
+    def compress(self, data: bytes) -> bytes: ...
+
+
+class Decompressor(Protocol):
+    """What `open_` needs of a decompressor (a `zstandard.ZstdDecompressor` fits)."""
+
+    def decompress(self, data: bytes, max_output_size: int = ...) -> bytes: ...
+
+
+def seal(
+    project_keys: keys.ProjectKeys,
+    chunk_id: str,
+    plaintext: bytes,
+    compressor: Compressor | None,
+) -> bytes:
+    """Return the envelope holding `plaintext`, whose id is `chunk_id`.
+
+    The payload is compressed with `compressor` unless it is None or compression does
+    not make the data smaller, in which case the plaintext is stored as is. The caller
+    vouches that `chunk_id == project_keys.chunk_id(plaintext)` (it has just hashed the
+    data to decide whether to upload); `open_` re-checks it on every read.
+    """
+    id_bytes = _id_bytes(chunk_id)
+    compression = COMPRESSION_NONE
+    payload = plaintext
+    if compressor is not None and plaintext:
+        compressed = compressor.compress(plaintext)
+        if len(compressed) < len(plaintext):
+            compression, payload = COMPRESSION_ZSTD, compressed
+    header = MAGIC + bytes((ENVELOPE_V1, compression)) + id_bytes
+    # Random 96-bit nonces: NIST SP 800-38D allows 2**32 messages per key this way,
+    # i.e. 16 PiB of 4 MiB chunks per project.
+    nonce = secrets.token_bytes(keys.NONCE_SIZE)
+    return b"".join((header, nonce, project_keys.aead.encrypt(nonce, payload, header)))
+
+
+def open_(
+    project_keys: keys.ProjectKeys,
+    expected_chunk_id: str,
+    blob: bytes,
+    decompressor: Decompressor,
+    *,
+    max_size: int = chunking.MAX_CHUNK_SIZE,
+) -> bytes:
+    """Return the plaintext in `blob`, after checking it is chunk `expected_chunk_id`.
+
+    `max_size` bounds the plaintext size (the decompression output). Raises
+    `IntegrityError(expected_chunk_id, reason)` if anything does not check out: a
+    malformed or truncated envelope, another chunk's envelope, tampering, a wrong key
+    (AES-GCM cannot tell these last two apart), or a plaintext that does not hash to
+    the id.
+    """
+    expected = _id_bytes(expected_chunk_id)
+
+    def fail(reason: str) -> errors.IntegrityError:
+        return errors.IntegrityError(expected_chunk_id, reason)
+
+    if len(blob) < OVERHEAD:
+        raise fail(f"envelope too short ({len(blob)} bytes)")
+    view = memoryview(blob)
+    if view[: len(MAGIC)] != MAGIC:
+        raise fail("not a chunk envelope (bad magic)")
+    version = blob[_VERSION_AT]
+    if version != ENVELOPE_V1:
+        raise fail(f"unsupported envelope version {version}")
+    compression = blob[_COMPRESSION_AT]
+    if compression not in (COMPRESSION_NONE, COMPRESSION_ZSTD):
+        raise fail(f"unknown compression code {compression}")
+    if not hmac.compare_digest(view[_ID_AT:HEADER_SIZE], expected):
+        raise fail("envelope holds another chunk id")
+    nonce = view[_NONCE_AT:_PAYLOAD_AT]
+    try:
+        payload = project_keys.aead.decrypt(nonce, view[_PAYLOAD_AT:], view[:HEADER_SIZE])
+    except InvalidTag as exc:
+        raise fail("authentication failed (data altered or wrong key)") from exc
+    if compression == COMPRESSION_ZSTD:
+        plaintext = _decompress(payload, decompressor, max_size, fail)
+    else:
+        if len(payload) > max_size:
+            raise fail(f"plaintext larger than {max_size} bytes")
+        plaintext = payload
+    if not hmac.compare_digest(project_keys.chunk_digest(plaintext), expected):
+        raise fail("plaintext does not match its id")
+    return plaintext
+
+
+def chunk_id_of(blob: bytes) -> str:
+    """Return the chunk id recorded in an envelope's header, unverified.
+
+    For diagnostics and for reading a manifest whose id is not known in advance; pass
+    the result to `open_`, which authenticates the header before trusting it.
+    """
+    if len(blob) < HEADER_SIZE or blob[: len(MAGIC)] != MAGIC:
+        raise errors.RepositoryError("not a chunk envelope")
+    return blob[_ID_AT:HEADER_SIZE].hex()
+
+
+def _decompress(
+    payload: bytes,
+    decompressor: Decompressor,
+    max_size: int,
+    fail: Callable[[str], errors.IntegrityError],
+) -> bytes:
+    # zstandard trusts the content size written in the frame header and ignores
+    # max_output_size when one is present, so the bound is checked here first. Bytes
+    # after the frame would be ignored; only the authenticated writer could put them
+    # there, and the caller's id check covers every byte of the plaintext anyway.
+    try:
+        declared = zstandard.frame_content_size(payload)
+    except zstandard.ZstdError as exc:
+        raise fail(f"bad zstd frame: {exc}") from exc
+    if declared < 0:
+        raise fail("zstd frame without content size")
+    if declared > max_size:
+        raise fail(f"plaintext larger than {max_size} bytes")
+    try:
+        plaintext = decompressor.decompress(payload, max_output_size=max_size)
+    except zstandard.ZstdError as exc:
+        raise fail(f"zstd decompression failed: {exc}") from exc
+    if len(plaintext) != declared:
+        raise fail("decompressed size differs from the frame header")
+    return plaintext
+
+
+def _id_bytes(chunk_id: str) -> bytes:
+    if len(chunk_id) != 2 * keys.CHUNK_ID_SIZE:
+        raise ValueError(f"a chunk id is {2 * keys.CHUNK_ID_SIZE} hex digits: {chunk_id!r}")
+    try:
+        return bytes.fromhex(chunk_id)
+    except ValueError:
+        raise ValueError(
+            f"a chunk id is {2 * keys.CHUNK_ID_SIZE} hex digits: {chunk_id!r}"
+        ) from None
+
+
+class Codec:
+    """zstd contexts for the calling thread, and seal/open bound to them.
+
+    A zstd compression or decompression context must never be used by two threads at
+    once (it corrupts data or crashes), and making one per call is slow. A Codec is
+    shared by all threads of a pipeline; each thread lazily gets its own contexts.
+    """
+
+    def __init__(self, level: int = DEFAULT_ZSTD_LEVEL) -> None:
+        self.level = level
+        self._local = threading.local()
+
+    @property
+    def compressor(self) -> Any:
+        """This thread's `zstandard.ZstdCompressor` (content size in every frame)."""
+        compressor = getattr(self._local, "compressor", None)
+        if compressor is None:
+            compressor = zstandard.ZstdCompressor(level=self.level, write_content_size=True)
+            self._local.compressor = compressor
+        return compressor
+
+    @property
+    def decompressor(self) -> Any:
+        """This thread's `zstandard.ZstdDecompressor`."""
+        decompressor = getattr(self._local, "decompressor", None)
+        if decompressor is None:
+            decompressor = zstandard.ZstdDecompressor()
+            self._local.decompressor = decompressor
+        return decompressor
+
+    def seal(self, project_keys: keys.ProjectKeys, chunk_id: str, plaintext: bytes) -> bytes:
+        """`seal` with this thread's compressor."""
+        return seal(project_keys, chunk_id, plaintext, self.compressor)
+
+    def open(
+        self,
+        project_keys: keys.ProjectKeys,
+        expected_chunk_id: str,
+        blob: bytes,
+        *,
+        max_size: int = chunking.MAX_CHUNK_SIZE,
+    ) -> bytes:
+        """`open_` with this thread's decompressor."""
+        return open_(project_keys, expected_chunk_id, blob, self.decompressor, max_size=max_size)

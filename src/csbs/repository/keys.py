@@ -1,0 +1,211 @@
+"""Key material and the keyed chunk-id hash: the repository's trust boundary.
+
+Key hierarchy:
+
+- the service **master key** (32 bytes, a file or a setting) wraps
+- one random **data key** per project (stored wrapped, see `wrap_data_key`), from which
+  BLAKE3 `derive_key` makes, with distinct contexts,
+  - the **id key**: keyed BLAKE3 of a chunk's plaintext is its id, so only holders of the
+    project key can compute ids (no confirmation-of-file attacks across tenants), and
+  - the **encryption key**: AES-256-GCM for chunk and manifest envelopes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import os
+import re
+import secrets
+from typing import NewType
+
+import blake3
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from csbs.repository import errors
+
+KEY_SIZE = 32  # bytes, for master, data, id and encryption keys
+CHUNK_ID_SIZE = 32  # bytes of keyed BLAKE3 output; 64 hex characters
+NONCE_SIZE = 12  # bytes, the AES-GCM standard nonce
+TAG_SIZE = 16  # bytes, the AES-GCM authentication tag
+
+# BLAKE3 derive_key contexts: hard-coded, globally unique, one per purpose. Changing one
+# changes every id or key derived from it, so each is frozen once released.
+_ID_KEY_CONTEXT = "csbs 2025 project chunk-id key v1"
+_ENCRYPTION_KEY_CONTEXT = "csbs 2025 project encryption key v1"
+_WRAPPING_KEY_CONTEXT = "csbs 2025 master data-key wrapping key v1"
+
+# Wrapped data key: magic, format version, nonce, AES-GCM(data key) with the magic, the
+# version and the project id as associated data (so a wrapped key cannot be moved to
+# another project).
+_WRAPPED_MAGIC = b"CSBSWKEY"
+WRAPPED_KEY_V1 = 1  # v1: AES-256-GCM under a BLAKE3-derived wrapping key
+_WRAPPED_HEADER = _WRAPPED_MAGIC + bytes([WRAPPED_KEY_V1])
+WRAPPED_KEY_SIZE = len(_WRAPPED_HEADER) + NONCE_SIZE + KEY_SIZE + TAG_SIZE
+
+ChunkId = NewType("ChunkId", str)
+"""64 lowercase hex characters: the keyed BLAKE3 of a chunk's plaintext."""
+
+_HEX_KEY_RE = re.compile(r"[0-9a-fA-F]{64}")
+
+log = logging.getLogger(__name__)
+
+
+class ProjectKeys:
+    """The keys of one project, derived from its 32-byte data key.
+
+    Immutable and safe to share between threads: BLAKE3 hashers are created per call and
+    AESGCM objects hold no per-operation state.
+    """
+
+    __slots__ = ("_aead", "_id_key")
+
+    def __init__(self, data_key: bytes) -> None:
+        if len(data_key) != KEY_SIZE:
+            raise errors.InvalidKeyMaterial(f"a data key has {KEY_SIZE} bytes, not {len(data_key)}")
+        self._id_key = _derive(data_key, _ID_KEY_CONTEXT)
+        self._aead = AESGCM(_derive(data_key, _ENCRYPTION_KEY_CONTEXT))
+
+    def __repr__(self) -> str:
+        return "ProjectKeys(<secret>)"
+
+    @property
+    def aead(self) -> AESGCM:
+        """The AES-256-GCM cipher for this project's envelopes."""
+        return self._aead
+
+    def chunk_digest(self, data: bytes | memoryview) -> bytes:
+        """Return the 32-byte keyed BLAKE3 of `data`.
+
+        The blake3 extension releases the GIL while hashing (above a small input size),
+        so threads hash in parallel; one thread per call, because the pipeline already
+        runs one hashing thread per core.
+        """
+        return blake3.blake3(data, key=self._id_key).digest()
+
+    def chunk_id(self, data: bytes | memoryview) -> ChunkId:
+        """Return the chunk id of `data`: its keyed BLAKE3 as 64 lowercase hex digits."""
+        return ChunkId(blake3.blake3(data, key=self._id_key).hexdigest())
+
+
+def _derive(key_material: bytes, context: str) -> bytes:
+    return blake3.blake3(key_material, derive_key_context=context).digest()
+
+
+def generate_data_key() -> bytes:
+    """Return a fresh random 32-byte key (a project data key or a master key)."""
+    return secrets.token_bytes(KEY_SIZE)
+
+
+def wrap_data_key(master_key: bytes, data_key: bytes, project_id: str) -> bytes:
+    """Encrypt `data_key` under `master_key`, bound to `project_id`.
+
+    The result (`WRAPPED_KEY_SIZE` bytes) is safe to store next to the project's data.
+    """
+    _check_key("master key", master_key)
+    _check_key("data key", data_key)
+    nonce = secrets.token_bytes(NONCE_SIZE)
+    aead = AESGCM(_derive(master_key, _WRAPPING_KEY_CONTEXT))
+    sealed = aead.encrypt(nonce, data_key, _WRAPPED_HEADER + project_id.encode())
+    return _WRAPPED_HEADER + nonce + sealed
+
+
+def unwrap_data_key(master_key: bytes, wrapped: bytes, project_id: str) -> bytes:
+    """Return the data key inside `wrapped`.
+
+    Raises `WrongKey` if the master key or the project id differs from the ones used to
+    wrap it, or the wrapped bytes were altered (AES-GCM cannot tell these apart), and
+    `InvalidKeyMaterial` if `wrapped` is not a wrapped key at all.
+    """
+    _check_key("master key", master_key)
+    if len(wrapped) != WRAPPED_KEY_SIZE or not wrapped.startswith(_WRAPPED_MAGIC):
+        raise errors.InvalidKeyMaterial("not a wrapped data key")
+    header = wrapped[: len(_WRAPPED_HEADER)]
+    if header != _WRAPPED_HEADER:
+        raise errors.InvalidKeyMaterial(f"unsupported wrapped key version {header[-1]}")
+    nonce = wrapped[len(header) : len(header) + NONCE_SIZE]
+    aead = AESGCM(_derive(master_key, _WRAPPING_KEY_CONTEXT))
+    try:
+        return aead.decrypt(
+            nonce, wrapped[len(header) + NONCE_SIZE :], header + project_id.encode()
+        )
+    except InvalidTag as exc:
+        raise errors.WrongKey() from exc
+
+
+def parse_master_key(text: str) -> bytes:
+    """Return the 32 bytes written in `text` as 64 hex digits or as base64 (std or url-safe).
+
+    Surrounding whitespace is ignored. Raises `InvalidKeyMaterial` otherwise.
+    """
+    text = text.strip()
+    if _HEX_KEY_RE.fullmatch(text):
+        return bytes.fromhex(text)
+    normalised = text.replace("-", "+").replace("_", "/")
+    normalised += "=" * (-len(normalised) % 4)
+    try:
+        raw = base64.b64decode(normalised, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != KEY_SIZE:
+        raise errors.InvalidKeyMaterial(
+            f"a master key is {KEY_SIZE} bytes written as 64 hex digits or in base64"
+        )
+    return raw
+
+
+def load_or_create_master_key(path: str | os.PathLike[str]) -> bytes:
+    """Return the master key stored at `path`, creating it first if the file is missing.
+
+    A new key is 32 random bytes written as hex, in a file of mode 0600. Creation is
+    atomic and race-free: the key is written and fsynced under a temporary name, then
+    hard-linked to `path`, which fails if another process created `path` first; that
+    process's key then wins and is returned. Missing parent directories are created with
+    mode 0700. Raises `InvalidKeyMaterial` if the existing file does not hold a key.
+    """
+    path = os.path.abspath(os.fspath(path))
+    try:
+        return _read_master_key(path)
+    except FileNotFoundError:
+        pass
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    tmp = f"{path}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            os.fchmod(fd, 0o600)  # the umask can only remove bits, but be explicit
+            os.write(fd, generate_data_key().hex().encode() + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process won the race; use its key
+    finally:
+        os.unlink(tmp)
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return _read_master_key(path)
+
+
+def _read_master_key(path: str) -> bytes:
+    with open(path, encoding="ascii", errors="replace") as f:
+        mode = os.fstat(f.fileno()).st_mode
+        text = f.read()
+    if mode & 0o077:
+        log.warning(
+            "master key file %s is accessible by group or others (mode %o)", path, mode & 0o777
+        )
+    return parse_master_key(text)
+
+
+def _check_key(what: str, key: bytes) -> None:
+    if len(key) != KEY_SIZE:
+        raise errors.InvalidKeyMaterial(f"a {what} has {KEY_SIZE} bytes, not {len(key)}")

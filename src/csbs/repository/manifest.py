@@ -1,0 +1,352 @@
+"""The manifest of one disk backup: geometry, ordered chunk ids and holes, image digest.
+
+Encoding v1, integers little-endian and unsigned:
+
+    offset  size  field
+    0       8     magic b"CSBSMNFT"
+    8       1     format version (MANIFEST_V1)
+    9       8     logical size of the disk image, in bytes
+    17      4     chunk size, in bytes (a power of two, 64 KiB .. 8 MiB)
+    21      8     entry count = ceil(logical size / chunk size)
+    29      32    image digest: plain BLAKE3 of the whole image, holes included as zeros
+    61      ...   runs, until the end:
+                    1 byte kind (1 = chunks, 2 = holes), 8 bytes count (> 0),
+                    then for a chunk run `count` chunk ids of 32 bytes each.
+
+The encoding is canonical: runs are never empty, two runs in a row never have the same
+kind, the counts add up to the entry count and nothing follows the last run. So equal
+manifests have equal bytes, and `decode(m.encode()) == m`.
+
+A `Manifest` keeps just its encoding (32 bytes per stored chunk, a few per hole run):
+a 4 TiB disk at 4 MiB chunks is about 32 MiB. Entries are decoded lazily.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Iterator
+
+import blake3
+
+from csbs.repository import chunking, envelope, errors, keys
+
+MAGIC = b"CSBSMNFT"
+MANIFEST_V1 = 1  # v1: fixed-size chunks, hole runs, BLAKE3 image digest
+
+# Bound on a manifest's plaintext when reading it back: 32 Mi entries (128 TiB at 4 MiB
+# chunks, 2 TiB at 64 KiB chunks) plus run headers.
+MAX_MANIFEST_SIZE = 1024 * 1024 * 1024  # bytes
+
+DIGEST_SIZE = 32  # bytes of the image digest
+
+_HEADER = struct.Struct("<8sBQIQ32s")
+HEADER_SIZE = _HEADER.size  # 61 bytes
+_RUN = struct.Struct("<BQ")
+_RUN_CHUNKS = 1
+_RUN_HOLES = 2
+_ID_SIZE = keys.CHUNK_ID_SIZE
+
+# Zeros fed to the image digest in pieces, so a hole of any length needs no more memory.
+_ZEROS = bytes(1024 * 1024)
+
+Entry = keys.ChunkId | None
+"""A manifest entry: the chunk's id, or None for a hole (an all-zero chunk)."""
+
+
+class Manifest:
+    """An immutable, validated manifest, held as its canonical encoding."""
+
+    __slots__ = ("_encoded", "chunk_size", "entry_count", "image_digest", "logical_size")
+
+    def __init__(self, encoded: bytes) -> None:
+        """Wrap `encoded` after validating it completely; raises `InvalidManifest`.
+
+        Prefer `decode`, `from_entries` or `ManifestBuilder`.
+        """
+        self.logical_size, self.chunk_size, self.entry_count, self.image_digest = _parse_header(
+            encoded
+        )
+        for _ in _iter_runs(encoded, self.entry_count):
+            pass
+        self._encoded = encoded
+
+    @classmethod
+    def from_entries(
+        cls,
+        logical_size: int,
+        chunk_size: int,
+        entries: Iterable[str | None],
+        image_digest: bytes,
+    ) -> Manifest:
+        """Build a manifest from every entry in order (None for a hole)."""
+        builder = ManifestBuilder(logical_size, chunk_size)
+        for entry in entries:
+            builder.add(entry)
+        return builder.finish(image_digest)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Manifest):
+            return NotImplemented
+        return self._encoded == other._encoded
+
+    def __hash__(self) -> int:
+        return hash(self._encoded)
+
+    def __repr__(self) -> str:
+        return (
+            f"Manifest(logical_size={self.logical_size}, chunk_size={self.chunk_size}, "
+            f"entries={self.entry_count}, image_digest={self.image_digest.hex()})"
+        )
+
+    def encode(self) -> bytes:
+        """Return the canonical encoding (no copy is made)."""
+        return self._encoded
+
+    def entries(self) -> Iterator[Entry]:
+        """Yield every entry in order: a chunk id, or None for a hole."""
+        return iter_entries(self._encoded)
+
+    def chunk_ids(self) -> Iterator[keys.ChunkId]:
+        """Yield the chunk id of every non-hole entry in order (repeats included)."""
+        for kind, _count, ids in _iter_runs(self._encoded, self.entry_count):
+            if kind == _RUN_CHUNKS:
+                for start in range(0, len(ids), _ID_SIZE):
+                    yield keys.ChunkId(ids[start : start + _ID_SIZE].hex())
+
+    @property
+    def hole_count(self) -> int:
+        """How many entries are holes."""
+        return sum(
+            count
+            for kind, count, _ in _iter_runs(self._encoded, self.entry_count)
+            if kind == _RUN_HOLES
+        )
+
+
+def decode(encoded: bytes) -> Manifest:
+    """Return the manifest encoded in `encoded`; raises `InvalidManifest` if malformed."""
+    return Manifest(bytes(encoded))
+
+
+def iter_entries(encoded: bytes) -> Iterator[Entry]:
+    """Yield the entries of an encoded manifest one by one, without building a Manifest.
+
+    Memory stays constant beyond `encoded` itself. The header is checked before the
+    first entry; a malformed run raises `InvalidManifest` when reached (possibly after
+    some entries were yielded), as does trailing garbage, at the end.
+    """
+    _, _, entry_count, _ = _parse_header(encoded)
+    for kind, count, ids in _iter_runs(encoded, entry_count):
+        if kind == _RUN_HOLES:
+            for _ in range(count):
+                yield None
+        else:
+            for start in range(0, len(ids), _ID_SIZE):
+                yield keys.ChunkId(ids[start : start + _ID_SIZE].hex())
+
+
+def _parse_header(encoded: bytes) -> tuple[int, int, int, bytes]:
+    if len(encoded) < HEADER_SIZE:
+        raise errors.InvalidManifest(f"manifest too short ({len(encoded)} bytes)")
+    magic, version, logical_size, chunk_size, entry_count, digest = _HEADER.unpack_from(encoded)
+    if magic != MAGIC:
+        raise errors.InvalidManifest("not a manifest (bad magic)")
+    if version != MANIFEST_V1:
+        raise errors.InvalidManifest(f"unsupported manifest version {version}")
+    try:
+        chunking.validate_chunk_size(chunk_size)
+    except ValueError as exc:
+        raise errors.InvalidManifest(str(exc)) from exc
+    expected = chunking.chunk_count(logical_size, chunk_size)
+    if entry_count != expected:
+        raise errors.InvalidManifest(
+            f"{entry_count} entries for {logical_size} bytes in chunks of {chunk_size}; "
+            f"expected {expected}"
+        )
+    return logical_size, chunk_size, entry_count, digest
+
+
+def _iter_runs(encoded: bytes, entry_count: int) -> Iterator[tuple[int, int, memoryview]]:
+    """Yield `(kind, count, ids)` per run, checking the canonical form as it goes."""
+    view = memoryview(encoded)
+    position = HEADER_SIZE
+    seen = 0
+    previous = 0
+    while position < len(view):
+        if len(view) - position < _RUN.size:
+            raise errors.InvalidManifest(f"truncated run header at byte {position}")
+        kind, count = _RUN.unpack_from(view, position)
+        position += _RUN.size
+        if kind not in (_RUN_CHUNKS, _RUN_HOLES):
+            raise errors.InvalidManifest(f"unknown run kind {kind} at byte {position}")
+        if count == 0 or kind == previous:
+            raise errors.InvalidManifest(f"non-canonical run at byte {position}")
+        if count > entry_count - seen:
+            raise errors.InvalidManifest("runs hold more entries than the header says")
+        ids = view[position:position]
+        if kind == _RUN_CHUNKS:
+            end = position + count * _ID_SIZE
+            if end > len(view):
+                raise errors.InvalidManifest(f"truncated chunk run at byte {position}")
+            ids = view[position:end]
+            position = end
+        seen += count
+        previous = kind
+        yield kind, count, ids
+    if seen != entry_count:
+        raise errors.InvalidManifest(f"runs hold {seen} entries, the header says {entry_count}")
+
+
+class ManifestBuilder:
+    """Builds a manifest entry by entry, in order, straight into its encoding.
+
+    Memory is the encoding's size; nothing per entry beyond its 32 bytes.
+    """
+
+    def __init__(self, logical_size: int, chunk_size: int) -> None:
+        chunking.validate_chunk_size(chunk_size)
+        if logical_size < 0:
+            raise ValueError(f"logical size must be >= 0, got {logical_size}")
+        self.logical_size = logical_size
+        self.chunk_size = chunk_size
+        self.entry_count = chunking.chunk_count(logical_size, chunk_size)
+        self._body = bytearray(_HEADER.size)  # header written by finish()
+        self._added = 0
+        self._run_kind = 0
+        self._run_count = 0
+        self._run_at = 0  # offset of the current run's header in _body
+
+    def add(self, entry: str | None) -> None:
+        """Append one entry: a chunk id, or None for a hole."""
+        if entry is None:
+            self.add_holes(1)
+        else:
+            self.add_chunk(entry)
+
+    def add_chunk(self, chunk_id: str) -> None:
+        """Append the entry of a stored chunk."""
+        try:
+            raw = bytes.fromhex(chunk_id)
+        except ValueError:
+            raw = b""
+        if len(raw) != _ID_SIZE or len(chunk_id) != 2 * _ID_SIZE:
+            raise ValueError(f"a chunk id is {2 * _ID_SIZE} hex digits: {chunk_id!r}")
+        self._reserve(1)
+        if self._run_kind != _RUN_CHUNKS:
+            self._start_run(_RUN_CHUNKS)
+        self._body += raw
+        self._run_count += 1
+
+    def add_holes(self, count: int = 1) -> None:
+        """Append `count` hole entries (all-zero chunks)."""
+        if count < 0:
+            raise ValueError(f"hole count must be >= 0, got {count}")
+        if count == 0:
+            return
+        self._reserve(count)
+        if self._run_kind != _RUN_HOLES:
+            self._start_run(_RUN_HOLES)
+        self._run_count += count
+
+    def finish(self, image_digest: bytes) -> Manifest:
+        """Return the manifest; every entry must have been added. The builder is spent."""
+        if len(image_digest) != DIGEST_SIZE:
+            raise ValueError(f"an image digest has {DIGEST_SIZE} bytes, not {len(image_digest)}")
+        if self._added != self.entry_count:
+            raise ValueError(f"{self._added} entries added, {self.entry_count} expected")
+        self._close_run()
+        _HEADER.pack_into(
+            self._body,
+            0,
+            MAGIC,
+            MANIFEST_V1,
+            self.logical_size,
+            self.chunk_size,
+            self.entry_count,
+            image_digest,
+        )
+        encoded = bytes(self._body)
+        self._body = bytearray()
+        return Manifest(encoded)
+
+    def _reserve(self, count: int) -> None:
+        if self._added + count > self.entry_count:
+            raise ValueError(f"more than {self.entry_count} entries for this logical size")
+        self._added += count
+
+    def _start_run(self, kind: int) -> None:
+        self._close_run()
+        self._run_kind = kind
+        self._run_count = 0
+        self._run_at = len(self._body)
+        self._body += bytes(_RUN.size)  # patched with the count when the run closes
+
+    def _close_run(self) -> None:
+        if self._run_kind:
+            _RUN.pack_into(self._body, self._run_at, self._run_kind, self._run_count)
+
+
+class ImageDigest:
+    """Incremental BLAKE3 of a whole disk image, fed with data and with hole lengths.
+
+    Holes are hashed as the zeros they stand for, from one shared 1 MiB zero buffer, so
+    any hole length costs hashing time but no memory. The result is the plain BLAKE3 of
+    the image: `b3sum` on a restored image prints the same digest.
+    """
+
+    def __init__(self, max_threads: int = 1) -> None:
+        """`max_threads > 1` (or `blake3.blake3.AUTO`) lets BLAKE3 hash large updates on
+        several cores; the digest is the same."""
+        self._hasher = blake3.blake3(max_threads=max_threads)
+        self.length = 0
+
+    def update(self, data: bytes | memoryview) -> None:
+        """Absorb the next bytes of the image."""
+        self._hasher.update(data)
+        self.length += len(data)
+
+    def update_zeros(self, count: int) -> None:
+        """Absorb `count` zero bytes (a hole)."""
+        if count < 0:
+            raise ValueError(f"count must be >= 0, got {count}")
+        self.length += count
+        step = len(_ZEROS)
+        full, rest = divmod(count, step)
+        for _ in range(full):
+            self._hasher.update(_ZEROS)
+        if rest:
+            self._hasher.update(memoryview(_ZEROS)[:rest])
+
+    def digest(self) -> bytes:
+        """Return the 32-byte digest of everything absorbed so far."""
+        return self._hasher.digest()
+
+
+def seal_manifest(
+    project_keys: keys.ProjectKeys, manifest: Manifest, codec: envelope.Codec
+) -> tuple[keys.ChunkId, bytes]:
+    """Return `(manifest_id, envelope)`: the manifest sealed like a chunk.
+
+    The id (keyed BLAKE3 of the encoding) can be recorded to detect a swapped manifest;
+    the caller chooses the blob name (`layout.manifest_name`).
+    """
+    encoded = manifest.encode()
+    manifest_id = project_keys.chunk_id(encoded)
+    return manifest_id, codec.seal(project_keys, manifest_id, encoded)
+
+
+def open_manifest(
+    project_keys: keys.ProjectKeys,
+    blob: bytes,
+    codec: envelope.Codec,
+    expected_id: str | None = None,
+) -> Manifest:
+    """Authenticate, decrypt and decode a sealed manifest.
+
+    With `expected_id` the envelope must hold exactly that manifest; without it, any
+    manifest sealed with this project's key is accepted. Raises `IntegrityError` if the
+    envelope does not verify, `InvalidManifest` if its content is malformed.
+    """
+    manifest_id = expected_id if expected_id is not None else envelope.chunk_id_of(blob)
+    encoded = codec.open(project_keys, manifest_id, blob, max_size=MAX_MANIFEST_SIZE)
+    return decode(encoded)
