@@ -10,6 +10,7 @@ Behaviour comes from the task's params:
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
 from collections.abc import Mapping
@@ -35,11 +36,13 @@ class ProbeHandler:
 
     def run(self, ctx: TaskContext) -> Mapping[str, Any] | None:
         task = ctx.task
-        lock = self.log_dir / "locks" / task.id
+        # An advisory lock, not a marker file: the kernel drops it when a holder is killed,
+        # so only a live concurrent run of the same task can make it fail.
+        fd = os.open(self.log_dir / "locks" / task.id, os.O_CREAT | os.O_WRONLY)
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
             os.close(fd)
-        except FileExistsError:
             self._log(f"overlap {task.id}")
             raise
         self._log(f"enter {task.id} {ctx.attempt} {time.time():.6f} {task.project_id}")
@@ -62,7 +65,7 @@ class ProbeHandler:
             return {"handled_by": os.getpid(), "attempt": ctx.attempt}
         finally:
             self._log(f"exit {task.id} {ctx.attempt} {time.time():.6f} {task.project_id}")
-            lock.unlink()
+            os.close(fd)
 
     def on_start(self, conn: sa.Connection, task: Task) -> None:
         return None
