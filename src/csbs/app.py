@@ -24,6 +24,7 @@ from csbs.domain.operations import OperationType
 from csbs.queue import Handler, QueueConfig, TaskStore, Worker
 from csbs.services.container import ApiOptions, Services
 from csbs.services.identity import IdentityService
+from csbs.services.inventory import InventoryService
 from csbs.services.operation_logs import OperationLogService
 
 log = logging.getLogger("csbs")
@@ -43,6 +44,8 @@ class Runtime:
 def ensure_data_dir(settings: Settings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(settings.data_dir, 0o700)
+    if not settings.inventory_roots:
+        (settings.data_dir / "disks").mkdir(exist_ok=True)
 
 
 def build(
@@ -70,6 +73,7 @@ def build(
         clock=clock,
         identity=identity,
         tasks=store,
+        inventory=InventoryService(db, clock, settings.effective_inventory_roots),
         operation_logs=OperationLogService(store),
         options=ApiOptions(
             region=settings.region,

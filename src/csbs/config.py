@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     task_lease_seconds: float = Field(default=30.0, gt=0)
     task_max_attempts: int = Field(default=5, ge=1)
 
+    #: Where disks may live: paths separated by ':' (default: <data_dir>/disks).
+    inventory_roots: str | None = None
+
     log_level: str = "INFO"
     log_json: bool = True
 
@@ -82,6 +85,13 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'csbs.db'}"
+
+    @property
+    def effective_inventory_roots(self) -> list[Path]:
+        """The directories disk paths must lie under."""
+        if not self.inventory_roots:
+            return [self.data_dir / "disks"]
+        return [Path(p).expanduser().absolute() for p in self.inventory_roots.split(":") if p]
 
     @property
     def effective_master_key_file(self) -> Path:

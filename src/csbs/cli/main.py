@@ -10,6 +10,7 @@ from csbs import app as composition
 from csbs import migrations
 from csbs.cli.admin import admin
 from csbs.cli.common import DatabaseUrlOpt, DataDirOpt, console, settings_from
+from csbs.cli.server import server_app
 from csbs.cli.task import task_app
 
 app = typer.Typer(
@@ -17,6 +18,7 @@ app = typer.Typer(
 )
 app.add_typer(admin, name="admin")
 app.add_typer(task_app, name="task")
+app.add_typer(server_app, name="server")
 db_app = typer.Typer(help="Metadata database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 

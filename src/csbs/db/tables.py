@@ -69,3 +69,32 @@ class Token(Base):
     issued_at: orm.Mapped[dt.datetime] = orm.mapped_column(UTCDateTime)
     expires_at: orm.Mapped[dt.datetime] = orm.mapped_column(UTCDateTime, index=True)
     revoked_at: orm.Mapped[dt.datetime | None] = orm.mapped_column(UTCDateTime, nullable=True)
+
+
+class Server(Base):
+    __tablename__ = "servers"
+
+    id: orm.Mapped[str] = orm.mapped_column(sa.String(36), primary_key=True)
+    project_id: orm.Mapped[str] = orm.mapped_column(
+        sa.ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    name: orm.Mapped[str] = orm.mapped_column(sa.String(255))
+    host: orm.Mapped[str | None] = orm.mapped_column(sa.String(255), nullable=True)
+    status: orm.Mapped[str] = orm.mapped_column(sa.String(16))
+    created_at: orm.Mapped[dt.datetime] = orm.mapped_column(UTCDateTime)
+
+
+class Disk(Base):
+    __tablename__ = "disks"
+
+    id: orm.Mapped[str] = orm.mapped_column(sa.String(36), primary_key=True)
+    server_id: orm.Mapped[str] = orm.mapped_column(
+        sa.ForeignKey("servers.id", ondelete="CASCADE"), index=True
+    )
+    position: orm.Mapped[int] = orm.mapped_column(sa.Integer)
+    name: orm.Mapped[str] = orm.mapped_column(sa.String(255))
+    device_name: orm.Mapped[str] = orm.mapped_column(sa.String(255))
+    # A path may back only one disk: two servers sharing a disk would restore over each other.
+    path: orm.Mapped[str] = orm.mapped_column(sa.String(4096), unique=True)
+    size_bytes: orm.Mapped[int] = orm.mapped_column(sa.BigInteger)
+    bootable: orm.Mapped[bool] = orm.mapped_column(sa.Boolean)

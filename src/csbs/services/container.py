@@ -9,6 +9,7 @@ from csbs.db.engine import Database
 from csbs.domain.clock import Clock
 from csbs.queue import TaskStore
 from csbs.services.identity import IdentityService
+from csbs.services.inventory import InventoryService
 from csbs.services.operation_logs import OperationLogService
 
 
@@ -41,6 +42,7 @@ class Services:
     clock: Clock
     identity: IdentityService
     tasks: TaskStore
+    inventory: InventoryService
     operation_logs: OperationLogService
     options: ApiOptions
     lifecycle: Lifecycle = dataclasses.field(default_factory=Lifecycle)

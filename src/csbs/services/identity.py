@@ -96,6 +96,14 @@ class IdentityService:
         except sqlalchemy.exc.IntegrityError as e:
             raise errors.Conflict(f"project {name!r} already exists", code="CSBS.9001") from e
 
+    def resolve_project(self, name_or_id: str) -> Project:
+        """The project with this name, or else this id. Raises NotFound."""
+        with self._db.read() as s:
+            p = q.find_project_by_name(s, name_or_id) or q.get_project(s, name_or_id)
+        if p is None:
+            raise errors.NotFound(f"project {name_or_id!r} not found")
+        return p
+
     def list_projects(self) -> list[Project]:
         with self._db.read() as s:
             return q.list_projects(s)

@@ -1,0 +1,75 @@
+"""The server inventory (our extension of the CSBS API): admins register, projects read."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path
+
+from csbs.api.deps import ReaderDep, ServicesDep, project_reader
+from csbs.api.schemas.servers import ServerCreateBody, ServerStatusBody, server_body
+from csbs.domain import errors
+from csbs.domain.identity import Principal
+from csbs.services.inventory import DiskSpec
+
+router = APIRouter(prefix="/v1/{project_id}", tags=["servers"])
+ServerIdPath = Annotated[str, Path(min_length=1, max_length=64)]
+
+
+def project_admin(
+    principal: Annotated[Principal, Depends(project_reader)],
+) -> Principal:
+    """Only administrators change the inventory (403 otherwise)."""
+    if not principal.is_admin:
+        raise errors.Forbidden("Only administrators may change the server inventory.")
+    return principal
+
+
+AdminDep = Annotated[Principal, Depends(project_admin)]
+
+
+@router.post("/servers", summary="Register a server and its disks (admin)")
+def create_server(
+    project_id: str, body: ServerCreateBody, services: ServicesDep, _p: AdminDep
+) -> dict[str, Any]:
+    spec = body.server
+    server = services.inventory.add_server(
+        project_id,
+        spec.name,
+        [DiskSpec(path=d.path, name=d.name) for d in spec.disks],
+        host=spec.host,
+        status=spec.status,
+    )
+    return {"server": server_body(server)}
+
+
+@router.get("/servers", summary="List the project's servers")
+def list_servers(project_id: str, services: ServicesDep, _p: ReaderDep) -> dict[str, Any]:
+    return {"servers": [server_body(s) for s in services.inventory.servers(project_id)]}
+
+
+@router.get("/servers/{server_id}", summary="Show a server")
+def show_server(
+    project_id: str, server_id: ServerIdPath, services: ServicesDep, _p: ReaderDep
+) -> dict[str, Any]:
+    return {"server": server_body(services.inventory.get(project_id, server_id))}
+
+
+@router.put("/servers/{server_id}", summary="Set a server's status (admin)")
+def update_server(
+    project_id: str,
+    server_id: ServerIdPath,
+    body: ServerStatusBody,
+    services: ServicesDep,
+    _p: AdminDep,
+) -> dict[str, Any]:
+    server = services.inventory.set_status(project_id, server_id, body.server.status)
+    return {"server": server_body(server)}
+
+
+@router.delete("/servers/{server_id}", summary="Remove a server from the inventory (admin)")
+def delete_server(
+    project_id: str, server_id: ServerIdPath, services: ServicesDep, _p: AdminDep
+) -> dict[str, Any]:
+    services.inventory.remove(project_id, server_id)
+    return {}

@@ -1,0 +1,64 @@
+"""Servers and their disks: what csbs backs up and restores onto."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import re
+
+from csbs.domain import errors
+
+#: Server names, as CSBS names: letters, digits, `_` and `-`, 1-255 characters (we also
+#: allow `.` for host-style names).
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
+
+
+class ServerStatus(enum.StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+@dataclasses.dataclass(frozen=True)
+class Disk:
+    id: str
+    server_id: str
+    name: str
+    #: as the guest sees it, e.g. /dev/vda
+    device_name: str
+    #: where csbs reads and writes it: a raw image file or a block device
+    path: str
+    size_bytes: int
+    bootable: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Server:
+    id: str
+    project_id: str
+    name: str
+    #: the worker host name that can reach the disks; None = any worker
+    host: str | None
+    status: ServerStatus
+    created_at: dt.datetime
+    disks: tuple[Disk, ...]
+
+
+def check_name(kind: str, name: str) -> str:
+    """Validate a server or disk name.
+
+    Raises:
+        InvalidInput: empty, too long, or characters outside [A-Za-z0-9_.-].
+    """
+    if not _NAME_RE.match(name):
+        raise errors.InvalidInput(f"{kind} name must be 1-255 characters of [A-Za-z0-9_.-]")
+    return name
+
+
+class ServerNotFound(errors.NotFound):
+    """server do not exist"""
+
+    code = "CSBS.6000"
+
+    def __init__(self, server_id: str) -> None:
+        super().__init__(f"Server ({server_id}) does not exist.")
