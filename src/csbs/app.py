@@ -22,6 +22,7 @@ from csbs.db.engine import Database, create_engine
 from csbs.domain.clock import Clock, SystemClock
 from csbs.domain.operations import OperationType
 from csbs.queue import Handler, QueueConfig, TaskStore, Worker
+from csbs.services.backups import BackupService
 from csbs.services.container import ApiOptions, Services
 from csbs.services.identity import IdentityService
 from csbs.services.inventory import InventoryService
@@ -74,6 +75,7 @@ def build(
         identity=identity,
         tasks=store,
         inventory=InventoryService(db, clock, settings.effective_inventory_roots),
+        backups=BackupService(db, clock, store),
         operation_logs=OperationLogService(store),
         options=ApiOptions(
             region=settings.region,

@@ -98,3 +98,84 @@ class Disk(Base):
     path: orm.Mapped[str] = orm.mapped_column(sa.String(4096), unique=True)
     size_bytes: orm.Mapped[int] = orm.mapped_column(sa.BigInteger)
     bootable: orm.Mapped[bool] = orm.mapped_column(sa.Boolean)
+
+
+class Checkpoint(Base):
+    """A backup record (CSBS checkpoint): one run, one backup per server."""
+
+    __tablename__ = "checkpoints"
+
+    id: orm.Mapped[str] = orm.mapped_column(sa.String(36), primary_key=True)
+    project_id: orm.Mapped[str] = orm.mapped_column(sa.String(64), index=True)
+    plan_id: orm.Mapped[str] = orm.mapped_column(sa.String(64))
+    plan_name: orm.Mapped[str] = orm.mapped_column(sa.String(255))
+    created_by: orm.Mapped[str] = orm.mapped_column(sa.String(32))
+    created_at: orm.Mapped[dt.datetime] = orm.mapped_column(UTCDateTime)
+
+
+class Backup(Base):
+    """One server's backup (CSBS checkpoint item)."""
+
+    __tablename__ = "backups"
+
+    id: orm.Mapped[str] = orm.mapped_column(sa.String(36), primary_key=True)
+    checkpoint_id: orm.Mapped[str] = orm.mapped_column(
+        sa.ForeignKey("checkpoints.id", ondelete="CASCADE"), index=True
+    )
+    project_id: orm.Mapped[str] = orm.mapped_column(sa.String(64))
+    name: orm.Mapped[str] = orm.mapped_column(sa.String(255))
+    description: orm.Mapped[str] = orm.mapped_column(sa.String(255))
+    resource_id: orm.Mapped[str] = orm.mapped_column(sa.String(64), index=True)
+    resource_name: orm.Mapped[str] = orm.mapped_column(sa.String(255))
+    resource_type: orm.Mapped[str] = orm.mapped_column(sa.String(64))
+    status: orm.Mapped[str] = orm.mapped_column(sa.String(32))
+    created_at: orm.Mapped[dt.datetime] = orm.mapped_column(UTCDateTime)
+    updated_at: orm.Mapped[dt.datetime] = orm.mapped_column(UTCDateTime)
+    protected_at: orm.Mapped[dt.datetime | None] = orm.mapped_column(UTCDateTime, nullable=True)
+    finished_at: orm.Mapped[dt.datetime | None] = orm.mapped_column(UTCDateTime, nullable=True)
+    plan_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(64), nullable=True)
+    auto_trigger: orm.Mapped[bool] = orm.mapped_column(sa.Boolean)
+    incremental: orm.Mapped[bool] = orm.mapped_column(sa.Boolean)
+    progress: orm.Mapped[int] = orm.mapped_column(sa.Integer)
+    consistency: orm.Mapped[str] = orm.mapped_column(sa.String(32))
+    fail_op: orm.Mapped[str] = orm.mapped_column(sa.String(16))
+    fail_reason: orm.Mapped[str] = orm.mapped_column(sa.Text)
+    fail_code: orm.Mapped[str] = orm.mapped_column(sa.String(32))
+    task_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(36), nullable=True)
+    extra: orm.Mapped[dict[str, object]] = orm.mapped_column(sa.JSON)
+
+    __table_args__ = (sa.Index("ix_backups_project_created", "project_id", "created_at"),)
+
+
+class DiskBackup(Base):
+    """The backup of one disk within a server's backup (CSBS volume backup)."""
+
+    __tablename__ = "disk_backups"
+
+    id: orm.Mapped[str] = orm.mapped_column(sa.String(36), primary_key=True)
+    backup_id: orm.Mapped[str] = orm.mapped_column(
+        sa.ForeignKey("backups.id", ondelete="CASCADE"), index=True
+    )
+    position: orm.Mapped[int] = orm.mapped_column(sa.Integer)
+    disk_id: orm.Mapped[str] = orm.mapped_column(sa.String(36))
+    disk_name: orm.Mapped[str] = orm.mapped_column(sa.String(255))
+    device_name: orm.Mapped[str] = orm.mapped_column(sa.String(255))
+    bootable: orm.Mapped[bool] = orm.mapped_column(sa.Boolean)
+    source_size: orm.Mapped[int] = orm.mapped_column(sa.BigInteger)
+    status: orm.Mapped[str] = orm.mapped_column(sa.String(32))
+    logical_bytes: orm.Mapped[int] = orm.mapped_column(sa.BigInteger)
+    stored_bytes: orm.Mapped[int] = orm.mapped_column(sa.BigInteger)
+    new_bytes: orm.Mapped[int] = orm.mapped_column(sa.BigInteger)
+    reused_bytes: orm.Mapped[int] = orm.mapped_column(sa.BigInteger)
+    incremental: orm.Mapped[bool] = orm.mapped_column(sa.Boolean)
+    seconds: orm.Mapped[float] = orm.mapped_column(sa.Float)
+
+
+class BackupTag(Base):
+    __tablename__ = "backup_tags"
+
+    backup_id: orm.Mapped[str] = orm.mapped_column(
+        sa.ForeignKey("backups.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: orm.Mapped[str] = orm.mapped_column(sa.String(127), primary_key=True)
+    value: orm.Mapped[str] = orm.mapped_column(sa.String(255))

@@ -8,6 +8,7 @@ import threading
 from csbs.db.engine import Database
 from csbs.domain.clock import Clock
 from csbs.queue import TaskStore
+from csbs.services.backups import BackupService
 from csbs.services.identity import IdentityService
 from csbs.services.inventory import InventoryService
 from csbs.services.operation_logs import OperationLogService
@@ -43,6 +44,7 @@ class Services:
     identity: IdentityService
     tasks: TaskStore
     inventory: InventoryService
+    backups: BackupService
     operation_logs: OperationLogService
     options: ApiOptions
     lifecycle: Lifecycle = dataclasses.field(default_factory=Lifecycle)

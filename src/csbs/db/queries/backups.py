@@ -1,0 +1,371 @@
+"""SQL for backup records, backups, disk backups and backup tags."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import orm
+
+from csbs.db import tables
+from csbs.domain import errors
+from csbs.domain.backups import Backup, BackupStatus, Checkpoint, DiskBackup, Tag, checkpoint_status
+from csbs.domain.paging import Page, PageRequest
+from csbs.sqlpaging import apply_page
+
+B = tables.Backup
+SORT_COLUMNS: Mapping[str, sa.ColumnElement[Any]] = {
+    "created_at": B.__table__.c.created_at,
+    "updated_at": B.__table__.c.updated_at,
+    "name": B.__table__.c.name,
+    "status": B.__table__.c.status,
+    "protected_at": B.__table__.c.protected_at,
+    "id": B.__table__.c.id,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class BackupFilter:
+    project_id: str | None = None
+    status: str | None = None
+    name: str | None = None
+    resource_id: str | None = None
+    resource_name: str | None = None
+    resource_type: str | None = None
+    checkpoint_id: str | None = None
+    plan_id: str | None = None
+    created_from: dt.datetime | None = None
+    created_to: dt.datetime | None = None
+    #: set when a filter can match nothing here (e.g. an unknown AZ or image type)
+    impossible: bool = False
+    include_deleted: bool = False
+
+
+def _like(value: str) -> str:
+    return "%" + value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _where(f: BackupFilter) -> list[sa.ColumnElement[bool]]:
+    c = B.__table__.c
+    conds: list[sa.ColumnElement[bool]] = []
+    if f.impossible:
+        conds.append(sa.false())
+    if not f.include_deleted:
+        conds.append(c.status != BackupStatus.DELETED.value)
+    for col, value in (
+        (c.project_id, f.project_id),
+        (c.status, f.status),
+        (c.resource_id, f.resource_id),
+        (c.resource_type, f.resource_type),
+        (c.checkpoint_id, f.checkpoint_id),
+        (c.plan_id, f.plan_id),
+    ):
+        if value is not None:
+            conds.append(col == value)
+    if f.name:
+        conds.append(c.name.like(_like(f.name), escape="\\"))
+    if f.resource_name:
+        conds.append(c.resource_name.like(_like(f.resource_name), escape="\\"))
+    if f.created_from is not None:
+        conds.append(c.created_at >= f.created_from)
+    if f.created_to is not None:
+        conds.append(c.created_at <= f.created_to)
+    return conds
+
+
+def _disk(row: tables.DiskBackup) -> DiskBackup:
+    return DiskBackup(
+        id=row.id,
+        backup_id=row.backup_id,
+        disk_id=row.disk_id,
+        disk_name=row.disk_name,
+        device_name=row.device_name,
+        bootable=row.bootable,
+        source_size=row.source_size,
+        status=BackupStatus(row.status),
+        logical_bytes=row.logical_bytes,
+        stored_bytes=row.stored_bytes,
+        new_bytes=row.new_bytes,
+        reused_bytes=row.reused_bytes,
+        incremental=row.incremental,
+        seconds=row.seconds,
+    )
+
+
+def _assemble(s: orm.Session, rows: Sequence[tables.Backup]) -> list[Backup]:
+    ids = [r.id for r in rows]
+    disks: dict[str, list[tables.DiskBackup]] = {i: [] for i in ids}
+    tags: dict[str, list[Tag]] = {i: [] for i in ids}
+    if ids:
+        for d in s.scalars(
+            sa.select(tables.DiskBackup)
+            .where(tables.DiskBackup.backup_id.in_(ids))
+            .order_by(tables.DiskBackup.position)
+        ):
+            disks[d.backup_id].append(d)
+        for t in s.scalars(
+            sa.select(tables.BackupTag)
+            .where(tables.BackupTag.backup_id.in_(ids))
+            .order_by(tables.BackupTag.key)
+        ):
+            tags[t.backup_id].append(Tag(t.key, t.value))
+    return [
+        Backup(
+            id=r.id,
+            checkpoint_id=r.checkpoint_id,
+            project_id=r.project_id,
+            name=r.name,
+            description=r.description,
+            resource_id=r.resource_id,
+            resource_name=r.resource_name,
+            resource_type=r.resource_type,
+            status=BackupStatus(r.status),
+            created_at=r.created_at,
+            updated_at=r.updated_at,
+            protected_at=r.protected_at,
+            finished_at=r.finished_at,
+            plan_id=r.plan_id,
+            auto_trigger=r.auto_trigger,
+            incremental=r.incremental,
+            progress=r.progress,
+            consistency=r.consistency,
+            fail_op=r.fail_op,
+            fail_reason=r.fail_reason,
+            fail_code=r.fail_code,
+            task_id=r.task_id,
+            extra=dict(r.extra or {}),
+            tags=tuple(tags[r.id]),
+            disks=tuple(_disk(d) for d in disks[r.id]),
+        )
+        for r in rows
+    ]
+
+
+def add_checkpoint(s: orm.Session, cp: Checkpoint) -> None:
+    s.add(
+        tables.Checkpoint(
+            id=cp.id,
+            project_id=cp.project_id,
+            plan_id=cp.plan_id,
+            plan_name=cp.plan_name,
+            created_by=cp.created_by,
+            created_at=cp.created_at,
+        )
+    )
+    s.flush()
+
+
+def add_backup(s: orm.Session, b: Backup) -> None:
+    s.add(
+        tables.Backup(
+            id=b.id,
+            checkpoint_id=b.checkpoint_id,
+            project_id=b.project_id,
+            name=b.name,
+            description=b.description,
+            resource_id=b.resource_id,
+            resource_name=b.resource_name,
+            resource_type=b.resource_type,
+            status=b.status.value,
+            created_at=b.created_at,
+            updated_at=b.updated_at,
+            protected_at=b.protected_at,
+            finished_at=b.finished_at,
+            plan_id=b.plan_id,
+            auto_trigger=b.auto_trigger,
+            incremental=b.incremental,
+            progress=b.progress,
+            consistency=b.consistency,
+            fail_op=b.fail_op,
+            fail_reason=b.fail_reason,
+            fail_code=b.fail_code,
+            task_id=b.task_id,
+            extra=b.extra,
+        )
+    )
+    s.flush()
+    for i, d in enumerate(b.disks):
+        s.add(
+            tables.DiskBackup(
+                id=d.id,
+                backup_id=b.id,
+                position=i,
+                disk_id=d.disk_id,
+                disk_name=d.disk_name,
+                device_name=d.device_name,
+                bootable=d.bootable,
+                source_size=d.source_size,
+                status=d.status.value,
+                logical_bytes=d.logical_bytes,
+                stored_bytes=d.stored_bytes,
+                new_bytes=d.new_bytes,
+                reused_bytes=d.reused_bytes,
+                incremental=d.incremental,
+                seconds=d.seconds,
+            )
+        )
+    for t in b.tags:
+        s.add(tables.BackupTag(backup_id=b.id, key=t.key, value=t.value))
+    s.flush()
+
+
+def get_backup(s: orm.Session, backup_id: str, *, for_update: bool = False) -> Backup | None:
+    stmt = sa.select(B).where(B.id == backup_id, B.status != BackupStatus.DELETED.value)
+    if for_update:
+        stmt = stmt.with_for_update()
+    row = s.scalars(stmt).one_or_none()
+    return _assemble(s, [row])[0] if row else None
+
+
+def backups_of_checkpoint(
+    s: orm.Session, checkpoint_id: str, *, for_update: bool = False
+) -> list[Backup]:
+    stmt = sa.select(B).where(
+        B.checkpoint_id == checkpoint_id, B.status != BackupStatus.DELETED.value
+    )
+    if for_update:
+        stmt = stmt.with_for_update()
+    return _assemble(s, list(s.scalars(stmt.order_by(B.created_at, B.id))))
+
+
+def search(s: orm.Session, f: BackupFilter, page: PageRequest) -> Page[Backup]:
+    c = B.__table__.c
+    marker_values = None
+    if page.marker is not None:
+        row = s.execute(
+            sa.select(*[SORT_COLUMNS[k.key] for k in page.sort], c.id).where(
+                c.id == page.marker, *_where(f)
+            )
+        ).first()
+        marker_values = list(row) if row else None
+    stmt = apply_page(
+        sa.select(B).where(*_where(f)),
+        page,
+        columns=SORT_COLUMNS,
+        tiebreak=c.id,
+        marker_values=marker_values,
+        not_found=errors.InvalidInput(f"marker {page.marker} is not a backup of this list"),
+    )
+    rows = list(s.scalars(stmt))
+    return Page(items=_assemble(s, rows[: page.limit]), has_more=len(rows) > page.limit)
+
+
+def count(s: orm.Session, f: BackupFilter) -> int:
+    return int(s.execute(sa.select(sa.func.count()).select_from(B).where(*_where(f))).scalar_one())
+
+
+def set_status(
+    s: orm.Session, backup_id: str, status: BackupStatus, now: dt.datetime, **values: Any
+) -> None:
+    s.execute(
+        sa.update(B).where(B.id == backup_id).values(status=status.value, updated_at=now, **values)
+    )
+
+
+def update_backup(s: orm.Session, backup_id: str, now: dt.datetime, **values: Any) -> None:
+    s.execute(sa.update(B).where(B.id == backup_id).values(updated_at=now, **values))
+
+
+def update_disk_backup(s: orm.Session, disk_backup_id: str, **values: Any) -> None:
+    s.execute(
+        sa.update(tables.DiskBackup).where(tables.DiskBackup.id == disk_backup_id).values(**values)
+    )
+
+
+def set_disk_status(s: orm.Session, backup_id: str, status: BackupStatus) -> None:
+    s.execute(
+        sa.update(tables.DiskBackup)
+        .where(tables.DiskBackup.backup_id == backup_id)
+        .values(status=status.value)
+    )
+
+
+def server_busy(s: orm.Session, server_id: str) -> bool:
+    """Whether a backup of this server is being made right now."""
+    busy = [BackupStatus.WAITING_PROTECT.value, BackupStatus.PROTECTING.value]
+    return (
+        s.execute(
+            sa.select(B.id).where(B.resource_id == server_id, B.status.in_(busy)).limit(1)
+        ).first()
+        is not None
+    )
+
+
+def previous_backup(s: orm.Session, server_id: str, before: dt.datetime) -> Backup | None:
+    """The newest available backup of a server (first backups are full, later incremental)."""
+    row = s.scalars(
+        sa.select(B)
+        .where(
+            B.resource_id == server_id,
+            B.status == BackupStatus.AVAILABLE.value,
+            B.created_at < before,
+        )
+        .order_by(B.created_at.desc())
+        .limit(1)
+    ).first()
+    return _assemble(s, [row])[0] if row else None
+
+
+def get_checkpoint(s: orm.Session, checkpoint_id: str) -> Checkpoint | None:
+    row = s.get(tables.Checkpoint, checkpoint_id)
+    if row is None:
+        return None
+    return _checkpoint(s, [row])[0]
+
+
+def list_checkpoints(
+    s: orm.Session, project_id: str | None, limit: int, marker: str | None
+) -> list[Checkpoint]:
+    stmt = sa.select(tables.Checkpoint).order_by(
+        tables.Checkpoint.created_at.desc(), tables.Checkpoint.id
+    )
+    if project_id is not None:
+        stmt = stmt.where(tables.Checkpoint.project_id == project_id)
+    rows = list(s.scalars(stmt))
+    cps = [c for c in _checkpoint(s, rows) if c.resources]
+    if marker is not None:
+        ids = [c.id for c in cps]
+        cps = cps[ids.index(marker) + 1 :] if marker in ids else []
+    return cps[:limit]
+
+
+def _checkpoint(s: orm.Session, rows: Sequence[tables.Checkpoint]) -> list[Checkpoint]:
+    ids = [r.id for r in rows]
+    members: dict[str, list[tuple[str, str, str]]] = {i: [] for i in ids}
+    if ids:
+        for cp_id, rid, rname, status in s.execute(
+            sa.select(B.checkpoint_id, B.resource_id, B.resource_name, B.status).where(
+                B.checkpoint_id.in_(ids), B.status != BackupStatus.DELETED.value
+            )
+        ):
+            members[cp_id].append((rid, rname, status))
+    return [
+        Checkpoint(
+            id=r.id,
+            project_id=r.project_id,
+            plan_id=r.plan_id,
+            plan_name=r.plan_name,
+            status=checkpoint_status([BackupStatus(m[2]) for m in members[r.id]]),
+            created_at=r.created_at,
+            created_by=r.created_by,
+            resources=tuple((m[0], m[1]) for m in members[r.id]),
+        )
+        for r in rows
+    ]
+
+
+def delete_checkpoint_if_empty(s: orm.Session, checkpoint_id: str) -> bool:
+    left = s.execute(
+        sa.select(sa.func.count()).select_from(B).where(B.checkpoint_id == checkpoint_id)
+    ).scalar_one()
+    if left:
+        return False
+    s.execute(sa.delete(tables.Checkpoint).where(tables.Checkpoint.id == checkpoint_id))
+    return True
+
+
+def delete_backup(s: orm.Session, backup_id: str) -> None:
+    s.execute(sa.delete(B).where(B.id == backup_id))

@@ -1,0 +1,196 @@
+"""Backup records (checkpoints), backups of one server (checkpoint items) and disk backups."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import re
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+from csbs.domain import errors
+
+
+class BackupStatus(enum.StrEnum):
+    """Status of one server's backup (spec §7.1)."""
+
+    WAITING_PROTECT = "waiting_protect"
+    PROTECTING = "protecting"
+    AVAILABLE = "available"
+    WAITING_RESTORE = "waiting_restore"
+    RESTORING = "restoring"
+    ERROR = "error"
+    WAITING_DELETE = "waiting_delete"
+    DELETING = "deleting"
+    DELETED = "deleted"
+
+
+#: States in which a backup is busy: no new backup, restore or deletion may start on it.
+BUSY = frozenset(
+    {
+        BackupStatus.WAITING_PROTECT,
+        BackupStatus.PROTECTING,
+        BackupStatus.WAITING_RESTORE,
+        BackupStatus.RESTORING,
+        BackupStatus.WAITING_DELETE,
+        BackupStatus.DELETING,
+    }
+)
+DELETABLE = frozenset({BackupStatus.AVAILABLE, BackupStatus.ERROR})
+
+#: Consistency a backup obtained, recorded in extend_info.
+CONSISTENCY_CRASH = "crash_consistent"  # a point-in-time clone of the image was read
+CONSISTENCY_NONE = "inconsistent"  # the live image was read while it may change
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+_TAG_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,36}$")
+_TAG_VALUE_RE = re.compile(r"^[A-Za-z0-9_-]{0,43}$")
+MAX_TAGS = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class Tag:
+    key: str
+    value: str
+
+
+@dataclasses.dataclass(frozen=True)
+class DiskBackup:
+    id: str
+    backup_id: str
+    disk_id: str
+    disk_name: str
+    device_name: str
+    bootable: bool
+    source_size: int
+    status: BackupStatus
+    logical_bytes: int = 0
+    stored_bytes: int = 0
+    new_bytes: int = 0
+    reused_bytes: int = 0
+    incremental: bool = False
+    seconds: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Backup:
+    """One server's backup within a backup record (a CSBS checkpoint item)."""
+
+    id: str
+    checkpoint_id: str
+    project_id: str
+    name: str
+    description: str
+    resource_id: str
+    resource_name: str
+    resource_type: str
+    status: BackupStatus
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    protected_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    plan_id: str | None
+    auto_trigger: bool
+    incremental: bool
+    progress: int
+    consistency: str
+    fail_op: str
+    fail_reason: str
+    fail_code: str
+    task_id: str | None
+    extra: dict[str, Any]
+    tags: tuple[Tag, ...]
+    disks: tuple[DiskBackup, ...]
+
+    @property
+    def logical_bytes(self) -> int:
+        return sum(d.logical_bytes for d in self.disks)
+
+    @property
+    def new_bytes(self) -> int:
+        return sum(d.new_bytes for d in self.disks)
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """A backup record: one run, holding one backup per server (a CSBS checkpoint)."""
+
+    id: str
+    project_id: str
+    plan_id: str
+    plan_name: str
+    status: BackupStatus
+    created_at: dt.datetime
+    created_by: str
+    resources: tuple[tuple[str, str], ...]  # (server id, server name)
+
+
+def checkpoint_status(items: Sequence[BackupStatus]) -> BackupStatus:
+    """A record's status from its backups': busy if any is, else error if any is."""
+    for busy in (BackupStatus.PROTECTING, BackupStatus.WAITING_PROTECT):
+        if busy in items:
+            return BackupStatus.PROTECTING
+    if BackupStatus.DELETING in items or BackupStatus.WAITING_DELETE in items:
+        return BackupStatus.DELETING
+    if BackupStatus.ERROR in items:
+        return BackupStatus.ERROR
+    return BackupStatus.AVAILABLE
+
+
+def check_backup_name(name: str) -> str:
+    if not _NAME_RE.match(name):
+        raise errors.InvalidInput("backup_name must be 1-255 characters of [A-Za-z0-9_-]")
+    return name
+
+
+def check_description(text: str) -> str:
+    if len(text) > 255 or "<" in text or ">" in text:
+        raise errors.InvalidInput("description must be at most 255 characters, without < or >")
+    return text
+
+
+def check_tags(tags: Sequence[tuple[str, str]]) -> tuple[Tag, ...]:
+    """Tags given at creation: non-empty if present, at most 10, unique keys, charset rules."""
+    if len(tags) > MAX_TAGS:
+        raise errors.InvalidInput(
+            f"request tags exceed the max allowed count: {MAX_TAGS}.", code="CSBS.7000"
+        )
+    out: list[Tag] = []
+    for key, value in tags:
+        key, value = key.strip(), value.strip()
+        if not _TAG_KEY_RE.match(key):
+            raise errors.InvalidInput("tag key must be 1-36 characters of [A-Za-z0-9_-]")
+        if not _TAG_VALUE_RE.match(value):
+            raise errors.InvalidInput("tag value must be 0-43 characters of [A-Za-z0-9_-]")
+        if any(t.key == key for t in out):
+            raise errors.InvalidInput(f"tag key {key!r} is given twice")
+        out.append(Tag(key, value))
+    return tuple(out)
+
+
+def default_name(prefix: str = "manualbk") -> str:
+    """`manualbk_xxxx` (4 hex characters), as CSBS names manual backups."""
+    return f"{prefix}_{secrets.token_hex(2)}"
+
+
+class BackupBusy(errors.InvalidState):
+    """item in executing"""
+
+    code = "CSBS.2003"
+
+
+class BackupRunning(errors.Conflict):
+    """The server is being backed up."""
+
+    code = "CSBS.1001"
+
+
+class CheckpointNotFound(errors.NotFound):
+    """Checkpoint is not found."""
+
+    code = "CSBS.3001"
+
+    def __init__(self, checkpoint_id: str) -> None:
+        super().__init__(f"Checkpoint ({checkpoint_id}) is not found.")

@@ -1,0 +1,240 @@
+"""Creating, reading and counting backups (CSBS R1, R2, B3-B5, K3)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from csbs.db.engine import Database
+from csbs.db.queries import backups as q
+from csbs.db.queries import inventory as inv
+from csbs.db.queries.backups import BackupFilter
+from csbs.domain import errors
+from csbs.domain.backups import (
+    CONSISTENCY_NONE,
+    Backup,
+    BackupRunning,
+    BackupStatus,
+    Checkpoint,
+    CheckpointNotFound,
+    DiskBackup,
+    check_backup_name,
+    check_description,
+    check_tags,
+    default_name,
+)
+from csbs.domain.clock import Clock
+from csbs.domain.ids import new_id
+from csbs.domain.inventory import Server, ServerNotFound, ServerStatus
+from csbs.domain.operations import OperationType
+from csbs.domain.paging import Page, PageRequest
+from csbs.queue import EnqueueRequest, TaskStore
+from csbs.queue.jobs import Refs
+
+SERVER_TYPE = "OS::Nova::Server"
+SORT_KEYS = frozenset({"created_at", "updated_at", "name", "status", "protected_at", "id"})
+DEFAULT_SORT = "created_at:desc"
+
+
+def _unsupported_type(resource_id: str, resource_type: str) -> errors.InvalidInput:
+    return errors.InvalidInput(
+        f"Resource ({resource_id}) type ({resource_type}) is not support protection.",
+        code="CSBS.6003",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class ProtectRequest:
+    server_id: str
+    name: str | None = None
+    description: str = ""
+    incremental: bool | None = None
+    resource_type: str = SERVER_TYPE
+    tags: Sequence[tuple[str, str]] = ()
+    extra_info: dict[str, Any] | None = None
+    auto_trigger: bool = False
+    plan_id: str | None = None
+    plan_name: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Capability:
+    resource_id: str
+    resource_type: str
+    result: bool
+    error_code: str = ""
+    error_msg: str = ""
+
+
+class BackupService:
+    def __init__(self, db: Database, clock: Clock, tasks: TaskStore) -> None:
+        self._db = db
+        self._clock = clock
+        self._tasks = tasks
+
+    # -- R2: can it be backed up? -------------------------------------------------------------
+
+    def check_protectable(
+        self, project_id: str, items: Sequence[tuple[str, str]]
+    ) -> list[Capability]:
+        out = []
+        with self._db.read() as s:
+            for resource_id, resource_type in items:
+                try:
+                    if resource_type != SERVER_TYPE:
+                        raise _unsupported_type(resource_id, resource_type)
+                    server = inv.get_server(s, resource_id)
+                    if server is None or server.project_id != project_id:
+                        raise ServerNotFound(resource_id)
+                    self._check_server(server)
+                    if q.server_busy(s, server.id):
+                        raise BackupRunning(f"Server ({server.id}) is being backed up.")
+                    out.append(Capability(resource_id, resource_type, True))
+                except errors.CsbsError as e:
+                    out.append(Capability(resource_id, resource_type, False, e.code, e.message))
+        return out
+
+    @staticmethod
+    def _check_server(server: Server) -> None:
+        if not server.disks:
+            raise errors.InvalidInput(
+                f"No volume attached to the server ({server.id}) for protect.", code="CSBS.6007"
+            )
+        if server.status not in (ServerStatus.RUNNING, ServerStatus.STOPPED):
+            raise errors.InvalidInput(
+                f"Server ({server.id}) status ({server.status}) is not allowed to protect.",
+                code="CSBS.6006",
+            )
+
+    # -- R1: back a server up ---------------------------------------------------------------
+
+    def protect(self, project_id: str, req: ProtectRequest) -> tuple[Checkpoint, Backup]:
+        """Create the backup record and the backup at once; the data is read by a task.
+
+        Raises:
+            InvalidInput: bad name, description, tags or resource type (CSBS.9001/6003/7000).
+            ServerNotFound: no such server in this project (CSBS.6000).
+            BackupRunning: the server is being backed up (CSBS.1001).
+        """
+        if req.resource_type != SERVER_TYPE:
+            raise _unsupported_type(req.server_id, req.resource_type)
+        name = (
+            check_backup_name(req.name)
+            if req.name is not None
+            else default_name("autobk" if req.auto_trigger else "manualbk")
+        )
+        description = check_description(req.description)
+        tags = check_tags(req.tags)
+        now = self._clock.now()
+        with self._db.write() as s:
+            server = inv.get_server(s, req.server_id, for_update=True)
+            if server is None or server.project_id != project_id:
+                raise ServerNotFound(req.server_id)
+            self._check_server(server)
+            if q.server_busy(s, server.id):
+                raise BackupRunning(f"Server ({server.id}) is being backed up.")
+            previous = q.previous_backup(s, server.id, now)
+            incremental = previous is not None and req.incremental is not False
+            checkpoint = Checkpoint(
+                id=new_id(),
+                project_id=project_id,
+                plan_id=req.plan_id or f"fake_{new_id()}",
+                plan_name=req.plan_name or f"server protect plan for {server.id}",
+                status=BackupStatus.PROTECTING,
+                created_at=now,
+                created_by="auto" if req.auto_trigger else "manual",
+                resources=((server.id, server.name),),
+            )
+            backup_id = new_id()
+            task_id = new_id()
+            backup = Backup(
+                id=backup_id,
+                checkpoint_id=checkpoint.id,
+                project_id=project_id,
+                name=name,
+                description=description,
+                resource_id=server.id,
+                resource_name=server.name,
+                resource_type=SERVER_TYPE,
+                status=BackupStatus.PROTECTING,
+                created_at=now,
+                updated_at=now,
+                protected_at=None,
+                finished_at=None,
+                plan_id=req.plan_id,
+                auto_trigger=req.auto_trigger,
+                incremental=incremental,
+                progress=0,
+                consistency=CONSISTENCY_NONE,
+                fail_op="",
+                fail_reason="",
+                fail_code="",
+                task_id=task_id,
+                extra={"user_extra_info": req.extra_info or {}},
+                tags=tags,
+                disks=tuple(
+                    DiskBackup(
+                        id=new_id(),
+                        backup_id=backup_id,
+                        disk_id=d.id,
+                        disk_name=f"{name}_{d.name}"[:255],
+                        device_name=d.device_name,
+                        bootable=d.bootable,
+                        source_size=d.size_bytes,
+                        status=BackupStatus.PROTECTING,
+                        incremental=incremental,
+                    )
+                    for d in server.disks
+                ),
+            )
+            q.add_checkpoint(s, checkpoint)
+            q.add_backup(s, backup)
+            self._tasks.enqueue(
+                s.connection(),
+                EnqueueRequest(
+                    project_id=project_id,
+                    operation_type=OperationType.BACKUP,
+                    params={"backup_id": backup_id},
+                    refs=Refs(
+                        checkpoint_id=checkpoint.id,
+                        checkpoint_item_id=backup_id,
+                        plan_id=req.plan_id,
+                        resource_id=server.id,
+                        resource_name=server.name,
+                    ),
+                    route=server.host,
+                    task_id=task_id,
+                ),
+            )
+        self._tasks.poke()
+        return checkpoint, backup
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def get(self, project_id: str | None, backup_id: str) -> Backup:
+        """Raises BackupNotFound (CSBS.3001) when unknown, deleted, or another project's."""
+        with self._db.read() as s:
+            b = q.get_backup(s, backup_id)
+        if b is None or (project_id is not None and b.project_id != project_id):
+            raise errors.BackupNotFound(backup_id)
+        return b
+
+    def search(self, f: BackupFilter, page: PageRequest) -> Page[Backup]:
+        with self._db.read() as s:
+            return q.search(s, f, page)
+
+    def count(self, f: BackupFilter) -> int:
+        with self._db.read() as s:
+            return q.count(s, f)
+
+    def checkpoint(self, project_id: str, checkpoint_id: str) -> Checkpoint:
+        with self._db.read() as s:
+            cp = q.get_checkpoint(s, checkpoint_id)
+        if cp is None or cp.project_id != project_id or not cp.resources:
+            raise CheckpointNotFound(checkpoint_id)
+        return cp
+
+    def checkpoints(self, project_id: str, limit: int, marker: str | None) -> list[Checkpoint]:
+        with self._db.read() as s:
+            return q.list_checkpoints(s, project_id, limit, marker)
