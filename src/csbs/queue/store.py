@@ -102,6 +102,7 @@ class TaskStore:
             )
             .values(running=task_queues.c.running - 1)
         )
+        self._finish_stmt, self._finish_decrement = self._build_finish()
         self._local_wakers: list[threading.Event] = []
         self._wakers_lock = threading.Lock()
 
@@ -359,21 +360,33 @@ class TaskStore:
             count=None,
         )
 
-    def _leave_running_with(self, conn: sa.Connection, change: sa.Update, task: Task) -> Any:
-        """Apply `change` (which moves `task` out of running) and decrement its group's count
-        when it matched; returns the changed row, or None when nothing matched."""
-        change = change.returning(*tasks.c)
-        keys = {"g_project": task.project_id, "g_type": task.operation_type}
+    def _build_finish(self) -> tuple[sa.Executable, sa.Update | None]:
+        """The finish statement, built once: it is the hottest write of the queue."""
+        change = (
+            tasks.update()
+            .where(
+                tasks.c.id == sa.bindparam("f_id"),
+                tasks.c.lease_owner == sa.bindparam("f_owner"),
+                tasks.c.attempts == sa.bindparam("f_attempts"),
+                tasks.c.status == TaskStatus.RUNNING.value,
+            )
+            .values(
+                status=sa.bindparam("f_status"),
+                ended_at=sa.bindparam("f_now", type_=UTCDateTime()),
+                lease_owner=None,
+                lease_expires_at=None,
+                error_info=sa.bindparam("f_error", type_=sa.JSON(none_as_null=True)),
+                progress=sa.bindparam("f_progress"),
+                extra_info=sa.bindparam("f_extra", type_=sa.JSON()),
+            )
+            .returning(*tasks.c)
+        )
         if not self.is_postgres:
-            row = conn.execute(change).first()
-            if row is not None:
-                conn.execute(self._decrement, keys)
-            return row
+            return change, self._decrement
         done = change.cte("done")
         dec = self._decrement.where(sa.exists(sa.select(done.c.id))).cte("dec")
         notify = sa.func.pg_notify(CHANNEL, done.c.operation_type).label("notified")
-        stmt = sa.select(*done.c, notify).add_cte(dec)
-        return conn.execute(stmt, keys).first()
+        return sa.select(*done.c, notify).add_cte(dec), None
 
     def _leave_running(self, conn: sa.Connection, task: Task) -> None:
         """The group of `task` has one fewer running task (same transaction as the change)."""
@@ -434,22 +447,22 @@ class TaskStore:
     ) -> bool:
         """Record a terminal status; False (and nothing changed) when the lease was lost."""
         assert status.terminal
+        params = {
+            "f_id": task.id,
+            "f_owner": worker_id,
+            "f_attempts": task.attempts,
+            "f_status": status.value,
+            "f_error": dict(error) if error else None,
+            "f_progress": task.progress if progress is None else progress,
+            "f_extra": dict(task.extra_info if extra_info is None else extra_info),
+            "g_project": task.project_id,
+            "g_type": task.operation_type,
+        }
         with self._engine.begin() as conn:
-            now = self._clock.now()
-            values: dict[str, Any] = {
-                "status": status.value,
-                "ended_at": now,
-                "lease_owner": None,
-                "lease_expires_at": None,
-                "error_info": dict(error) if error else None,
-            }
-            if progress is not None:
-                values["progress"] = progress
-            if extra_info is not None:
-                values["extra_info"] = dict(extra_info)
-            row = self._leave_running_with(
-                conn, tasks.update().where(self._owned(task, worker_id)).values(**values), task
-            )
+            params["f_now"] = self._clock.now()
+            row = conn.execute(self._finish_stmt, params).first()
+            if row is not None and self._finish_decrement is not None:
+                conn.execute(self._finish_decrement, params)
             if row is None:
                 return False
             if on_end is not None:
