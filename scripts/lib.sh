@@ -5,7 +5,8 @@ PYTHON=${PYTHON:-python3.11}
 # ensure_venv EXTRAS: create .venv and install csbs (with EXTRAS, e.g. "[test]") when it is
 # missing or pyproject.toml is newer than the last install.
 ensure_venv() {
-  local extras=$1 stamp=".venv/.installed${extras}"
+  local extras=$1
+  local stamp=".venv/.installed${extras}"
   if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
     .venv/bin/python -m pip install -q --upgrade pip
