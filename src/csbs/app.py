@@ -17,16 +17,21 @@ import uvicorn
 from csbs import migrations
 from csbs import tasks as task_handlers
 from csbs.api.app import create_app
+from csbs.blobstore.registry import open_store
 from csbs.config import Settings
 from csbs.db.engine import Database, create_engine
 from csbs.domain.clock import Clock, SystemClock
 from csbs.domain.operations import OperationType
 from csbs.queue import Handler, QueueConfig, TaskStore, Worker
+from csbs.repository import Repository, RepositorySettings
+from csbs.repository.keys import load_or_create_master_key, parse_master_key
 from csbs.services.backups import BackupService
 from csbs.services.container import ApiOptions, Services
+from csbs.services.deletions import DeletionService
 from csbs.services.identity import IdentityService
 from csbs.services.inventory import InventoryService
 from csbs.services.operation_logs import OperationLogService
+from csbs.services.restores import RestoreService
 
 log = logging.getLogger("csbs")
 
@@ -69,6 +74,17 @@ def build(
         hasher=password_hasher,
     )
     store = TaskStore(engine, clock, queue_config(settings))
+    repository = Repository(
+        engine,
+        open_store(settings.effective_repository_url),
+        clock,
+        master_key(settings),
+        RepositorySettings(
+            chunk_size=settings.chunk_size,
+            zstd_level=settings.zstd_level,
+            sweep_grace_seconds=settings.sweep_grace_seconds,
+        ),
+    )
     services = Services(
         db=db,
         clock=clock,
@@ -76,6 +92,10 @@ def build(
         tasks=store,
         inventory=InventoryService(db, clock, settings.effective_inventory_roots),
         backups=BackupService(db, clock, store),
+        restores=RestoreService(db, clock, store),
+        deletions=DeletionService(db, clock, store),
+        repository=repository,
+        inventory_roots=tuple(settings.effective_inventory_roots),
         operation_logs=OperationLogService(store),
         options=ApiOptions(
             region=settings.region,
@@ -84,6 +104,13 @@ def build(
         ),
     )
     return Runtime(settings=settings, services=services)
+
+
+def master_key(settings: Settings) -> bytes:
+    """The service master key: inline from settings, or the key file (created on first use)."""
+    if settings.master_key is not None:
+        return parse_master_key(settings.master_key.get_secret_value())
+    return load_or_create_master_key(settings.effective_master_key_file)
 
 
 def queue_config(settings: Settings) -> QueueConfig:

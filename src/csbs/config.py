@@ -43,6 +43,12 @@ class Settings(BaseSettings):
 
     master_key: SecretStr | None = None
     master_key_file: Path | None = None
+    #: Where backup data goes: file:///abs/path (default <data_dir>/repository) or
+    #: s3://bucket/prefix?endpoint_url=...&region=... (credentials from the AWS variables).
+    repository_url: str | None = None
+    chunk_size: int = Field(default=4 * 1024 * 1024, ge=64 * 1024, le=8 * 1024 * 1024)
+    zstd_level: int = Field(default=1, ge=1, le=19)
+    sweep_grace_seconds: float = Field(default=900.0, ge=0)
 
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     db_connect_timeout_seconds: int = Field(default=3, gt=0)
@@ -73,6 +79,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
+        if self.chunk_size & (self.chunk_size - 1):
+            raise ValueError("chunk_size must be a power of two")
         if self.database_url is not None and not (
             self.database_url.startswith("sqlite") or self.database_url.startswith("postgresql")
         ):
@@ -85,6 +93,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'csbs.db'}"
+
+    @property
+    def effective_repository_url(self) -> str:
+        return self.repository_url or f"file://{self.data_dir / 'repository'}"
 
     @property
     def effective_inventory_roots(self) -> list[Path]:

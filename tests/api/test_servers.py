@@ -58,7 +58,7 @@ def test_admin_registers_members_read(env: Env, disks: Path) -> None:
         == 200
     )
     gone = env.client.get(f"/v1/{pid}/servers/{server['id']}", headers={"X-Auth-Token": member})
-    assert gone.status_code == 404 and gone.json()["error_code"] == "CSBS.6000"
+    assert gone.status_code == 400 and gone.json()["error_code"] == "CSBS.6000"
 
 
 def test_other_projects_server_is_not_found(env: Env, disks: Path) -> None:
@@ -67,7 +67,7 @@ def test_other_projects_server_is_not_found(env: Env, disks: Path) -> None:
     alpha_id, beta_id = env.project_id("alpha"), env.project_id("beta")
     server = _create(env, env.admin_token(), alpha_id, [str(disks / "a.img")]).json()["server"]  # type: ignore[attr-defined]
     r = env.client.get(f"/v1/{beta_id}/servers/{server['id']}", headers={"X-Auth-Token": beta})
-    assert r.status_code == 404
+    assert r.status_code == 400 and r.json()["error_code"] == "CSBS.6000"
     r = env.client.get(f"/v1/{alpha_id}/servers/{server['id']}", headers={"X-Auth-Token": beta})
     assert r.status_code == 403
 

@@ -10,7 +10,16 @@ from csbs import __version__
 from csbs.api import errors as api_errors
 from csbs.api.metrics import ApiMetrics
 from csbs.api.middleware import RequestContextMiddleware
-from csbs.api.routes import health, identity, operation_logs, providers, servers, versions
+from csbs.api.routes import (
+    backups,
+    health,
+    identity,
+    operation_logs,
+    providers,
+    restores,
+    servers,
+    versions,
+)
 from csbs.services.container import Services
 
 
@@ -30,7 +39,16 @@ def create_app(services: Services) -> FastAPI:
     app.state.services = services
     app.state.metrics = metrics
     api_errors.install(app)
-    for module in (versions, health, identity, providers, operation_logs, servers):
+    for module in (
+        versions,
+        health,
+        identity,
+        providers,
+        operation_logs,
+        servers,
+        backups,
+        restores,
+    ):
         app.include_router(module.router)
     app.add_middleware(
         RequestContextMiddleware,

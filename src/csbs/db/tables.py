@@ -179,3 +179,22 @@ class BackupTag(Base):
     )
     key: orm.Mapped[str] = orm.mapped_column(sa.String(127), primary_key=True)
     value: orm.Mapped[str] = orm.mapped_column(sa.String(255))
+
+
+class Restore(Base):
+    __tablename__ = "restores"
+
+    id: orm.Mapped[str] = orm.mapped_column(sa.String(36), primary_key=True)
+    project_id: orm.Mapped[str] = orm.mapped_column(sa.String(64), index=True)
+    provider_id: orm.Mapped[str] = orm.mapped_column(sa.String(64))
+    checkpoint_id: orm.Mapped[str] = orm.mapped_column(sa.String(36))
+    backup_id: orm.Mapped[str] = orm.mapped_column(sa.String(36), index=True)
+    server_id: orm.Mapped[str] = orm.mapped_column(sa.String(36), index=True)
+    power_on: orm.Mapped[bool] = orm.mapped_column(sa.Boolean)
+    restore_target: orm.Mapped[str | None] = orm.mapped_column(sa.String(255), nullable=True)
+    mappings: orm.Mapped[list[dict[str, str]]] = orm.mapped_column(sa.JSON)
+    status: orm.Mapped[str] = orm.mapped_column(sa.String(16))
+    reason: orm.Mapped[str] = orm.mapped_column(sa.Text)
+    task_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(36), nullable=True)
+    created_at: orm.Mapped[dt.datetime] = orm.mapped_column(UTCDateTime)
+    ended_at: orm.Mapped[dt.datetime | None] = orm.mapped_column(UTCDateTime, nullable=True)

@@ -55,8 +55,8 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
-class ServerNotFound(errors.NotFound):
-    """server do not exist"""
+class ServerNotFound(errors.InvalidInput):
+    """server do not exist (HTTP 400, as the CSBS error table has it)"""
 
     code = "CSBS.6000"
 

@@ -12,6 +12,7 @@ from alembic.script import ScriptDirectory
 
 from csbs.db import tables
 from csbs.queue import schema as queue_schema
+from csbs.repository import schema as repository_schema
 
 _HERE = Path(__file__).parent
 #: Alembic's lock on PostgreSQL: concurrent starts of csbs migrate one at a time.
@@ -20,7 +21,7 @@ _PG_LOCK_KEY = 0x63736273  # "csbs"
 
 def target_metadata() -> list[sa.MetaData]:
     """Every MetaData whose tables the migrations must produce."""
-    return [tables.Base.metadata, queue_schema.metadata]
+    return [tables.Base.metadata, queue_schema.metadata, repository_schema.metadata]
 
 
 def _config(connection: sa.Connection | None = None) -> Config:

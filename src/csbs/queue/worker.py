@@ -213,6 +213,11 @@ class Worker:
         run.thread = thread
         with self._lock:
             self._running[task.id] = run
+        deadline = task.deadline_at
+        if deadline is not None and self.clock.now() >= deadline:
+            # Claimed after its deadline (e.g. resumed after a crash): stop at the first check.
+            run.cancelled_at = time.monotonic()
+            run.ctx.cancel(CancelReason.DEADLINE)
         log.info(
             "task started",
             extra={

@@ -1,6 +1,8 @@
-"""The deduplicating repository's pure parts: keys, chunk envelopes, manifests, chunking.
+"""The deduplicating chunk repository: `Repository` and its pure parts.
 
-Nothing here touches the metadata database. Chunk ids are keyed BLAKE3 of the
+`Repository` (repository.py) keeps its bookkeeping in its own tables (schema.py, SQL in
+index.py) and drives the pipelines (writer.py, reader.py), reclamation (reclaim.py)
+and the audit (audit.py). The pure parts touch no database: chunk ids are keyed BLAKE3 of the
 plaintext, every stored chunk is a verified envelope (zstd + AES-256-GCM), a manifest
 lists a disk image's chunks and holes in order, and `layout` names it all in a blob
 store.
@@ -24,6 +26,7 @@ from csbs.repository.errors import (
     RepositoryError,
     WrongKey,
 )
+from csbs.repository.index import Usage
 from csbs.repository.keys import (
     ChunkId,
     ProjectKeys,
@@ -34,6 +37,7 @@ from csbs.repository.keys import (
     wrap_data_key,
 )
 from csbs.repository.manifest import ImageDigest, Manifest, ManifestBuilder
+from csbs.repository.repository import Repository, RepositorySettings
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -49,7 +53,10 @@ __all__ = [
     "Manifest",
     "ManifestBuilder",
     "ProjectKeys",
+    "Repository",
     "RepositoryError",
+    "RepositorySettings",
+    "Usage",
     "WrongKey",
     "generate_data_key",
     "iter_chunks",

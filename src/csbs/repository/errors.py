@@ -55,3 +55,18 @@ class WrongKey(RepositoryError):
     Not a subclass of the built-in KeyError (which `except KeyError` around dict lookups
     would swallow).
     """
+
+
+class Cancelled(RepositoryError):
+    """The operation was cancelled by its caller."""
+
+
+class ImageDigestMismatch(RepositoryError):
+    """A restored image does not hash to the digest its manifest recorded."""
+
+    def __init__(self, backup_id: str, disk_id: str) -> None:
+        self.backup_id = backup_id
+        self.disk_id = disk_id
+        super().__init__(
+            f"restored image of disk {disk_id} in backup {backup_id} does not match its digest"
+        )

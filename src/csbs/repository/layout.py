@@ -3,6 +3,8 @@
     projects/<project_id>/key                                 wrapped data key
     projects/<project_id>/chunks/<id[:2]>/<chunk_id>.<gen>    one chunk envelope
     projects/<project_id>/manifests/<backup_id>               one sealed manifest
+    projects/<project_id>/manifests/<backup_id>/<disk_id>     the manifest of one disk
+                                                              (used by the Repository)
 
 The two-hex-digit shard keeps directories of the local backend small. `<gen>` is the
 chunk's generation, a decimal integer chosen by the metadata database: a chunk swept
@@ -75,6 +77,16 @@ def parse_chunk_name(name: str) -> ChunkBlob:
 def manifest_name(project_id: str, backup_id: str) -> str:
     """Return the blob name of the manifest of backup `backup_id`."""
     return manifests_prefix(project_id) + _segment("backup id", backup_id)
+
+
+def backup_manifests_prefix(project_id: str, backup_id: str) -> str:
+    """Return the prefix of the disk manifests of backup `backup_id` (ends with `/`)."""
+    return f"{manifests_prefix(project_id)}{_segment('backup id', backup_id)}/"
+
+
+def disk_manifest_name(project_id: str, backup_id: str, disk_id: str) -> str:
+    """Return the blob name of the manifest of disk `disk_id` in backup `backup_id`."""
+    return backup_manifests_prefix(project_id, backup_id) + _segment("disk id", disk_id)
 
 
 def _segment(what: str, value: str) -> str:

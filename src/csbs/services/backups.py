@@ -6,6 +6,9 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+import sqlalchemy as sa
+from sqlalchemy import orm
+
 from csbs.db.engine import Database
 from csbs.db.queries import backups as q
 from csbs.db.queries import inventory as inv
@@ -29,7 +32,7 @@ from csbs.domain.ids import new_id
 from csbs.domain.inventory import Server, ServerNotFound, ServerStatus
 from csbs.domain.operations import OperationType
 from csbs.domain.paging import Page, PageRequest
-from csbs.queue import EnqueueRequest, TaskStore
+from csbs.queue import EnqueueRequest, Task, TaskStatus, TaskStore
 from csbs.queue.jobs import Refs
 
 SERVER_TYPE = "OS::Nova::Server"
@@ -134,7 +137,7 @@ class BackupService:
             self._check_server(server)
             if q.server_busy(s, server.id):
                 raise BackupRunning(f"Server ({server.id}) is being backed up.")
-            previous = q.previous_backup(s, server.id, now)
+            previous = q.previous_backup(s, server.id)
             incremental = previous is not None and req.incremental is not False
             checkpoint = Checkpoint(
                 id=new_id(),
@@ -238,3 +241,81 @@ class BackupService:
     def checkpoints(self, project_id: str, limit: int, marker: str | None) -> list[Checkpoint]:
         with self._db.read() as s:
             return q.list_checkpoints(s, project_id, limit, marker)
+
+
+def joined_session(conn: sa.Connection) -> orm.Session:
+    """A session inside a transaction someone else (the task queue) owns and commits."""
+    return orm.Session(bind=conn)
+
+
+class BackupRecorder:
+    """What the backup task writes about its own backup while and after it runs."""
+
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
+
+    def repository_backup_id(self, backup: Backup, attempt: int) -> str:
+        """Each attempt writes its own repository backup; earlier attempts' are released."""
+        return f"{backup.id}.{attempt}"
+
+    def started(self, backup_id: str, repo_backup_id: str, consistency: str) -> None:
+        now = self._clock.now()
+        with self._db.write() as s:
+            b = q.get_backup(s, backup_id)
+            extra = dict(b.extra) if b else {}
+            extra["repository_backup_id"] = repo_backup_id
+            q.update_backup(
+                s, backup_id, now, protected_at=now, consistency=consistency, extra=extra
+            )
+
+    def progress(self, backup_id: str, percent: int) -> None:
+        with self._db.write() as s:
+            q.update_backup(s, backup_id, self._clock.now(), progress=percent)
+
+    def disk_done(
+        self,
+        disk_backup_id: str,
+        *,
+        logical: int,
+        stored: int,
+        new: int,
+        reused: int,
+        seconds: float,
+    ) -> None:
+        with self._db.write() as s:
+            q.update_disk_backup(
+                s,
+                disk_backup_id,
+                logical_bytes=logical,
+                stored_bytes=stored,
+                new_bytes=new,
+                reused_bytes=reused,
+                seconds=seconds,
+                status=BackupStatus.AVAILABLE.value,
+            )
+
+    def on_end(self, conn: sa.Connection, task: Task) -> None:
+        """In the queue's transaction: the backup becomes available, or error with the reason."""
+        backup_id = str(task.params.get("backup_id", ""))
+        now = self._clock.now()
+        with joined_session(conn) as s:
+            if task.status is TaskStatus.SUCCESS:
+                q.set_status(
+                    s, backup_id, BackupStatus.AVAILABLE, now, progress=100, finished_at=now
+                )
+                q.set_disk_status(s, backup_id, BackupStatus.AVAILABLE)
+            else:
+                info = task.error_info or {}
+                q.set_status(
+                    s,
+                    backup_id,
+                    BackupStatus.ERROR,
+                    now,
+                    finished_at=now,
+                    fail_op="backup",
+                    fail_reason=str(info.get("message", "the backup task failed"))[:2000],
+                    fail_code=str(info.get("code", "CSBS.9999")),
+                )
+                q.set_disk_status(s, backup_id, BackupStatus.ERROR)
+            s.flush()

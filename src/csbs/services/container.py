@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from pathlib import Path
 
 from csbs.db.engine import Database
 from csbs.domain.clock import Clock
 from csbs.queue import TaskStore
+from csbs.repository import Repository
 from csbs.services.backups import BackupService
+from csbs.services.deletions import DeletionService
 from csbs.services.identity import IdentityService
 from csbs.services.inventory import InventoryService
 from csbs.services.operation_logs import OperationLogService
+from csbs.services.restores import RestoreService
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +49,10 @@ class Services:
     tasks: TaskStore
     inventory: InventoryService
     backups: BackupService
+    restores: RestoreService
+    deletions: DeletionService
+    repository: Repository
+    inventory_roots: tuple[Path, ...]
     operation_logs: OperationLogService
     options: ApiOptions
     lifecycle: Lifecycle = dataclasses.field(default_factory=Lifecycle)

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from csbs.domain.operations import OperationType
 from csbs.queue import Handler
 from csbs.services.container import Services
+from csbs.tasks.backup import BackupHandler
+from csbs.tasks.delete import DeleteHandler
+from csbs.tasks.restore import RestoreHandler
 
 
 def handlers(services: Services) -> Mapping[str, Handler]:
     """The handler of every operation type this build of csbs can run."""
-    return {}
+    return {
+        OperationType.BACKUP: BackupHandler(services),
+        OperationType.RESTORE: RestoreHandler(services),
+        OperationType.DELETE: DeleteHandler(services),
+    }

@@ -294,14 +294,13 @@ def server_busy(s: orm.Session, server_id: str) -> bool:
     )
 
 
-def previous_backup(s: orm.Session, server_id: str, before: dt.datetime) -> Backup | None:
+def previous_backup(s: orm.Session, server_id: str) -> Backup | None:
     """The newest available backup of a server (first backups are full, later incremental)."""
     row = s.scalars(
         sa.select(B)
         .where(
             B.resource_id == server_id,
             B.status == BackupStatus.AVAILABLE.value,
-            B.created_at < before,
         )
         .order_by(B.created_at.desc())
         .limit(1)

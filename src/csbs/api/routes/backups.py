@@ -1,0 +1,317 @@
+"""Backups: create (R1), capability checks (R2/R3), query (B3-B5), backup records (K3)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import JSONResponse
+
+from csbs.api.deps import ActorDep, ReaderDep, ServicesDep, base_url, check_all_tenants
+from csbs.api.schemas.backups import (
+    ProtectBody,
+    ResourcesActionBody,
+    backup_body,
+    checkpoint_body,
+)
+from csbs.api.schemas.common import next_link
+from csbs.db.queries.backups import BackupFilter
+from csbs.domain import errors
+from csbs.domain.backups import BackupStatus
+from csbs.domain.paging import page_request
+from csbs.domain.providers import require_provider
+from csbs.services.backups import DEFAULT_SORT, SORT_KEYS, ProtectRequest
+from csbs.services.container import Services
+from csbs.services.deletions import parse_item_ids
+from csbs.services.operation_logs import parse_time
+
+router = APIRouter(prefix="/v1/{project_id}", tags=["backups"])
+IdPath = Annotated[str, Path(min_length=1, max_length=64)]
+Str64 = Annotated[str | None, Query(max_length=64)]
+Str255 = Annotated[str | None, Query(max_length=255)]
+
+
+@router.post(
+    "/providers/{provider_id}/resources/{resource_id}/action", summary="Back up a server (R1)"
+)
+def protect(
+    project_id: str,
+    provider_id: IdPath,
+    resource_id: IdPath,
+    body: ProtectBody,
+    services: ServicesDep,
+    _p: ActorDep,
+) -> dict[str, Any]:
+    require_provider(provider_id)
+    p = body.protect
+    cp, _backup = services.backups.protect(
+        project_id,
+        ProtectRequest(
+            server_id=resource_id,
+            name=p.backup_name,
+            description=p.description or "",
+            incremental=p.incremental,
+            resource_type=p.resource_type,
+            tags=[(t.key, t.value) for t in p.tags or []],
+            extra_info=p.extra_info,
+        ),
+    )
+    return {"checkpoint": checkpoint_body(cp)}
+
+
+@router.post(
+    "/providers/{provider_id}/resources/action",
+    summary="Check backup or restore capability (R2/R3)",
+)
+def resources_action(
+    project_id: str,
+    provider_id: IdPath,
+    body: ResourcesActionBody,
+    services: ServicesDep,
+    _p: ReaderDep,
+) -> dict[str, Any]:
+    require_provider(provider_id)
+    if (body.check_protectable is None) == (body.check_restorable is None):
+        raise errors.InvalidInput(
+            "the body must hold exactly one of check_protectable, check_restorable"
+        )
+    if body.check_protectable is not None:
+        caps = services.backups.check_protectable(
+            project_id, [(i.resource_id, i.resource_type) for i in body.check_protectable]
+        )
+        key = "protectable"
+    else:
+        assert body.check_restorable is not None
+        caps = services.restores.check_restorable(
+            project_id,
+            [
+                (
+                    i.checkpoint_item_id,
+                    i.target.resource_id,
+                    i.target.resource_type,
+                    [(v.backup_id, v.volume_id) for v in i.target.volumes],
+                )
+                for i in body.check_restorable
+            ],
+        )
+        key = "restorable"
+    out = []
+    for c in caps:
+        item: dict[str, Any] = {
+            "resource_id": c.resource_id,
+            "resource_type": c.resource_type,
+            "result": c.result,
+        }
+        if not c.result or key == "restorable":
+            item["error_code"] = c.error_code
+            item["error_msg"] = c.error_msg
+        out.append(item)
+    return {key: out}
+
+
+def _filter(
+    project_id: str,
+    every_project: bool,
+    services: Services,
+    *,
+    status: str | None,
+    name: str | None,
+    az: str | None,
+    resource_id: str | None,
+    resource_name: str | None,
+    start_time: str | None,
+    end_time: str | None,
+    image_type: str | None,
+    policy_id: str | None,
+    checkpoint_id: str | None,
+    resource_type: str | None,
+    ip: str | None,
+) -> BackupFilter:
+    if status is not None and status not in {s.value for s in BackupStatus}:
+        raise errors.InvalidInput(
+            f"status must be one of: {', '.join(s.value for s in BackupStatus)}"
+        )
+    # Every backup here is an image of type "backup" in the one region; there are no IPs.
+    impossible = (
+        (az is not None and az != services.options.region)
+        or (image_type is not None and image_type != "backup")
+        or bool(ip)
+    )
+    return BackupFilter(
+        project_id=None if every_project else project_id,
+        status=status,
+        name=name,
+        resource_id=resource_id,
+        resource_name=resource_name,
+        resource_type=resource_type,
+        checkpoint_id=checkpoint_id,
+        plan_id=policy_id,
+        created_from=parse_time(start_time, "start_time"),
+        created_to=parse_time(end_time, "end_time"),
+        impossible=impossible,
+    )
+
+
+@router.get("/checkpoint_items/count", summary="Count backups (B5)")
+def count_backups(
+    project_id: str,
+    services: ServicesDep,
+    principal: ReaderDep,
+    status: Str64 = None,
+    name: Str255 = None,
+    az: Str255 = None,
+    resource_id: Str64 = None,
+    resource_name: Str255 = None,
+    start_time: Str64 = None,
+    end_time: Str64 = None,
+    image_type: Str64 = None,
+    policy_id: Str64 = None,
+    checkpoint_id: Str64 = None,
+    resource_type: Str64 = None,
+    ip: Str64 = None,
+    dec: Str64 = None,
+    all_tenants: Annotated[bool | None, Query()] = None,
+    limit: Annotated[int | None, Query()] = None,
+    marker: Str64 = None,
+    offset: Annotated[int | None, Query()] = None,
+    sort: Annotated[str | None, Query()] = None,
+) -> dict[str, Any]:
+    every = check_all_tenants(principal, all_tenants)
+    f = _filter(
+        project_id,
+        every,
+        services,
+        status=status,
+        name=name,
+        az=az,
+        resource_id=resource_id,
+        resource_name=resource_name,
+        start_time=start_time,
+        end_time=end_time,
+        image_type=image_type,
+        policy_id=policy_id,
+        checkpoint_id=checkpoint_id,
+        resource_type=resource_type,
+        ip=ip,
+    )
+    return {"count": services.backups.count(f)}
+
+
+@router.get("/checkpoint_items", summary="List backups (B4)")
+def list_backups(
+    project_id: str,
+    request: Request,
+    services: ServicesDep,
+    principal: ReaderDep,
+    status: Str64 = None,
+    name: Str255 = None,
+    az: Str255 = None,
+    resource_id: Str64 = None,
+    resource_name: Str255 = None,
+    start_time: Str64 = None,
+    end_time: Str64 = None,
+    image_type: Str64 = None,
+    policy_id: Str64 = None,
+    checkpoint_id: Str64 = None,
+    resource_type: Str64 = None,
+    ip: Str64 = None,
+    dec: Str64 = None,
+    all_tenants: Annotated[bool | None, Query()] = None,
+    limit: Annotated[int | None, Query()] = None,
+    marker: Str64 = None,
+    offset: Annotated[int | None, Query()] = None,
+    sort: Annotated[str | None, Query()] = None,
+) -> dict[str, Any]:
+    every = check_all_tenants(principal, all_tenants)
+    f = _filter(
+        project_id,
+        every,
+        services,
+        status=status,
+        name=name,
+        az=az,
+        resource_id=resource_id,
+        resource_name=resource_name,
+        start_time=start_time,
+        end_time=end_time,
+        image_type=image_type,
+        policy_id=policy_id,
+        checkpoint_id=checkpoint_id,
+        resource_type=resource_type,
+        ip=ip,
+    )
+    page = page_request(
+        limit=limit,
+        marker=marker,
+        offset=offset,
+        sort=sort,
+        allowed_sort=SORT_KEYS,
+        default_sort=DEFAULT_SORT,
+    )
+    result = services.backups.search(f, page)
+    body: dict[str, Any] = {
+        "checkpoint_items": [backup_body(b, services.options.region) for b in result.items]
+    }
+    if result.has_more and result.items:
+        body["checkpoint_items_links"] = next_link(
+            request, base_url(request, services), result.items[-1].id, page.limit
+        )
+    return body
+
+
+@router.get("/checkpoint_items/{checkpoint_item_id}", summary="Show a backup (B3)")
+def show_backup(
+    project_id: str, checkpoint_item_id: IdPath, services: ServicesDep, _p: ReaderDep
+) -> dict[str, Any]:
+    b = services.backups.get(project_id, checkpoint_item_id)
+    return {"checkpoint_item": backup_body(b, services.options.region)}
+
+
+@router.delete(
+    "/providers/{provider_id}/checkpoints/{checkpoint_id}",
+    summary="Delete backups of a record (B2)",
+)
+def delete_backups(
+    project_id: str,
+    provider_id: IdPath,
+    checkpoint_id: IdPath,
+    request: Request,
+    services: ServicesDep,
+    _p: ActorDep,
+    checkpoint_items: Annotated[
+        list[str] | None,
+        Query(description="Backup ids: one, comma-separated, or the parameter repeated."),
+    ] = None,
+) -> JSONResponse:
+    require_provider(provider_id)
+    ids = parse_item_ids(request.query_params.getlist("checkpoint_items"))
+    task_ids = services.deletions.delete(project_id, checkpoint_id, ids)
+    return JSONResponse({}, headers={"X-Operation-Log-Id": ",".join(task_ids)})
+
+
+@router.get("/providers/{provider_id}/checkpoints", summary="List backup records (Karbor)")
+def list_checkpoints(
+    project_id: str,
+    provider_id: IdPath,
+    services: ServicesDep,
+    _p: ReaderDep,
+    limit: Annotated[int | None, Query(ge=1)] = None,
+    marker: Str64 = None,
+) -> dict[str, Any]:
+    require_provider(provider_id)
+    cps = services.backups.checkpoints(project_id, limit or 1000, marker)
+    return {"checkpoints": [checkpoint_body(c) for c in cps]}
+
+
+@router.get(
+    "/providers/{provider_id}/checkpoints/{checkpoint_id}", summary="Show a backup record (Karbor)"
+)
+def show_checkpoint(
+    project_id: str,
+    provider_id: IdPath,
+    checkpoint_id: IdPath,
+    services: ServicesDep,
+    _p: ReaderDep,
+) -> dict[str, Any]:
+    require_provider(provider_id)
+    return {"checkpoint": checkpoint_body(services.backups.checkpoint(project_id, checkpoint_id))}

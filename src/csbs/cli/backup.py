@@ -1,0 +1,217 @@
+"""`csbs backup` and `csbs restore`: the backup operations from the command line."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from csbs import app as composition
+from csbs.cli.common import DatabaseUrlOpt, DataDirOpt, console, err_console, settings_from
+from csbs.cli.task import wait_with_progress
+from csbs.db.queries.backups import BackupFilter
+from csbs.domain import errors
+from csbs.domain.backups import Backup
+from csbs.domain.paging import page_request
+from csbs.domain.restores import VolumeMapping
+from csbs.queue import TaskStatus
+from csbs.services.backups import DEFAULT_SORT, SORT_KEYS, ProtectRequest
+from csbs.services.restores import RestoreRequest
+
+backup_app = typer.Typer(help="Backups of servers.", no_args_is_help=True)
+ProjectOpt = Annotated[str | None, typer.Option("--project", help="Project name or id.")]
+
+
+def _runtime(data_dir: DataDirOpt, database_url: DatabaseUrlOpt) -> composition.Runtime:
+    runtime = composition.build(settings_from(data_dir=data_dir, database_url=database_url))
+    composition.prepare(runtime)
+    return runtime
+
+
+def _fail(e: errors.CsbsError) -> typer.Exit:
+    err_console.print(f"[red]error:[/red] {e.code}: {e.message}")
+    return typer.Exit(1)
+
+
+def _wait(runtime: composition.Runtime, task_id: str | None) -> None:
+    if task_id is None:
+        return
+    final = wait_with_progress(runtime, task_id, timeout=7 * 24 * 3600)
+    if final.status is not TaskStatus.SUCCESS:
+        err_console.print(
+            f"[red]{final.status.value}:[/red] {(final.error_info or {}).get('message', '')}"
+        )
+        raise typer.Exit(1)
+
+
+@backup_app.command("create")
+def create(
+    server_id: str,
+    name: Annotated[str | None, typer.Option("--name", help="Backup name.")] = None,
+    description: Annotated[str, typer.Option("--description")] = "",
+    wait: Annotated[bool, typer.Option("--wait", help="Wait with a progress bar.")] = False,
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+) -> None:
+    """Back up a server (all its disks); prints the backup id."""
+    runtime = _runtime(data_dir, database_url)
+    try:
+        server = runtime.services.inventory.get(None, server_id)
+        _cp, backup = runtime.services.backups.protect(
+            server.project_id, ProtectRequest(server_id, name=name, description=description)
+        )
+        print(backup.id, flush=True)
+        if wait:
+            _wait(runtime, backup.task_id)
+    except errors.CsbsError as e:
+        raise _fail(e) from e
+    finally:
+        runtime.close()
+
+
+def _row(b: Backup) -> list[str]:
+    return [
+        b.id,
+        b.name,
+        b.resource_name,
+        b.status.value,
+        f"{b.progress}%",
+        b.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+        f"{b.logical_bytes / 2**20:.1f}",
+        f"{b.new_bytes / 2**20:.1f}",
+    ]
+
+
+@backup_app.command("list")
+def list_(
+    project: ProjectOpt = None,
+    server: Annotated[str | None, typer.Option("--server", help="Server id.")] = None,
+    status: Annotated[str | None, typer.Option("--status")] = None,
+    limit: Annotated[int, typer.Option("--limit")] = 100,
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+) -> None:
+    """List backups, newest first."""
+    runtime = _runtime(data_dir, database_url)
+    try:
+        pid = runtime.services.identity.resolve_project(project).id if project else None
+        page = page_request(
+            limit=limit,
+            marker=None,
+            offset=None,
+            sort=None,
+            allowed_sort=SORT_KEYS,
+            default_sort=DEFAULT_SORT,
+        )
+        result = runtime.services.backups.search(
+            BackupFilter(project_id=pid, resource_id=server, status=status), page
+        )
+    except errors.CsbsError as e:
+        raise _fail(e) from e
+    finally:
+        runtime.close()
+    table = Table("id", "name", "server", "status", "progress", "created", "MiB", "new MiB")
+    for b in result.items:
+        table.add_row(*_row(b))
+    console.print(table)
+
+
+@backup_app.command("count")
+def count(
+    project: ProjectOpt = None,
+    status: Annotated[str | None, typer.Option("--status")] = None,
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+) -> None:
+    """Count backups."""
+    runtime = _runtime(data_dir, database_url)
+    try:
+        pid = runtime.services.identity.resolve_project(project).id if project else None
+        print(runtime.services.backups.count(BackupFilter(project_id=pid, status=status)))
+    except errors.CsbsError as e:
+        raise _fail(e) from e
+    finally:
+        runtime.close()
+
+
+@backup_app.command("show")
+def show(backup_id: str, data_dir: DataDirOpt = None, database_url: DatabaseUrlOpt = None) -> None:
+    """Show a backup and its disk backups."""
+    runtime = _runtime(data_dir, database_url)
+    try:
+        b = runtime.services.backups.get(None, backup_id)
+    except errors.CsbsError as e:
+        raise _fail(e) from e
+    finally:
+        runtime.close()
+    console.print(
+        f"[bold]{b.name}[/bold] {b.id} status={b.status.value} server={b.resource_name} "
+        f"incremental={b.incremental} consistency={b.consistency}",
+        highlight=False,
+    )
+    if b.fail_reason:
+        console.print(f"failed ({b.fail_op}): {b.fail_reason}", highlight=False)
+    table = Table(
+        "disk backup id", "disk", "device", "size", "new bytes", "reused bytes", "stored bytes"
+    )
+    for d in b.disks:
+        table.add_row(
+            d.id,
+            d.disk_id,
+            d.device_name,
+            str(d.source_size),
+            str(d.new_bytes),
+            str(d.reused_bytes),
+            str(d.stored_bytes),
+        )
+    console.print(table)
+
+
+def restore(
+    backup_id: str,
+    to: Annotated[str, typer.Option("--to", help="Target server id (stopped).")],
+    mapping: Annotated[
+        list[str] | None,
+        typer.Option("--map", help="DISKBACKUP=DISK; default: disk backups onto disks in order."),
+    ] = None,
+    power_on: Annotated[
+        bool, typer.Option("--power-on", help="Mark the server running after.")
+    ] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait with a progress bar.")] = False,
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+) -> None:
+    """Restore a backup onto a server's disks; prints the restore id."""
+    runtime = _runtime(data_dir, database_url)
+    try:
+        backup = runtime.services.backups.get(None, backup_id)
+        target = runtime.services.inventory.get(backup.project_id, to)
+        if mapping:
+            pairs = []
+            for m in mapping:
+                source, sep, disk = m.partition("=")
+                if not sep:
+                    raise errors.InvalidInput(f"--map {m!r} must be DISKBACKUP=DISK")
+                pairs.append(VolumeMapping(source, disk))
+        else:
+            pairs = [
+                VolumeMapping(d.id, t.id) for d, t in zip(backup.disks, target.disks, strict=False)
+            ]
+        r = runtime.services.restores.restore(
+            backup.project_id,
+            RestoreRequest(
+                checkpoint_id=backup.checkpoint_id,
+                backup_id=backup.id,
+                server_id=target.id,
+                mappings=pairs,
+                power_on=power_on,
+            ),
+        )
+        print(r.id, flush=True)
+        if wait:
+            _wait(runtime, r.task_id)
+    except errors.CsbsError as e:
+        raise _fail(e) from e
+    finally:
+        runtime.close()

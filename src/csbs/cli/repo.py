@@ -1,0 +1,143 @@
+"""`csbs repo`: audit, verify and re-key the backup repositories."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from csbs import migrations
+from csbs.blobstore import RetryingStore, open_store
+from csbs.cli.common import DatabaseUrlOpt, DataDirOpt, console, err_console, settings_from
+from csbs.config import Settings
+from csbs.db.engine import create_engine
+from csbs.domain.clock import SystemClock
+from csbs.repository import (
+    Repository,
+    RepositoryError,
+    load_or_create_master_key,
+    parse_master_key,
+)
+
+repo_app = typer.Typer(help="Backup repositories: audit, verify, master key.", no_args_is_help=True)
+
+StoreOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        envvar="CSBS_REPOSITORY_URL",
+        help="Blob store URL (file:///..., s3://...); default file://<data dir>/repository.",
+        show_default=False,
+    ),
+]
+
+
+def master_key(settings: Settings) -> bytes:
+    """The master key from the settings: inline, or the key file (created if missing)."""
+    if settings.master_key is not None:
+        return parse_master_key(settings.master_key.get_secret_value())
+    return load_or_create_master_key(settings.effective_master_key_file)
+
+
+@contextlib.contextmanager
+def open_repository(
+    data_dir: Path | None, database_url: str | None, store_url: str | None
+) -> Iterator[Repository]:
+    """A Repository over the configured database (migrated) and blob store."""
+    settings = settings_from(data_dir=data_dir, database_url=database_url)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(settings.effective_database_url)
+    store = RetryingStore(open_store(store_url or f"file://{settings.data_dir / 'repository'}"))
+    try:
+        migrations.upgrade(engine)
+        yield Repository(engine, store, SystemClock(), master_key(settings))
+    finally:
+        store.close()
+        engine.dispose()
+
+
+@repo_app.command("check")
+def check(
+    project: Annotated[str | None, typer.Option("--project", help="Only this project.")] = None,
+    read_data: Annotated[
+        bool, typer.Option("--read-data", help="Also read and verify every chunk.")
+    ] = False,
+    repair: Annotated[bool, typer.Option("--repair", help="Remove leaked blobs (only).")] = False,
+    store: StoreOpt = None,
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+) -> None:
+    """Mark-and-sweep audit: missing, leaked and corrupt chunks; exit 1 on any problem."""
+    with open_repository(data_dir, database_url, store) as repo:
+        try:
+            report = repo.check(project, read_data=read_data)
+        except RepositoryError as exc:
+            err_console.print(f"[red]check failed:[/red] {exc}")
+            raise typer.Exit(1) from exc
+        console.print(
+            f"{len(report.projects)} projects, {report.chunks} chunks: "
+            f"{len(report.missing)} missing, {len(report.leaked)} leaked, "
+            f"{len(report.corrupt)} corrupt, {len(report.mismatches)} bookkeeping errors",
+            highlight=False,
+        )
+        for kind, items in (
+            ("missing", report.missing),
+            ("leaked", report.leaked),
+            ("corrupt", report.corrupt),
+            ("mismatch", report.mismatches),
+        ):
+            for item in items:
+                console.print(f"{kind}: {item}", highlight=False)
+        if repair and report.leaked:
+            console.print(f"removed {repo.repair(report)} leaked blobs", highlight=False)
+        if not report.ok:
+            raise typer.Exit(1)
+
+
+@repo_app.command("verify")
+def verify(
+    backup: Annotated[str, typer.Argument(help="Backup id.")],
+    project: Annotated[str, typer.Option("--project", help="Project id.")],
+    store: StoreOpt = None,
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+) -> None:
+    """Read back every chunk of every disk of a backup and check each image digest."""
+    with open_repository(data_dir, database_url, store) as repo:
+        try:
+            results = repo.verify(project, backup)
+        except RepositoryError as exc:
+            err_console.print(f"[red]verify failed:[/red] {exc}")
+            raise typer.Exit(1) from exc
+        total = sum(r.total_bytes for r in results)
+        console.print(f"backup {backup}: {len(results)} disks, {total} bytes, all verified")
+
+
+@repo_app.command("rotate-master-key")
+def rotate_master_key(
+    new_key_file: Annotated[
+        Path,
+        typer.Option(
+            "--new-key-file", help="File with the new key (created with a random key if missing)."
+        ),
+    ],
+    store: StoreOpt = None,
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+) -> None:
+    """Re-wrap every project's data key under a new master key; no data is rewritten.
+
+    Afterwards point CSBS_MASTER_KEY_FILE (or CSBS_MASTER_KEY) at the new key. Safe to run
+    again after an interruption.
+    """
+    new = load_or_create_master_key(new_key_file)
+    with open_repository(data_dir, database_url, store) as repo:
+        settings = settings_from(data_dir=data_dir, database_url=database_url)
+        changed = repo.rotate_master_key(master_key(settings), new)
+    console.print(
+        f"re-wrapped {changed} project keys; now set CSBS_MASTER_KEY_FILE={new_key_file}",
+        highlight=False,
+    )

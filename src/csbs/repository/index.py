@@ -1,0 +1,659 @@
+"""All SQL of the repository: projects, the refcounted chunk index, reference batches, usage.
+
+Every statement that moves a refcount is one atomic `INSERT ... ON CONFLICT DO UPDATE`
+or `UPDATE ... RETURNING` on the chunk's row, so on PostgreSQL concurrent writers,
+deleters and sweepers of one project serialise only on the rows they share (row locks,
+taken in chunk-id order within a transaction, so they cannot deadlock). On SQLite every
+writing transaction holds the database's write lock (`BEGIN IMMEDIATE`). There is no
+project-wide lock: the usage row is touched last, for the instant before commit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+from csbs.domain.clock import Clock
+from csbs.repository import errors
+from csbs.repository.schema import (
+    repo_backup_refs,
+    repo_backups,
+    repo_chunks,
+    repo_garbage,
+    repo_manifests,
+    repo_projects,
+    repo_usage,
+)
+
+_REF = struct.Struct("<32sI")  # raw chunk id, count
+
+OPEN = "open"
+SEALED = "sealed"
+DELETING = "deleting"
+
+
+@dataclasses.dataclass(frozen=True)
+class ProjectRecord:
+    """A project's repository row."""
+
+    project_id: str
+    wrapped_key: bytes
+    chunk_size: int
+    created_at: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class Usage:
+    """What a project's live backups hold: unique envelopes and their plaintext, in bytes."""
+
+    stored_bytes: int
+    logical_bytes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkRef:
+    """The answer to a reference: where the chunk lives and whether its blob is confirmed."""
+
+    generation: int
+    stored: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Confirmation:
+    """An upload that completed: chunk `chunk_id`, generation `generation`, envelope size."""
+
+    chunk_id: str
+    generation: int
+    stored_size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ManifestRecord:
+    """A complete disk of a backup."""
+
+    backup_id: str
+    disk_id: str
+    manifest_id: str
+    logical_size: int
+    chunk_count: int
+
+
+@dataclasses.dataclass(frozen=True)
+class BackupRecord:
+    """The repository's side of one backup."""
+
+    backup_id: str
+    state: str
+    next_seq: int
+    released_seq: int
+
+
+def encode_refs(counts: Mapping[str, int]) -> bytes:
+    """Encode chunk-id counts as sorted (32-byte id, uint32 count) records."""
+    return b"".join(_REF.pack(bytes.fromhex(c), n) for c, n in sorted(counts.items()))
+
+
+def decode_refs(blob: bytes) -> dict[str, int]:
+    """Inverse of `encode_refs`."""
+    return {raw.hex(): n for raw, n in _REF.iter_unpack(blob)}
+
+
+class ChunkIndex:
+    """The repository's tables, handed an engine; safe to share between threads."""
+
+    def __init__(self, engine: sa.Engine, clock: Clock) -> None:
+        self._engine = engine
+        self._reader = engine.execution_options(csbs_write=False)
+        self._clock = clock
+        self.is_postgres = engine.dialect.name == "postgresql"
+        insert = pg_dialect.insert if self.is_postgres else sqlite_dialect.insert
+        self._insert = insert
+        stmt = insert(repo_chunks).values(
+            project_id=sa.bindparam("p"),
+            chunk_id=sa.bindparam("c"),
+            refcount=sa.bindparam("n"),
+            stored_size=0,
+            logical_size=sa.bindparam("ls"),
+            generation=sa.bindparam("g"),
+            stored=False,
+            zero_since=None,
+        )
+        self._take = stmt.on_conflict_do_update(
+            index_elements=[repo_chunks.c.project_id, repo_chunks.c.chunk_id],
+            set_={
+                "refcount": repo_chunks.c.refcount + stmt.excluded.refcount,
+                "zero_since": None,
+            },
+        ).returning(
+            repo_chunks.c.refcount,
+            repo_chunks.c.generation,
+            repo_chunks.c.stored,
+            repo_chunks.c.stored_size,
+            repo_chunks.c.logical_size,
+        )
+        new_count = repo_chunks.c.refcount - sa.bindparam("n")
+        self._release = (
+            repo_chunks.update()
+            .where(
+                repo_chunks.c.project_id == sa.bindparam("p"),
+                repo_chunks.c.chunk_id == sa.bindparam("c"),
+            )
+            .values(
+                refcount=new_count,
+                zero_since=sa.case((new_count == 0, sa.bindparam("now")), else_=None),
+            )
+            .returning(
+                repo_chunks.c.refcount, repo_chunks.c.stored_size, repo_chunks.c.logical_size
+            )
+        )
+        self._confirm = (
+            repo_chunks.update()
+            .where(
+                repo_chunks.c.project_id == sa.bindparam("p"),
+                repo_chunks.c.chunk_id == sa.bindparam("c"),
+                repo_chunks.c.generation == sa.bindparam("g"),
+                repo_chunks.c.stored.is_(False),
+            )
+            .values(stored=True, stored_size=sa.bindparam("s"))
+            .returning(repo_chunks.c.refcount)
+        )
+
+    # -- projects ---------------------------------------------------------------------------
+
+    def create_project(self, project_id: str, wrapped_key: bytes, chunk_size: int) -> ProjectRecord:
+        """Insert the project's row unless it exists; return the row that is stored."""
+        now = self._clock.now()
+        with self._engine.begin() as conn:
+            conn.execute(
+                self._insert(repo_projects)
+                .values(
+                    project_id=project_id,
+                    wrapped_key=wrapped_key,
+                    chunk_size=chunk_size,
+                    next_generation=1,
+                    created_at=now,
+                )
+                .on_conflict_do_nothing()
+            )
+            conn.execute(
+                self._insert(repo_usage)
+                .values(project_id=project_id, stored_bytes=0, logical_bytes=0)
+                .on_conflict_do_nothing()
+            )
+        found = self.get_project(project_id)
+        assert found is not None
+        return found
+
+    def get_project(self, project_id: str) -> ProjectRecord | None:
+        with self._reader.begin() as conn:
+            row = conn.execute(
+                sa.select(repo_projects).where(repo_projects.c.project_id == project_id)
+            ).first()
+        if row is None:
+            return None
+        return ProjectRecord(row.project_id, row.wrapped_key, row.chunk_size, row.created_at)
+
+    def list_projects(self) -> list[ProjectRecord]:
+        with self._reader.begin() as conn:
+            rows = conn.execute(sa.select(repo_projects).order_by(repo_projects.c.project_id))
+            return [
+                ProjectRecord(r.project_id, r.wrapped_key, r.chunk_size, r.created_at) for r in rows
+            ]
+
+    def set_wrapped_key(self, project_id: str, wrapped_key: bytes) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(
+                repo_projects.update()
+                .where(repo_projects.c.project_id == project_id)
+                .values(wrapped_key=wrapped_key)
+            )
+
+    def reserve_generations(self, project_id: str, count: int) -> int:
+        """Reserve `count` chunk generations; returns the first. A short transaction of its
+        own, so the project row is never held while chunks are referenced."""
+        with self._engine.begin() as conn:
+            row = conn.execute(
+                repo_projects.update()
+                .where(repo_projects.c.project_id == project_id)
+                .values(next_generation=repo_projects.c.next_generation + count)
+                .returning(repo_projects.c.next_generation)
+            ).first()
+        if row is None:
+            raise errors.RepositoryError(f"project {project_id} has no repository")
+        return int(row[0]) - count
+
+    def usage(self, project_id: str) -> Usage:
+        with self._reader.begin() as conn:
+            row = conn.execute(
+                sa.select(repo_usage.c.stored_bytes, repo_usage.c.logical_bytes).where(
+                    repo_usage.c.project_id == project_id
+                )
+            ).first()
+        return Usage(0, 0) if row is None else Usage(int(row[0]), int(row[1]))
+
+    def _add_usage(self, conn: sa.Connection, project_id: str, stored: int, logical: int) -> None:
+        # Last statement of its transaction: the row is locked only until the commit.
+        if stored or logical:
+            conn.execute(
+                repo_usage.update()
+                .where(repo_usage.c.project_id == project_id)
+                .values(
+                    stored_bytes=repo_usage.c.stored_bytes + stored,
+                    logical_bytes=repo_usage.c.logical_bytes + logical,
+                )
+            )
+
+    # -- backups: writing -------------------------------------------------------------------
+
+    def open_backup(self, project_id: str, backup_id: str) -> None:
+        """Create the backup's row (state open), or check that an existing one is open."""
+        with self._engine.begin() as conn:
+            conn.execute(
+                self._insert(repo_backups)
+                .values(
+                    project_id=project_id,
+                    backup_id=backup_id,
+                    state=OPEN,
+                    next_seq=0,
+                    released_seq=0,
+                    created_at=self._clock.now(),
+                )
+                .on_conflict_do_nothing()
+            )
+            state = conn.execute(
+                sa.select(repo_backups.c.state).where(
+                    repo_backups.c.project_id == project_id, repo_backups.c.backup_id == backup_id
+                )
+            ).scalar_one()
+        if state != OPEN:
+            raise errors.RepositoryError(f"backup {backup_id} is {state}; it takes no more disks")
+
+    def take_refs(
+        self,
+        project_id: str,
+        backup_id: str,
+        counts: Mapping[str, int],
+        logical_sizes: Mapping[str, int],
+        generations: Iterable[int],
+        confirmations: Sequence[Confirmation] = (),
+    ) -> dict[str, ChunkRef]:
+        """Reference `counts` for the backup in one transaction, recording the batch.
+
+        New chunks get a row (not yet stored) with a generation from `generations`.
+        Also confirms `confirmations` (uploads completed since the last batch).
+        """
+        gens = iter(generations)
+        result: dict[str, ChunkRef] = {}
+        with self._engine.begin() as conn:
+            # The backup row first: the batch number, and a lock a deletion also takes.
+            seq = conn.execute(
+                repo_backups.update()
+                .where(
+                    repo_backups.c.project_id == project_id,
+                    repo_backups.c.backup_id == backup_id,
+                    repo_backups.c.state == OPEN,
+                )
+                .values(next_seq=repo_backups.c.next_seq + 1)
+                .returning(repo_backups.c.next_seq)
+            ).scalar()
+            if seq is None:
+                raise errors.RepositoryError(f"backup {backup_id} is no longer open")
+            stored_delta = logical_delta = 0
+            confirming = {c.chunk_id: c for c in confirmations}
+            # One pass in chunk-id order over confirmations and references together: every
+            # transaction locks chunk rows in the same order, so none can deadlock.
+            for chunk_id in sorted(confirming.keys() | counts.keys()):
+                item = confirming.get(chunk_id)
+                if item is not None:
+                    stored_delta += self._confirm_one(conn, project_id, item)
+                n = counts.get(chunk_id)
+                if n is None:
+                    continue
+                row = conn.execute(
+                    self._take,
+                    {
+                        "p": project_id,
+                        "c": chunk_id,
+                        "n": n,
+                        "ls": logical_sizes[chunk_id],
+                        "g": next(gens),
+                    },
+                ).one()
+                if row.refcount == n:  # from zero (or new): it counts towards usage again
+                    stored_delta += row.stored_size
+                    logical_delta += row.logical_size
+                result[chunk_id] = ChunkRef(int(row.generation), bool(row.stored))
+            if counts:
+                conn.execute(
+                    repo_backup_refs.insert().values(
+                        project_id=project_id,
+                        backup_id=backup_id,
+                        seq=seq - 1,
+                        refs=encode_refs(counts),
+                    )
+                )
+            self._add_usage(conn, project_id, stored_delta, logical_delta)
+        return result
+
+    def _confirm_in(
+        self, conn: sa.Connection, project_id: str, confirmations: Sequence[Confirmation]
+    ) -> tuple[int, int]:
+        stored = 0
+        for item in sorted(confirmations, key=lambda c: c.chunk_id):
+            stored += self._confirm_one(conn, project_id, item)
+        return stored, 0
+
+    def _confirm_one(self, conn: sa.Connection, project_id: str, item: Confirmation) -> int:
+        """Mark one upload stored; returns the bytes it adds to usage."""
+        refcount = conn.execute(
+            self._confirm,
+            {"p": project_id, "c": item.chunk_id, "g": item.generation, "s": item.stored_size},
+        ).scalar()
+        # Confirmed by us (not already by another writer), and live: its envelope counts.
+        return item.stored_size if refcount else 0
+
+    def confirm(self, project_id: str, confirmations: Sequence[Confirmation]) -> None:
+        """Mark uploads as stored, in a transaction of their own."""
+        if not confirmations:
+            return
+        with self._engine.begin() as conn:
+            stored, logical = self._confirm_in(conn, project_id, confirmations)
+            self._add_usage(conn, project_id, stored, logical)
+
+    def add_manifest(
+        self,
+        project_id: str,
+        record: ManifestRecord,
+        confirmations: Sequence[Confirmation],
+    ) -> None:
+        """Confirm the last uploads and record the disk as complete, atomically."""
+        with self._engine.begin() as conn:
+            state = conn.execute(
+                repo_backups.update()
+                .where(
+                    repo_backups.c.project_id == project_id,
+                    repo_backups.c.backup_id == record.backup_id,
+                    repo_backups.c.state == OPEN,
+                )
+                .values(state=OPEN)
+                .returning(repo_backups.c.state)
+            ).scalar()
+            if state is None:
+                raise errors.RepositoryError(f"backup {record.backup_id} is no longer open")
+            stored, logical = self._confirm_in(conn, project_id, confirmations)
+            conn.execute(
+                repo_manifests.insert().values(
+                    project_id=project_id,
+                    backup_id=record.backup_id,
+                    disk_id=record.disk_id,
+                    manifest_id=record.manifest_id,
+                    logical_size=record.logical_size,
+                    chunk_count=record.chunk_count,
+                    created_at=self._clock.now(),
+                )
+            )
+            self._add_usage(conn, project_id, stored, logical)
+
+    def seal_backup(self, project_id: str, backup_id: str) -> None:
+        with self._engine.begin() as conn:
+            done = conn.execute(
+                repo_backups.update()
+                .where(
+                    repo_backups.c.project_id == project_id,
+                    repo_backups.c.backup_id == backup_id,
+                    repo_backups.c.state.in_([OPEN, SEALED]),
+                )
+                .values(state=SEALED)
+            ).rowcount
+        if not done:
+            raise errors.RepositoryError(f"backup {backup_id} cannot be sealed")
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def backup(self, project_id: str, backup_id: str) -> BackupRecord | None:
+        with self._reader.begin() as conn:
+            row = conn.execute(
+                sa.select(repo_backups).where(
+                    repo_backups.c.project_id == project_id, repo_backups.c.backup_id == backup_id
+                )
+            ).first()
+        if row is None:
+            return None
+        return BackupRecord(row.backup_id, row.state, row.next_seq, row.released_seq)
+
+    def backups(self, project_id: str) -> list[BackupRecord]:
+        with self._reader.begin() as conn:
+            rows = conn.execute(
+                sa.select(repo_backups)
+                .where(repo_backups.c.project_id == project_id)
+                .order_by(repo_backups.c.backup_id)
+            ).all()
+        return [BackupRecord(r.backup_id, r.state, r.next_seq, r.released_seq) for r in rows]
+
+    def manifests(self, project_id: str, backup_id: str | None = None) -> list[ManifestRecord]:
+        query = sa.select(repo_manifests).where(repo_manifests.c.project_id == project_id)
+        if backup_id is not None:
+            query = query.where(repo_manifests.c.backup_id == backup_id)
+        with self._reader.begin() as conn:
+            rows = conn.execute(
+                query.order_by(repo_manifests.c.backup_id, repo_manifests.c.disk_id)
+            ).all()
+        return [
+            ManifestRecord(r.backup_id, r.disk_id, r.manifest_id, r.logical_size, r.chunk_count)
+            for r in rows
+        ]
+
+    def generations(self, project_id: str, chunk_ids: Iterable[str]) -> dict[str, int]:
+        """Return the generation of each chunk that has a stored blob."""
+        wanted = sorted(set(chunk_ids))
+        found: dict[str, int] = {}
+        with self._reader.begin() as conn:
+            for start in range(0, len(wanted), 500):
+                part = wanted[start : start + 500]
+                for chunk_id, generation in conn.execute(
+                    sa.select(repo_chunks.c.chunk_id, repo_chunks.c.generation).where(
+                        repo_chunks.c.project_id == project_id,
+                        repo_chunks.c.chunk_id.in_(part),
+                        repo_chunks.c.stored.is_(True),
+                    )
+                ):
+                    found[chunk_id] = int(generation)
+        return found
+
+    def has_chunk(self, project_id: str, chunk_id: str, generation: int) -> bool:
+        """Tell whether the chunk has a row with this generation."""
+        with self._reader.begin() as conn:
+            return (
+                conn.execute(
+                    sa.select(repo_chunks.c.refcount).where(
+                        repo_chunks.c.project_id == project_id,
+                        repo_chunks.c.chunk_id == chunk_id,
+                        repo_chunks.c.generation == generation,
+                    )
+                ).first()
+                is not None
+            )
+
+    def chunk_rows(self, project_id: str) -> Iterable[Any]:
+        """Every chunk row of the project (for the audit)."""
+        with self._reader.begin() as conn:
+            yield from conn.execute(
+                sa.select(repo_chunks)
+                .where(repo_chunks.c.project_id == project_id)
+                .order_by(repo_chunks.c.chunk_id)
+            )
+
+    def ref_batches(self, project_id: str) -> Iterable[tuple[str, int, dict[str, int]]]:
+        """Every unreleased reference batch: (backup id, seq, counts)."""
+        with self._reader.begin() as conn:
+            for backup_id, seq, blob in conn.execute(
+                sa.select(
+                    repo_backup_refs.c.backup_id, repo_backup_refs.c.seq, repo_backup_refs.c.refs
+                ).where(repo_backup_refs.c.project_id == project_id)
+            ):
+                yield backup_id, seq, decode_refs(blob)
+
+    def garbage(self, project_id: str) -> list[str]:
+        with self._reader.begin() as conn:
+            return list(
+                conn.execute(
+                    sa.select(repo_garbage.c.name).where(repo_garbage.c.project_id == project_id)
+                ).scalars()
+            )
+
+    # -- deletion ---------------------------------------------------------------------------
+
+    def start_delete(self, project_id: str, backup_id: str) -> BackupRecord | None:
+        """Mark the backup as deleting (no disk can be added any more); None if gone."""
+        with self._engine.begin() as conn:
+            row = conn.execute(
+                repo_backups.update()
+                .where(
+                    repo_backups.c.project_id == project_id, repo_backups.c.backup_id == backup_id
+                )
+                .values(state=DELETING)
+                .returning(repo_backups.c.next_seq, repo_backups.c.released_seq)
+            ).first()
+        if row is None:
+            return None
+        return BackupRecord(backup_id, DELETING, int(row[0]), int(row[1]))
+
+    def release_next(self, project_id: str, backup_id: str) -> tuple[int, int] | None:
+        """Release the backup's next reference batch; returns (released, total) or None when
+        all are released. The cursor moves in the same transaction as the decrements."""
+        now = self._clock.now()
+        with self._engine.begin() as conn:
+            row = conn.execute(
+                sa.select(repo_backups.c.next_seq, repo_backups.c.released_seq)
+                .where(
+                    repo_backups.c.project_id == project_id, repo_backups.c.backup_id == backup_id
+                )
+                .with_for_update()
+            ).first()
+            if row is None or row.released_seq >= row.next_seq:
+                return None
+            seq = row.released_seq
+            blob = conn.execute(
+                sa.select(repo_backup_refs.c.refs).where(
+                    repo_backup_refs.c.project_id == project_id,
+                    repo_backup_refs.c.backup_id == backup_id,
+                    repo_backup_refs.c.seq == seq,
+                )
+            ).scalar()
+            stored = logical = 0
+            for chunk_id, n in sorted(decode_refs(blob or b"").items()):
+                left = conn.execute(
+                    self._release, {"p": project_id, "c": chunk_id, "n": n, "now": now}
+                ).one()
+                if left.refcount < 0:
+                    raise errors.RepositoryError(f"refcount of chunk {chunk_id} below zero")
+                if left.refcount == 0:
+                    stored -= left.stored_size
+                    logical -= left.logical_size
+            conn.execute(
+                repo_backup_refs.delete().where(
+                    repo_backup_refs.c.project_id == project_id,
+                    repo_backup_refs.c.backup_id == backup_id,
+                    repo_backup_refs.c.seq == seq,
+                )
+            )
+            conn.execute(
+                repo_backups.update()
+                .where(
+                    repo_backups.c.project_id == project_id, repo_backups.c.backup_id == backup_id
+                )
+                .values(released_seq=seq + 1)
+            )
+            self._add_usage(conn, project_id, stored, logical)
+        return seq + 1, int(row.next_seq)
+
+    def finish_delete(self, project_id: str, backup_id: str) -> None:
+        """Forget the backup once all its batches are released and its manifests deleted."""
+        with self._engine.begin() as conn:
+            conn.execute(
+                repo_manifests.delete().where(
+                    repo_manifests.c.project_id == project_id,
+                    repo_manifests.c.backup_id == backup_id,
+                )
+            )
+            conn.execute(
+                repo_backups.delete().where(
+                    repo_backups.c.project_id == project_id,
+                    repo_backups.c.backup_id == backup_id,
+                    repo_backups.c.released_seq >= repo_backups.c.next_seq,
+                )
+            )
+
+    # -- sweep ------------------------------------------------------------------------------
+
+    def sweep_candidates(
+        self, project_id: str, cutoff: dt.datetime, limit: int
+    ) -> list[tuple[str, int]]:
+        with self._reader.begin() as conn:
+            return [
+                (c, int(g))
+                for c, g in conn.execute(
+                    sa.select(repo_chunks.c.chunk_id, repo_chunks.c.generation)
+                    .where(
+                        repo_chunks.c.project_id == project_id,
+                        repo_chunks.c.refcount == 0,
+                        repo_chunks.c.zero_since <= cutoff,
+                    )
+                    .order_by(repo_chunks.c.chunk_id)
+                    .limit(limit)
+                )
+            ]
+
+    def pending_sweep(self, project_id: str) -> tuple[int, int]:
+        """(chunks, stored bytes) at refcount zero, waiting for the sweep."""
+        with self._reader.begin() as conn:
+            row = conn.execute(
+                sa.select(
+                    sa.func.count(), sa.func.coalesce(sa.func.sum(repo_chunks.c.stored_size), 0)
+                ).where(repo_chunks.c.project_id == project_id, repo_chunks.c.refcount == 0)
+            ).one()
+        return int(row[0]), int(row[1])
+
+    def remove_chunks(
+        self, project_id: str, candidates: Sequence[tuple[str, int]], names: Mapping[str, str]
+    ) -> list[tuple[str, int, int]]:
+        """Delete the rows still at zero (same generation); their blob names go to the
+        garbage list in the same transaction. Returns (chunk, generation, stored size)."""
+        removed: list[tuple[str, int, int]] = []
+        with self._engine.begin() as conn:
+            for chunk_id, generation in sorted(candidates):
+                size = conn.execute(
+                    repo_chunks.delete()
+                    .where(
+                        repo_chunks.c.project_id == project_id,
+                        repo_chunks.c.chunk_id == chunk_id,
+                        repo_chunks.c.generation == generation,
+                        repo_chunks.c.refcount == 0,
+                    )
+                    .returning(repo_chunks.c.stored_size)
+                ).scalar()
+                if size is not None:
+                    removed.append((chunk_id, generation, int(size)))
+                    conn.execute(
+                        self._insert(repo_garbage)
+                        .values(project_id=project_id, name=names[chunk_id])
+                        .on_conflict_do_nothing()
+                    )
+        return removed
+
+    def forget_garbage(self, project_id: str, names: Sequence[str]) -> None:
+        if not names:
+            return
+        with self._engine.begin() as conn:
+            conn.execute(
+                repo_garbage.delete().where(
+                    repo_garbage.c.project_id == project_id, repo_garbage.c.name.in_(names)
+                )
+            )

@@ -1,0 +1,233 @@
+"""The Repository facade: one object per process that serves every project's repository.
+
+Handed an Engine (the repository's tables, see `schema`), a BlobStore, a Clock, the
+master key and plain settings; it opens or creates a project's repository (a random data
+key wrapped by the master key), and hands out writers, readers, deletion, sweep and audit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import threading
+from collections.abc import Callable
+from typing import BinaryIO
+
+import sqlalchemy as sa
+
+from csbs.blobstore import BlobStore
+from csbs.domain.clock import Clock
+from csbs.repository import audit, chunking, envelope, errors, keys, layout, reclaim
+from csbs.repository.index import ChunkIndex, ManifestRecord, Usage
+from csbs.repository.reader import BackupReader, RestoreCallback, RestoreProgress
+from csbs.repository.writer import BackupWriter, CancelCheck, PipelineLimits, ProgressCallback
+
+
+@dataclasses.dataclass(frozen=True)
+class RepositorySettings:
+    """Tunables, from the service settings."""
+
+    chunk_size: int = chunking.DEFAULT_CHUNK_SIZE  # for new projects
+    zstd_level: int = envelope.DEFAULT_ZSTD_LEVEL
+    threads: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 2)
+    #: Fetch threads of restores and audits (more than cores: S3 latency).
+    io_threads: int = 8
+    #: Plaintext bytes whose references one transaction takes.
+    batch_bytes: int = 16 * 1024 * 1024
+    #: Chunks per reference batch; None derives it from batch_bytes.
+    batch_chunks: int | None = None
+    #: How long a chunk stays at refcount zero before the sweep removes it; longer than
+    #: any upload may take, so a late upload never outlives its row.
+    sweep_grace_seconds: float = 900.0
+
+
+class Repository:
+    """Every project's deduplicating chunk repository on one blob store."""
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        store: BlobStore,
+        clock: Clock,
+        master_key: bytes,
+        settings: RepositorySettings | None = None,
+    ) -> None:
+        self.settings = settings or RepositorySettings()
+        chunking.validate_chunk_size(self.settings.chunk_size)
+        self.index = ChunkIndex(engine, clock)
+        self.store = store
+        self.clock = clock
+        self._master_key = master_key
+        self.codec = envelope.Codec(self.settings.zstd_level)
+        self._keys: dict[str, tuple[keys.ProjectKeys, int]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def grace(self) -> dt.timedelta:
+        return dt.timedelta(seconds=self.settings.sweep_grace_seconds)
+
+    # -- projects ---------------------------------------------------------------------------
+
+    def open_project(self, project_id: str, *, create: bool = True) -> tuple[keys.ProjectKeys, int]:
+        """Return the project's keys and chunk size, creating its repository if asked."""
+        with self._lock:
+            cached = self._keys.get(project_id)
+        if cached is not None:
+            return cached
+        layout.project_prefix(project_id)  # validates the id
+        record = self.index.get_project(project_id)
+        if record is None:
+            if not create:
+                raise errors.RepositoryError(f"project {project_id} has no repository")
+            wrapped = keys.wrap_data_key(self._master_key, keys.generate_data_key(), project_id)
+            record = self.index.create_project(project_id, wrapped, self.settings.chunk_size)
+            # A copy next to the data, for disaster recovery without the database.
+            self.store.put(layout.key_name(project_id), record.wrapped_key)
+        data_key = keys.unwrap_data_key(self._master_key, record.wrapped_key, project_id)
+        opened = (keys.ProjectKeys(data_key), record.chunk_size)
+        with self._lock:
+            self._keys[project_id] = opened
+        return opened
+
+    def projects(self) -> list[str]:
+        return [p.project_id for p in self.index.list_projects()]
+
+    def rotate_master_key(self, old: bytes, new: bytes) -> int:
+        """Re-wrap every project's data key under `new`; no chunk is rewritten.
+
+        Idempotent: a project already wrapped under `new` is left as it is, so an
+        interrupted rotation can be run again. Returns how many projects were re-wrapped.
+        """
+        changed = 0
+        for record in self.index.list_projects():
+            try:
+                data_key = keys.unwrap_data_key(old, record.wrapped_key, record.project_id)
+            except errors.WrongKey:
+                keys.unwrap_data_key(new, record.wrapped_key, record.project_id)  # or raise
+                continue
+            wrapped = keys.wrap_data_key(new, data_key, record.project_id)
+            self.store.put(layout.key_name(record.project_id), wrapped)
+            self.index.set_wrapped_key(record.project_id, wrapped)
+            changed += 1
+        self._master_key = new
+        with self._lock:
+            self._keys.clear()
+        return changed
+
+    def usage(self, project_id: str) -> Usage:
+        return self.index.usage(project_id)
+
+    # -- backup and restore -----------------------------------------------------------------
+
+    def backup_writer(
+        self,
+        project_id: str,
+        backup_id: str,
+        *,
+        progress: ProgressCallback | None = None,
+        cancel: CancelCheck | None = None,
+    ) -> BackupWriter:
+        """A writer for the disks of backup `backup_id` (created open if new).
+
+        If writing fails, call `delete_backup` to release what it took.
+        """
+        project_keys, chunk_size = self.open_project(project_id)
+        return BackupWriter(
+            index=self.index,
+            store=self.store,
+            project_id=project_id,
+            project_keys=project_keys,
+            chunk_size=chunk_size,
+            codec=self.codec,
+            backup_id=backup_id,
+            limits=PipelineLimits.for_chunk_size(
+                chunk_size,
+                self.settings.threads,
+                self.settings.batch_bytes,
+                self.settings.batch_chunks,
+            ),
+            progress=progress,
+            cancel=cancel,
+        )
+
+    def seal_backup(self, project_id: str, backup_id: str) -> None:
+        """Mark the backup complete: no more disks; the audit then checks it exactly."""
+        self.index.seal_backup(project_id, backup_id)
+
+    def disks(self, project_id: str, backup_id: str) -> list[ManifestRecord]:
+        return self.index.manifests(project_id, backup_id)
+
+    def reader(self, project_id: str) -> BackupReader:
+        project_keys, _ = self.open_project(project_id, create=False)
+        return BackupReader(
+            index=self.index,
+            store=self.store,
+            project_id=project_id,
+            project_keys=project_keys,
+            codec=self.codec,
+            threads=self.settings.io_threads,
+        )
+
+    def restore(
+        self,
+        project_id: str,
+        backup_id: str,
+        disk_id: str,
+        target: str | os.PathLike[str] | int | BinaryIO,
+        *,
+        progress: RestoreCallback | None = None,
+        cancel: Callable[[], bool] | None = None,
+    ) -> RestoreProgress:
+        """Write one disk of a backup to a file, block device, fd or stream; digest checked."""
+        return self.reader(project_id).restore(
+            backup_id, disk_id, target, progress=progress, cancel=cancel
+        )
+
+    def verify(self, project_id: str, backup_id: str) -> list[RestoreProgress]:
+        """Read back and verify every chunk of every disk of the backup, and each digest."""
+        reader = self.reader(project_id)
+        disks = self.index.manifests(project_id, backup_id)
+        if not disks:
+            raise errors.RepositoryError(f"backup {backup_id} has no complete disk")
+        return [reader.restore(backup_id, d.disk_id, None) for d in disks]
+
+    # -- reclamation and audit --------------------------------------------------------------
+
+    def delete_backup(
+        self,
+        project_id: str,
+        backup_id: str,
+        progress: Callable[[reclaim.DeleteProgress], None] | None = None,
+        cancel: Callable[[], bool] | None = None,
+    ) -> reclaim.DeleteResult:
+        """Release the backup's references (resumable, idempotent); usage is exact at the end."""
+        return reclaim.delete_backup(
+            self.index, self.store, self.clock, self.grace, project_id, backup_id, progress, cancel
+        )
+
+    def sweep(self, project_id: str) -> reclaim.SweepResult:
+        """Remove the project's chunks that have been unreferenced for longer than the grace."""
+        return reclaim.sweep(self.index, self.store, self.clock, self.grace, project_id)
+
+    def check(self, project_id: str | None = None, read_data: bool = False) -> audit.CheckReport:
+        """Mark-and-sweep audit of one project or all; see `audit`."""
+        report = audit.CheckReport()
+        projects = [project_id] if project_id is not None else self.projects()
+        for pid in projects:
+            project_keys, _ = self.open_project(pid, create=False)
+            audit.check_project(
+                self.index,
+                self.store,
+                pid,
+                project_keys,
+                self.codec,
+                report,
+                read_data=read_data,
+                threads=self.settings.io_threads,
+            )
+        return report
+
+    def repair(self, report: audit.CheckReport) -> int:
+        """Remove only the leaked blobs of `report`; returns how many."""
+        return audit.repair(self.index, self.store, report)

@@ -1,0 +1,329 @@
+"""The backup pipeline: read a disk, hash, dedup against the project, seal and upload new chunks.
+
+Threads: the calling thread reads (holes skipped with SEEK_DATA/SEEK_HOLE) and feeds the
+image digest; a pool hashes chunks and seals + uploads new ones (BLAKE3, zstd and
+AES-GCM release the GIL; each thread has its own zstd context through `envelope.Codec`).
+Every stage is bounded: at most `window` chunks wait for their hash, `batch` chunks for
+their dedup decision, and `uploads` envelopes for the store, so memory does not depend on
+the disk's size. Decisions are taken one batch at a time in one transaction that takes
+the references, records them for the backup, and says which chunks must be uploaded.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import contextlib
+import dataclasses
+import os
+import threading
+from collections.abc import Callable
+
+from csbs.blobstore import BlobStore
+from csbs.repository import chunking, envelope, errors, keys, layout, manifest, memtune
+from csbs.repository.index import ChunkIndex, Confirmation, ManifestRecord
+
+_GENERATION_BLOCK = 1024
+
+
+@dataclasses.dataclass
+class BackupProgress:
+    """How far a disk backup is, in bytes of the image."""
+
+    total_bytes: int
+    position: int = 0  # bytes of the image passed (holes included)
+    read_bytes: int = 0  # bytes actually read (holes skipped)
+    new_bytes: int = 0  # plaintext bytes of chunks uploaded
+    reused_bytes: int = 0  # plaintext bytes of chunks the project already had
+    stored_bytes: int = 0  # envelope bytes uploaded
+
+
+ProgressCallback = Callable[[BackupProgress], None]
+CancelCheck = Callable[[], bool]
+
+
+@dataclasses.dataclass(frozen=True)
+class DiskBackup:
+    """The result of backing up one disk."""
+
+    disk_id: str
+    manifest_id: str
+    image_digest: bytes
+    progress: BackupProgress
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineLimits:
+    """Bounds of the pipeline (in chunks) and its threads."""
+
+    threads: int
+    sealers: int  # chunks compressed and encrypted at once (each needs ~4 chunk buffers)
+    batch_chunks: int
+    window: int
+    uploads: int
+
+    @classmethod
+    def for_chunk_size(
+        cls, chunk_size: int, threads: int, batch_bytes: int, batch_chunks: int | None = None
+    ) -> PipelineLimits:
+        batch = batch_chunks or max(1, min(256, batch_bytes // chunk_size))
+        # Uploads wait on fsync or the network more than on a core: a few more than cores.
+        return cls(
+            threads=max(threads, 4),
+            sealers=threads,
+            batch_chunks=batch,
+            window=threads + 1,
+            uploads=max(4, threads + 1),
+        )
+
+
+class _Generations:
+    """Chunk generations reserved from the database in blocks."""
+
+    def __init__(self, index: ChunkIndex, project_id: str) -> None:
+        self._index = index
+        self._project_id = project_id
+        self._next = self._end = 0
+
+    def take(self, count: int) -> list[int]:
+        out: list[int] = []
+        while len(out) < count:
+            if self._next == self._end:
+                self._next = self._index.reserve_generations(self._project_id, _GENERATION_BLOCK)
+                self._end = self._next + _GENERATION_BLOCK
+            step = min(count - len(out), self._end - self._next)
+            out.extend(range(self._next, self._next + step))
+            self._next += step
+        return out
+
+
+class BackupWriter:
+    """Writes the disks of one backup into a project's repository.
+
+    Every disk written takes references that the backup holds until `delete_backup`; if a
+    disk fails (error, cancellation, crash), the references it took are recorded too, so
+    deleting the backup releases exactly them.
+    """
+
+    def __init__(
+        self,
+        *,
+        index: ChunkIndex,
+        store: BlobStore,
+        project_id: str,
+        project_keys: keys.ProjectKeys,
+        chunk_size: int,
+        codec: envelope.Codec,
+        backup_id: str,
+        limits: PipelineLimits,
+        progress: ProgressCallback | None = None,
+        cancel: CancelCheck | None = None,
+    ) -> None:
+        self._index = index
+        self._store = store
+        self._project_id = project_id
+        self._keys = project_keys
+        self._chunk_size = chunk_size
+        self._codec = codec
+        self.backup_id = backup_id
+        self._limits = limits
+        self._progress_cb = progress
+        self._cancel = cancel or (lambda: False)
+        self._generations = _Generations(index, project_id)
+        layout.backup_manifests_prefix(project_id, backup_id)  # validates the id
+        index.open_backup(project_id, backup_id)
+
+    def write_disk(self, disk_id: str, source: int | str | os.PathLike[str]) -> DiskBackup:
+        """Back up the file or block device `source` (a path, or an open fd) as `disk_id`."""
+        name = layout.disk_manifest_name(self._project_id, self.backup_id, disk_id)
+        if any(
+            m.disk_id == disk_id for m in self._index.manifests(self._project_id, self.backup_id)
+        ):
+            raise errors.RepositoryError(f"backup {self.backup_id} already has disk {disk_id}")
+        memtune.tune_malloc()
+        if isinstance(source, int):
+            return self._write_fd(disk_id, name, source)
+        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return self._write_fd(disk_id, name, fd)
+        finally:
+            os.close(fd)
+
+    def _write_fd(self, disk_id: str, name: str, fd: int) -> DiskBackup:
+        size = chunking.device_size(fd)
+        run = _DiskRun(self, size)
+        with concurrent.futures.ThreadPoolExecutor(
+            self._limits.threads, thread_name_prefix="csbs-backup"
+        ) as pool:
+            run.pool = pool
+            try:
+                run.run(fd)
+            except BaseException:
+                run.abandon()
+                raise
+        built = run.builder.finish(run.digest.digest())
+        manifest_id, sealed = manifest.seal_manifest(self._keys, built, self._codec)
+        self._store.put(name, sealed)
+        try:
+            self._index.add_manifest(
+                self._project_id,
+                ManifestRecord(
+                    self.backup_id, disk_id, manifest_id, size, sum(1 for _ in built.chunk_ids())
+                ),
+                run.confirmations,
+            )
+        except BaseException:
+            # Remove the orphan manifest, unless the failure is that this disk is already
+            # complete (its blob is then the one just overwritten, and it is valid).
+            if not any(
+                m.disk_id == disk_id
+                for m in self._index.manifests(self._project_id, self.backup_id)
+            ):
+                self._store.delete(name)
+            raise
+        return DiskBackup(disk_id, manifest_id, built.image_digest, run.progress)
+
+
+class _DiskRun:
+    """The state of one disk going through the pipeline."""
+
+    def __init__(self, writer: BackupWriter, size: int) -> None:
+        self.w = writer
+        self.size = size
+        self.builder = manifest.ManifestBuilder(size, writer._chunk_size)
+        self.digest = manifest.ImageDigest()
+        self.progress = BackupProgress(total_bytes=size)
+        self.pool: concurrent.futures.ThreadPoolExecutor | None = None
+        # (index, data, hash future) or (hole count, None, None), in image order.
+        self.hashing: collections.deque[
+            tuple[int, bytes | None, concurrent.futures.Future[keys.ChunkId] | None]
+        ] = collections.deque()
+        self.batch: list[tuple[int, bytes | None, keys.ChunkId | None]] = []
+        self.batch_data = 0
+        self.sealing = threading.BoundedSemaphore(writer._limits.sealers)
+        self.uploads: dict[concurrent.futures.Future[Confirmation], str] = {}
+        # Uploads done but not yet confirmed in the database, by chunk id.
+        self.confirmations: list[Confirmation] = []
+        self.unconfirmed: dict[str, int] = {}
+
+    def run(self, fd: int) -> None:
+        limits = self.w._limits
+        chunk_size = self.w._chunk_size
+        assert self.pool is not None
+        for item in chunking.iter_runs(fd, chunk_size):
+            if self.w._cancel():
+                raise errors.Cancelled()
+            if isinstance(item, chunking.Data):
+                self.digest.update(item.data)
+                self.progress.read_bytes += len(item.data)
+                future = self.pool.submit(self.w._keys.chunk_id, item.data)
+                self.hashing.append((item.index, item.data, future))
+            else:
+                end = min((item.start + item.count) * chunk_size, self.size)
+                self.digest.update_zeros(end - item.start * chunk_size)
+                self.hashing.append((item.count, None, None))
+            self._drain(wait_first=len(self.hashing) > limits.window)
+        self._drain(wait_first=True, everything=True)
+        self._flush()
+        self._wait_uploads(0)
+
+    def _drain(self, *, wait_first: bool, everything: bool = False) -> None:
+        """Move hashed chunks, in order, from the hashing window into the batch.
+
+        `wait_first` waits for the oldest hash (the window is full); `everything` waits
+        for all of them (end of the disk).
+        """
+        while self.hashing:
+            first, data, future = self.hashing[0]
+            if future is not None and not future.done() and not (wait_first or everything):
+                return
+            wait_first = False
+            self.hashing.popleft()
+            if future is None:
+                self.batch.append((first, None, None))
+                continue
+            self.batch.append((first, data, future.result()))
+            self.batch_data += 1
+            if self.batch_data >= self.w._limits.batch_chunks:
+                self._flush()
+
+    def _flush(self) -> None:
+        """Decide the batch: take references in one transaction, upload what is new."""
+        w = self.w
+        counts: dict[str, int] = collections.Counter(c for _, _, c in self.batch if c is not None)
+        sizes: dict[str, int] = {
+            c: len(d) for _, d, c in self.batch if c is not None and d is not None
+        }
+        confirmations, self.confirmations = self.confirmations, []
+        for item in confirmations:
+            self.unconfirmed.pop(item.chunk_id, None)
+        refs = (
+            w._index.take_refs(
+                w._project_id,
+                w.backup_id,
+                counts,
+                sizes,
+                w._generations.take(len(counts)),
+                confirmations,
+            )
+            if counts or confirmations
+            else {}
+        )
+        scheduled: set[str] = set()
+        chunk_size = w._chunk_size
+        for first, data, chunk_id in self.batch:
+            if chunk_id is None or data is None:
+                self.builder.add_holes(first)
+                self.progress.position = min(self.size, self.progress.position + first * chunk_size)
+                continue
+            self.builder.add_chunk(chunk_id)
+            self.progress.position = min(self.size, (first + 1) * chunk_size)
+            ref = refs[chunk_id]
+            if (
+                ref.stored
+                or chunk_id in scheduled
+                or self.unconfirmed.get(chunk_id) == (ref.generation)
+            ):
+                self.progress.reused_bytes += len(data)
+                continue
+            scheduled.add(chunk_id)
+            self.progress.new_bytes += len(data)
+            self._wait_uploads(w._limits.uploads - 1)
+            assert self.pool is not None
+            # The plaintext travels in a list the upload empties: the pool's work item
+            # would otherwise keep it alive during the (slow, fsync- or network-bound) put.
+            future = self.pool.submit(self._upload, chunk_id, ref.generation, [data])
+            self.uploads[future] = chunk_id
+            self.unconfirmed[chunk_id] = ref.generation
+        self.batch = []
+        self.batch_data = 0
+        if w._progress_cb is not None:
+            w._progress_cb(dataclasses.replace(self.progress))
+
+    def _upload(self, chunk_id: str, generation: int, holder: list[bytes]) -> Confirmation:
+        w = self.w
+        with self.sealing:
+            sealed = w._codec.seal(w._keys, chunk_id, holder.pop())
+        w._store.put(layout.chunk_name(w._project_id, chunk_id, generation), sealed)
+        return Confirmation(chunk_id, generation, len(sealed))
+
+    def _wait_uploads(self, keep: int) -> None:
+        while len(self.uploads) > keep:
+            done, _ = concurrent.futures.wait(
+                self.uploads, return_when=concurrent.futures.FIRST_COMPLETED
+            )
+            for future in done:
+                del self.uploads[future]
+                confirmation = future.result()
+                self.progress.stored_bytes += confirmation.stored_size
+                self.confirmations.append(confirmation)
+
+    def abandon(self) -> None:
+        """After a failure: let running uploads end, and record those that completed."""
+        for future in list(self.uploads):
+            future.cancel()
+        concurrent.futures.wait(self.uploads)
+        done = [f.result() for f in self.uploads if not f.cancelled() and f.exception() is None]
+        # The original failure matters more; unconfirmed rows just stay "not stored".
+        with contextlib.suppress(Exception):
+            self.w._index.confirm(self.w._project_id, [*self.confirmations, *done])

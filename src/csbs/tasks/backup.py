@@ -1,0 +1,116 @@
+"""The backup task: read every disk of a server through the repository writer."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+
+from csbs.domain import errors
+from csbs.domain.backups import CONSISTENCY_CRASH, CONSISTENCY_NONE
+from csbs.queue import Task, TaskContext
+from csbs.repository.writer import BackupProgress
+from csbs.services.backups import BackupRecorder
+from csbs.services.container import Services
+from csbs.services.inventory import open_disk_path
+from csbs.tasks.snapshot import point_in_time
+
+#: How often the backup record's progress is written (the task's is throttled separately).
+PROGRESS_INTERVAL_SECONDS = 2.0
+
+
+class BackupHandler:
+    def __init__(self, services: Services) -> None:
+        self._s = services
+        self._recorder = BackupRecorder(services.db, services.clock)
+
+    def run(self, ctx: TaskContext) -> Mapping[str, Any] | None:
+        s = self._s
+        backup = s.backups.get(None, str(ctx.params["backup_id"]))
+        server = s.inventory.get(None, backup.resource_id)
+        project = backup.project_id
+        # An earlier attempt died half-way: release what it took, then write afresh.
+        for earlier in range(1, ctx.attempt):
+            s.repository.delete_backup(
+                project, self._recorder.repository_backup_id(backup, earlier)
+            )
+        repo_id = self._recorder.repository_backup_id(backup, ctx.attempt)
+        disks = {d.id: d for d in server.disks}
+        total = max(1, sum(d.source_size for d in backup.disks))
+        done = 0
+        last_saved = 0.0
+        counters = {"bytes_read": 0, "bytes_new": 0, "bytes_reused": 0, "bytes_stored": 0}
+        base = dict(counters)
+
+        def on_progress(p: BackupProgress) -> None:
+            nonlocal last_saved
+            counters.update(
+                bytes_read=base["bytes_read"] + p.read_bytes,
+                bytes_new=base["bytes_new"] + p.new_bytes,
+                bytes_reused=base["bytes_reused"] + p.reused_bytes,
+                bytes_stored=base["bytes_stored"] + p.stored_bytes,
+            )
+            percent = min(99, (done + p.position) * 100 // total)
+            ctx.report(percent, **counters)
+            now = time.monotonic()
+            if now - last_saved >= PROGRESS_INTERVAL_SECONDS:
+                last_saved = now
+                self._recorder.progress(backup.id, percent)
+
+        writer = s.repository.backup_writer(
+            project, repo_id, progress=on_progress, cancel=lambda: ctx.cancelled
+        )
+        consistency = CONSISTENCY_CRASH
+        self._recorder.started(backup.id, repo_id, consistency)
+        started = time.monotonic()
+        for disk_backup in backup.disks:
+            disk = disks.get(disk_backup.disk_id)
+            if disk is None:
+                raise errors.InvalidState(
+                    f"disk {disk_backup.disk_id} was removed from server {server.id}",
+                    code="CSBS.6007",
+                )
+            path = open_disk_path(disk, s.inventory_roots)
+            t0 = time.monotonic()
+            with point_in_time(path) as (source, got):
+                if got == CONSISTENCY_NONE:
+                    consistency = CONSISTENCY_NONE
+                try:
+                    result = writer.write_disk(disk_backup.disk_id, source)
+                except Exception:
+                    ctx.check_cancelled()  # a cancelled write reads as cancelled, not failed
+                    raise
+            p = result.progress
+            self._recorder.disk_done(
+                disk_backup.id,
+                logical=p.total_bytes,
+                stored=p.stored_bytes,
+                new=p.new_bytes,
+                reused=p.reused_bytes,
+                seconds=time.monotonic() - t0,
+            )
+            done += disk_backup.source_size
+            for key, value in (
+                ("bytes_read", p.read_bytes),
+                ("bytes_new", p.new_bytes),
+                ("bytes_reused", p.reused_bytes),
+                ("bytes_stored", p.stored_bytes),
+            ):
+                base[key] += value
+            ctx.check_cancelled()
+        s.repository.seal_backup(project, repo_id)
+        self._recorder.started(backup.id, repo_id, consistency)
+        seconds = time.monotonic() - started
+        return {
+            **base,
+            "consistency": consistency,
+            "speed_bytes_per_second": round(total / seconds) if seconds > 0 else 0,
+        }
+
+    def on_start(self, conn: sa.Connection, task: Task) -> None:
+        return None
+
+    def on_end(self, conn: sa.Connection, task: Task) -> None:
+        self._recorder.on_end(conn, task)

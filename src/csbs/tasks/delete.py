@@ -1,0 +1,67 @@
+"""The deletion task: release a backup's references in the repository, then forget it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+
+from csbs.domain.backups import Backup
+from csbs.queue import Task, TaskContext
+from csbs.repository.reclaim import DeleteProgress
+from csbs.services.container import Services
+from csbs.services.deletions import DeletionRecorder
+
+
+def repository_backups(backup: Backup) -> list[str]:
+    """Every repository backup the backup's attempts may have written (`<id>.<n>`)."""
+    recorded = str(backup.extra.get("repository_backup_id", ""))
+    _, _, attempt = recorded.rpartition(".")
+    last = int(attempt) if attempt.isdigit() else 0
+    # A backup task that died before recording its attempt may have written one more.
+    return [f"{backup.id}.{n}" for n in range(1, max(last, 1) + 2)]
+
+
+class DeleteHandler:
+    def __init__(self, services: Services) -> None:
+        self._s = services
+        self._recorder = DeletionRecorder(services.clock)
+
+    def run(self, ctx: TaskContext) -> Mapping[str, Any] | None:
+        s = self._s
+        backup = s.backups.get(None, str(ctx.params["backup_id"]))
+        project = backup.project_id
+        before = s.repository.usage(project)
+        names = repository_backups(backup)
+        for i, name in enumerate(names):
+
+            def on_progress(p: DeleteProgress, i: int = i) -> None:
+                share = (i + (p.released / p.total if p.total else 1)) / len(names)
+                ctx.report(min(99, int(share * 100)), batches_released=p.released)
+
+            try:
+                s.repository.delete_backup(
+                    project, name, progress=on_progress, cancel=lambda: ctx.cancelled
+                )
+            except Exception:
+                ctx.check_cancelled()  # a cancelled deletion reads as cancelled, not failed
+                raise
+            ctx.check_cancelled()
+        # Chunks unreferenced for longer than the grace go now; this deletion's own go with
+        # a later sweep (the grace protects uploads in flight), and that is reported.
+        swept = s.repository.sweep(project)
+        after = s.repository.usage(project)
+        return {
+            "bytes_reclaimed": max(0, before.stored_bytes - after.stored_bytes),
+            "usage_stored_bytes": after.stored_bytes,
+            "swept_chunks": swept.chunks,
+            "swept_bytes": swept.bytes,
+            "sweep_grace_seconds": s.repository.settings.sweep_grace_seconds,
+        }
+
+    def on_start(self, conn: sa.Connection, task: Task) -> None:
+        self._recorder.on_start(conn, task)
+
+    def on_end(self, conn: sa.Connection, task: Task) -> None:
+        self._recorder.on_end(conn, task)

@@ -1,0 +1,65 @@
+"""`csbs repo check / verify / rotate-master-key` through typer, on SQLite and a file store."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from csbs import migrations
+from csbs.blobstore import LocalStore
+from csbs.cli.repo import repo_app
+from csbs.db.engine import create_engine
+from csbs.domain.clock import SystemClock
+from csbs.repository import Repository, RepositorySettings, layout, load_or_create_master_key
+from tests.repository.conftest import SMALL_CHUNK, write_image
+
+app = typer.Typer()
+app.add_typer(repo_app, name="repo")
+
+
+@pytest.mark.slow
+def test_repo_commands(tmp_path: pathlib.Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    engine = create_engine(f"sqlite:///{data_dir / 'csbs.db'}")
+    migrations.upgrade(engine)
+    store = LocalStore(data_dir / "repository")
+    key = load_or_create_master_key(data_dir / "master.key")
+    repo = Repository(engine, store, SystemClock(), key, RepositorySettings(chunk_size=SMALL_CHUNK))
+    image = write_image(tmp_path / "disk.img", 40 * SMALL_CHUNK)
+    repo.backup_writer("p1", "b1").write_disk("vda", image)
+    repo.seal_backup("p1", "b1")
+    engine.dispose()
+    runner = CliRunner()
+    base = ["--data-dir", str(data_dir)]
+
+    result = runner.invoke(app, ["repo", "check", *base, "--read-data"])
+    assert result.exit_code == 0, result.output
+    assert "0 missing, 0 leaked, 0 corrupt" in result.output
+    result = runner.invoke(app, ["repo", "verify", "b1", "--project", "p1", *base])
+    assert result.exit_code == 0, result.output
+
+    name = sorted(store.list(layout.chunks_prefix("p1")))[0]
+    blob = bytearray(store.get(name))
+    blob[-1] ^= 0xFF
+    store.put(name, bytes(blob))
+    store.put(layout.chunk_name("p1", "cd" * 32, 123456), b"junk")
+    result = runner.invoke(app, ["repo", "check", *base, "--read-data", "--repair"])
+    assert result.exit_code == 1
+    assert "1 leaked, 1 corrupt" in result.output and "removed 1 leaked" in result.output
+    result = runner.invoke(app, ["repo", "verify", "b1", "--project", "p1", *base])
+    assert result.exit_code == 1 and layout.parse_chunk_name(name).chunk_id in result.output
+
+    new_key = tmp_path / "new.key"
+    result = runner.invoke(
+        app, ["repo", "rotate-master-key", "--new-key-file", str(new_key), *base]
+    )
+    assert result.exit_code == 0, result.output
+    assert "re-wrapped 1 project keys" in result.output
+    result = runner.invoke(
+        app, ["repo", "check", *base], env={"CSBS_MASTER_KEY_FILE": str(new_key)}
+    )
+    assert result.exit_code == 0, result.output
