@@ -35,3 +35,11 @@ def test_backup_and_restore_commands(cloud: Cloud) -> None:
     assert open(dst["disks"][0]["path"], "rb").read() == src_disk.read_bytes()
     refused = runner.invoke(app, ["restore", backup_id, "--to", "nope", *common])
     assert refused.exit_code == 1 and "CSBS.6000" in refused.output
+    checkpoint_id = cloud.env.services.backups.get(None, backup_id).checkpoint_id
+    deleted = runner.invoke(
+        app, ["backup", "delete", checkpoint_id, "--item", backup_id, "--wait", *common]
+    )
+    assert deleted.exit_code == 0, deleted.output
+    assert runner.invoke(app, ["backup", "show", backup_id, *common]).exit_code == 1
+    tasks = runner.invoke(app, ["task", "list", "--type", "delete", "--status", "success", *common])
+    assert deleted.output.splitlines()[0].strip() in tasks.output

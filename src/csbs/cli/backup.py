@@ -215,3 +215,29 @@ def restore(
         raise _fail(e) from e
     finally:
         runtime.close()
+
+
+@backup_app.command("delete")
+def delete(
+    checkpoint_id: str,
+    item: Annotated[
+        list[str] | None, typer.Option("--item", help="Backup id within the record; repeat.")
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait with a progress bar.")] = False,
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+) -> None:
+    """Delete the backups of a backup record (all, or those given with --item)."""
+    runtime = _runtime(data_dir, database_url)
+    try:
+        cp = runtime.services.backups.checkpoint_any(checkpoint_id)
+        task_ids = runtime.services.deletions.delete(cp.project_id, checkpoint_id, item or None)
+        for task_id in task_ids:
+            print(task_id, flush=True)
+        if wait:
+            for task_id in task_ids:
+                _wait(runtime, task_id)
+    except errors.CsbsError as e:
+        raise _fail(e) from e
+    finally:
+        runtime.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,7 +13,8 @@ from rich.console import Console
 from csbs import logs
 from csbs.config import Settings, load_settings
 
-console = Console()
+# Piped output (scripts, tests) gets wide lines, so ids are never wrapped in tables.
+console = Console(width=None if sys.stdout.isatty() else 240)
 err_console = Console(stderr=True)
 
 DataDirOpt = Annotated[

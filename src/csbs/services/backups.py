@@ -238,6 +238,14 @@ class BackupService:
             raise CheckpointNotFound(checkpoint_id)
         return cp
 
+    def checkpoint_any(self, checkpoint_id: str) -> Checkpoint:
+        """A backup record of any project (operators' command line)."""
+        with self._db.read() as s:
+            cp = q.get_checkpoint(s, checkpoint_id)
+        if cp is None or not cp.resources:
+            raise CheckpointNotFound(checkpoint_id)
+        return cp
+
     def checkpoints(self, project_id: str, limit: int, marker: str | None) -> list[Checkpoint]:
         with self._db.read() as s:
             return q.list_checkpoints(s, project_id, limit, marker)
