@@ -1,0 +1,245 @@
+"""Deletion benchmark: many DELETE calls against a running `csbs serve` on PostgreSQL.
+
+    python -m bench.deletes [--backups 1000] [--projects 10] [--clients 20]
+
+Starts `csbs serve` (embedded workers, PostgreSQL in a fresh schema, loopback only), makes
+the backups (one tiny disk per server), then sends one DELETE per backup record from
+`--clients` concurrent clients and reports: DELETE latency p50/p99, the time until every
+deletion task is terminal, the most deletions ever running at once in one project (sampled
+from the database, and from the tasks' start/end records), and lost or repeated tasks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+import httpx2
+import sqlalchemy as sa
+
+from csbs import app as composition
+from csbs.config import Settings
+from csbs.domain.identity import Role
+from csbs.queue.schema import tasks
+from csbs.services.backups import ProtectRequest
+from csbs.services.inventory import DiskSpec
+
+PG = "postgresql://postgres@127.0.0.1:5432/test"
+PROVIDER = "fc4d5750-22e7-4798-8a46-f48f62c4c1da"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--backups", type=int, default=1000)
+    parser.add_argument("--projects", type=int, default=10)
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--port", type=int, default=8911)
+    args = parser.parse_args()
+
+    schema = f"bench_del_{uuid.uuid4().hex[:8]}"
+    admin_engine = sa.create_engine(
+        PG.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
+    )
+    with admin_engine.connect() as c:
+        c.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    url = f"{PG}?options=-csearch_path%3D{schema}"
+    data = Path(tempfile.mkdtemp())
+    settings = Settings(
+        data_dir=data, database_url=url, admin_password="bench-admin-pw", embedded_workers=False
+    )  # type: ignore[arg-type]
+    runtime = composition.build(settings)
+    composition.prepare(runtime)
+    s = runtime.services
+    (data / "disks").mkdir(exist_ok=True)
+    per_project = args.backups // args.projects
+    projects: list[tuple[str, str, list[str]]] = []  # (project id, user password, checkpoint ids)
+    print(f"making {per_project * args.projects} backups ...", flush=True)
+    for p in range(args.projects):
+        project = s.identity.create_project(f"bench{p}")
+        s.identity.create_user(f"user{p}", "bench-user-pw", project.name, Role.MEMBER)
+        checkpoints = []
+        for i in range(per_project):
+            disk = data / "disks" / f"p{p}-{i}.img"
+            disk.write_bytes(os.urandom(16 * 1024) + bytes(48 * 1024))
+            server = s.inventory.add_server(project.id, f"srv{i}", [DiskSpec(str(disk))])
+            cp, _ = s.backups.protect(project.id, ProtectRequest(server.id))
+            checkpoints.append(cp.id)
+        projects.append((project.id, f"user{p}", checkpoints))
+
+    log = open(data / "serve.log", "wb")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CSBS_")}
+    env.update(CSBS_LOG_LEVEL="WARNING", CSBS_WORKER_CONCURRENCY="8")
+    serve = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "csbs",
+            "serve",
+            "--data-dir",
+            str(data),
+            "--database-url",
+            url,
+            "--port",
+            str(args.port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    base = f"http://127.0.0.1:{args.port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx2.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx2.HTTPError:
+                pass
+            time.sleep(0.1)
+        engine = runtime.services.db.engine
+        while True:  # the embedded workers make the backups
+            with engine.connect() as c:
+                left = c.execute(
+                    sa.text("SELECT count(*) FROM backups WHERE status <> 'available'")
+                ).scalar_one()
+            if left == 0:
+                break
+            time.sleep(0.5)
+        tokens = {}
+        for pid, user, _ in projects:
+            r = httpx2.post(
+                f"{base}/v3/auth/tokens",
+                json={
+                    "auth": {
+                        "identity": {
+                            "methods": ["password"],
+                            "password": {"user": {"name": user, "password": "bench-user-pw"}},
+                        },
+                        "scope": {"project": {"id": pid}},
+                    }
+                },
+            )
+            tokens[pid] = r.headers["X-Subject-Token"]
+        jobs = [
+            (pid, cp)
+            for i in range(per_project)
+            for pid, _, cps in projects
+            for cp in cps[i : i + 1]
+        ]
+
+        peak_seen = 0
+        stop = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak_seen
+            q = sa.text(
+                "SELECT count(*) FROM tasks WHERE status = 'running' "
+                "AND operation_type = 'delete' GROUP BY project_id"
+            )
+            while not stop.is_set():
+                with engine.connect() as c:
+                    peak_seen = max([peak_seen, *c.execute(q).scalars().all()])
+                stop.wait(0.01)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        latencies: list[float] = []
+        codes: dict[int, int] = defaultdict(int)
+        clients = [httpx2.Client(base_url=base, timeout=30) for _ in range(args.clients)]
+
+        def delete(i: int, job: tuple[str, str]) -> None:
+            pid, cp = job
+            t0 = time.perf_counter()
+            r = clients[i % len(clients)].delete(
+                f"/v1/{pid}/providers/{PROVIDER}/checkpoints/{cp}",
+                headers={"X-Auth-Token": tokens[pid]},
+            )
+            latencies.append((time.perf_counter() - t0) * 1000)
+            codes[r.status_code] += 1
+
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(args.clients) as pool:
+            list(pool.map(lambda ij: delete(*ij), enumerate(jobs)))
+        accepted = time.monotonic() - started
+        while True:
+            with engine.connect() as c:
+                open_ = c.execute(
+                    sa.select(sa.func.count())
+                    .select_from(tasks)
+                    .where(
+                        tasks.c.operation_type == "delete",
+                        tasks.c.status.in_(["waiting", "running"]),
+                    )
+                ).scalar_one()
+            if open_ == 0:
+                break
+            time.sleep(0.2)
+        finished = time.monotonic() - started
+        stop.set()
+        sampler.join()
+        with engine.connect() as c:
+            rows = c.execute(
+                sa.select(
+                    tasks.c.project_id,
+                    tasks.c.status,
+                    tasks.c.attempts,
+                    tasks.c.started_at,
+                    tasks.c.ended_at,
+                ).where(tasks.c.operation_type == "delete")
+            ).all()
+            left_backups = c.execute(sa.text("SELECT count(*) FROM backups")).scalar_one()
+        per_project_intervals: dict[str, list[tuple[float, int]]] = defaultdict(list)
+        for r in rows:
+            per_project_intervals[r.project_id] += [
+                (r.started_at.timestamp(), 1),
+                (r.ended_at.timestamp(), -1),
+            ]
+        peak_records = 0
+        for events in per_project_intervals.values():
+            cur = 0
+            for _, d in sorted(events):
+                cur += d
+                peak_records = max(peak_records, cur)
+        ordered = sorted(latencies)
+        print()
+        print(
+            f"deletions: {len(jobs)} DELETE calls, {args.clients} clients, "
+            f"{args.projects} projects, PostgreSQL, limit 5 per project"
+        )
+        print(f"  HTTP status codes          {dict(codes)}")
+        print(
+            f"  DELETE latency p50 / p99   {statistics.median(ordered):.1f} ms / "
+            f"{ordered[int(0.99 * (len(ordered) - 1))]:.1f} ms"
+        )
+        print(f"  all DELETEs answered in    {accepted:.1f} s")
+        print(f"  all deletions terminal in  {finished:.1f} s")
+        print(
+            f"  tasks: {len(rows)} ({sum(1 for r in rows if r.status == 'success')} success), "
+            f"run more than once: {sum(1 for r in rows if r.attempts > 1)}"
+        )
+        print(f"  backups left               {left_backups}")
+        print(
+            f"  max running per project    {peak_seen} (sampled every 10 ms), "
+            f"{peak_records} (task records)"
+        )
+    finally:
+        serve.terminate()
+        serve.wait(timeout=60)
+        runtime.close()
+        with admin_engine.connect() as c:
+            c.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+
+
+if __name__ == "__main__":
+    main()
