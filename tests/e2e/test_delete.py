@@ -164,3 +164,44 @@ def test_timeout_then_resume(cloud: Cloud, tmp_path: Any, db_url: str) -> None:
         worker.stop(grace=2)
     assert cloud.env.services.repository.check(cloud.pid).ok
     assert cloud.env.services.repository.usage(cloud.pid).stored_bytes == 0
+
+
+def test_record_with_a_backup_in_error_is_deleted_whole(cloud: Cloud) -> None:
+    import dataclasses
+
+    from csbs.db.queries import backups as q
+    from csbs.domain.backups import BackupStatus
+    from csbs.domain.ids import new_id
+
+    good = _backup(cloud, "good")
+    services = cloud.env.services
+    first = services.backups.get(None, good["id"])
+    # A second server's backup in the same record, which failed.
+    failed = dataclasses.replace(
+        first,
+        id=new_id(),
+        resource_id=new_id(),
+        status=BackupStatus.ERROR,
+        fail_op="backup",
+        fail_reason="disk vanished",
+        disks=(),
+        tags=(),
+    )
+    with services.db.write() as s:
+        q.add_backup(s, failed)
+    r = cloud.env.client.get(
+        f"/v1/{cloud.pid}/checkpoint_items?checkpoint_id={good['checkpoint_id']}",
+        headers=cloud.headers(),
+    )
+    assert sorted(x["status"] for x in r.json()["checkpoint_items"]) == ["available", "error"]
+    r = _delete(cloud, good["checkpoint_id"])
+    assert r.status_code == 200
+    assert len(r.headers["X-Operation-Log-Id"].split(",")) == 2
+    _gone(cloud, good["id"])
+    _gone(cloud, failed.id)
+    r = cloud.env.client.get(
+        f"/v1/{cloud.pid}/providers/{PROVIDER}/checkpoints/{good['checkpoint_id']}",
+        headers=cloud.headers(),
+    )
+    assert r.status_code == 404
+    assert services.repository.check(cloud.pid).ok
