@@ -35,6 +35,9 @@ def test_backup_and_restore_commands(cloud: Cloud) -> None:
     assert open(dst["disks"][0]["path"], "rb").read() == src_disk.read_bytes()
     refused = runner.invoke(app, ["restore", backup_id, "--to", "nope", *common])
     assert refused.exit_code == 1 and "CSBS.6000" in refused.output
+    verified = runner.invoke(app, ["repo", "verify", backup_id, *common])
+    assert verified.exit_code == 0 and "all verified" in verified.output, verified.output
+    assert runner.invoke(app, ["repo", "check", "--read-data", *common]).exit_code == 0
     checkpoint_id = cloud.env.services.backups.get(None, backup_id).checkpoint_id
     deleted = runner.invoke(
         app, ["backup", "delete", checkpoint_id, "--item", backup_id, "--wait", *common]

@@ -11,7 +11,9 @@ from csbs import migrations
 from csbs.cli.admin import admin
 from csbs.cli.backup import backup_app
 from csbs.cli.backup import restore as restore_command
+from csbs.cli.bench import bench_app
 from csbs.cli.common import DatabaseUrlOpt, DataDirOpt, console, settings_from
+from csbs.cli.repo import repo_app
 from csbs.cli.server import server_app
 from csbs.cli.task import task_app
 
@@ -22,6 +24,8 @@ app.add_typer(admin, name="admin")
 app.add_typer(task_app, name="task")
 app.add_typer(server_app, name="server")
 app.add_typer(backup_app, name="backup")
+app.add_typer(repo_app, name="repo")
+app.add_typer(bench_app, name="bench")
 app.command("restore")(restore_command)
 db_app = typer.Typer(help="Metadata database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")

@@ -9,12 +9,14 @@ from typing import Annotated
 
 import typer
 
+from csbs import app as composition
 from csbs import migrations
 from csbs.blobstore import RetryingStore, open_store
 from csbs.cli.common import DatabaseUrlOpt, DataDirOpt, console, err_console, settings_from
 from csbs.config import Settings
 from csbs.db.engine import create_engine
 from csbs.domain.clock import SystemClock
+from csbs.domain.errors import CsbsError
 from csbs.repository import (
     Repository,
     RepositoryError,
@@ -28,8 +30,8 @@ StoreOpt = Annotated[
     str | None,
     typer.Option(
         "--store",
-        envvar="CSBS_REPOSITORY_URL",
-        help="Blob store URL (file:///..., s3://...); default file://<data dir>/repository.",
+        help="Blob store URL (file:///..., s3://...); default: the repository_url setting "
+        "(env CSBS_REPOSITORY_URL), else file://<data dir>/repository.",
         show_default=False,
     ),
 ]
@@ -50,7 +52,7 @@ def open_repository(
     settings = settings_from(data_dir=data_dir, database_url=database_url)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = create_engine(settings.effective_database_url)
-    store = RetryingStore(open_store(store_url or f"file://{settings.data_dir / 'repository'}"))
+    store = RetryingStore(open_store(store_url or settings.effective_repository_url))
     try:
         migrations.upgrade(engine)
         yield Repository(engine, store, SystemClock(), master_key(settings))
@@ -99,16 +101,33 @@ def check(
 
 @repo_app.command("verify")
 def verify(
-    backup: Annotated[str, typer.Argument(help="Backup id.")],
-    project: Annotated[str, typer.Option("--project", help="Project id.")],
+    backup: Annotated[str, typer.Argument(help="Backup (checkpoint item) id.")],
+    project: Annotated[
+        str | None,
+        typer.Option("--project", help="Project id (only for a raw repository backup id)."),
+    ] = None,
     store: StoreOpt = None,
     data_dir: DataDirOpt = None,
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """Read back every chunk of every disk of a backup and check each image digest."""
+    repo_backup, project_id = backup, project
+    # A CSBS backup id names the repository backup its last attempt wrote.
+    runtime = composition.build(settings_from(data_dir=data_dir, database_url=database_url))
+    try:
+        found = runtime.services.backups.get(None, backup)
+        repo_backup = str(found.extra.get("repository_backup_id", backup))
+        project_id = found.project_id
+    except CsbsError:
+        pass
+    finally:
+        runtime.close()
+    if project_id is None:
+        err_console.print(f"[red]error:[/red] no backup {backup}; give --project for a raw id")
+        raise typer.Exit(1)
     with open_repository(data_dir, database_url, store) as repo:
         try:
-            results = repo.verify(project, backup)
+            results = repo.verify(project_id, repo_backup)
         except RepositoryError as exc:
             err_console.print(f"[red]verify failed:[/red] {exc}")
             raise typer.Exit(1) from exc

@@ -34,7 +34,7 @@ class RepositorySettings:
     #: Fetch threads of restores and audits (more than cores: S3 latency).
     io_threads: int = 8
     #: Plaintext bytes whose references one transaction takes.
-    batch_bytes: int = 16 * 1024 * 1024
+    batch_bytes: int = 8 * 1024 * 1024
     #: Chunks per reference batch; None derives it from batch_bytes.
     batch_chunks: int | None = None
     #: How long a chunk stays at refcount zero before the sweep removes it; longer than

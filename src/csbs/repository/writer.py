@@ -73,7 +73,7 @@ class PipelineLimits:
             sealers=threads,
             batch_chunks=batch,
             window=threads + 1,
-            uploads=max(4, threads + 1),
+            uploads=max(3, threads + 1),
         )
 
 
