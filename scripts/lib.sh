@@ -28,3 +28,13 @@ ensure_postgres() {
   fi
   echo "PostgreSQL is not reachable at 127.0.0.1:5432; the PostgreSQL half of the tests will fail" >&2
 }
+
+# ensure_tools: Debian packages the tests use (mkfs.ext4 and e2fsck for real disk images).
+ensure_tools() {
+  if command -v mkfs.ext4 >/dev/null || [ -x /usr/sbin/mkfs.ext4 ] || [ -x /sbin/mkfs.ext4 ]; then return; fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq e2fsprogs
+  else
+    echo "mkfs.ext4 is missing: install e2fsprogs (the end-to-end tests build ext4 images)" >&2
+  fi
+}
