@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 
 from csbs.api.deps import ActorDep, ReaderDep, ServicesDep, base_url, check_all_tenants
@@ -21,7 +21,6 @@ from csbs.domain.backups import BackupStatus
 from csbs.domain.paging import page_request
 from csbs.domain.providers import require_provider
 from csbs.services.backups import DEFAULT_SORT, SORT_KEYS, ProtectRequest
-from csbs.services.container import Services
 from csbs.services.deletions import parse_item_ids
 from csbs.services.operation_logs import parse_time
 
@@ -109,24 +108,27 @@ def resources_action(
     return {key: out}
 
 
-def _filter(
+def backup_filter(
     project_id: str,
-    every_project: bool,
-    services: Services,
-    *,
-    status: str | None,
-    name: str | None,
-    az: str | None,
-    resource_id: str | None,
-    resource_name: str | None,
-    start_time: str | None,
-    end_time: str | None,
-    image_type: str | None,
-    policy_id: str | None,
-    checkpoint_id: str | None,
-    resource_type: str | None,
-    ip: str | None,
+    services: ServicesDep,
+    principal: ReaderDep,
+    status: Str64 = None,
+    name: Str255 = None,
+    az: Str255 = None,
+    resource_id: Str64 = None,
+    resource_name: Str255 = None,
+    start_time: Str64 = None,
+    end_time: Str64 = None,
+    image_type: Str64 = None,
+    policy_id: Str64 = None,
+    checkpoint_id: Str64 = None,
+    resource_type: Str64 = None,
+    ip: Str64 = None,
+    dec: Str64 = None,
+    all_tenants: Annotated[bool | None, Query()] = None,
 ) -> BackupFilter:
+    """The filters B4 and B5 share (spec §4.7); `dec` is accepted and has no meaning here."""
+    every_project = check_all_tenants(principal, all_tenants)
     if status is not None and status not in {s.value for s in BackupStatus}:
         raise errors.InvalidInput(
             f"status must be one of: {', '.join(s.value for s in BackupStatus)}"
@@ -152,94 +154,25 @@ def _filter(
     )
 
 
+FilterDep = Annotated[BackupFilter, Depends(backup_filter)]
+
+
 @router.get("/checkpoint_items/count", summary="Count backups (B5)")
-def count_backups(
-    project_id: str,
-    services: ServicesDep,
-    principal: ReaderDep,
-    status: Str64 = None,
-    name: Str255 = None,
-    az: Str255 = None,
-    resource_id: Str64 = None,
-    resource_name: Str255 = None,
-    start_time: Str64 = None,
-    end_time: Str64 = None,
-    image_type: Str64 = None,
-    policy_id: Str64 = None,
-    checkpoint_id: Str64 = None,
-    resource_type: Str64 = None,
-    ip: Str64 = None,
-    dec: Str64 = None,
-    all_tenants: Annotated[bool | None, Query()] = None,
-    limit: Annotated[int | None, Query()] = None,
-    marker: Str64 = None,
-    offset: Annotated[int | None, Query()] = None,
-    sort: Annotated[str | None, Query()] = None,
-) -> dict[str, Any]:
-    every = check_all_tenants(principal, all_tenants)
-    f = _filter(
-        project_id,
-        every,
-        services,
-        status=status,
-        name=name,
-        az=az,
-        resource_id=resource_id,
-        resource_name=resource_name,
-        start_time=start_time,
-        end_time=end_time,
-        image_type=image_type,
-        policy_id=policy_id,
-        checkpoint_id=checkpoint_id,
-        resource_type=resource_type,
-        ip=ip,
-    )
+def count_backups(services: ServicesDep, f: FilterDep) -> dict[str, Any]:
+    # Paging parameters that clients also send (limit, marker, ...) are ignored.
     return {"count": services.backups.count(f)}
 
 
 @router.get("/checkpoint_items", summary="List backups (B4)")
 def list_backups(
-    project_id: str,
     request: Request,
     services: ServicesDep,
-    principal: ReaderDep,
-    status: Str64 = None,
-    name: Str255 = None,
-    az: Str255 = None,
-    resource_id: Str64 = None,
-    resource_name: Str255 = None,
-    start_time: Str64 = None,
-    end_time: Str64 = None,
-    image_type: Str64 = None,
-    policy_id: Str64 = None,
-    checkpoint_id: Str64 = None,
-    resource_type: Str64 = None,
-    ip: Str64 = None,
-    dec: Str64 = None,
-    all_tenants: Annotated[bool | None, Query()] = None,
+    f: FilterDep,
     limit: Annotated[int | None, Query()] = None,
     marker: Str64 = None,
     offset: Annotated[int | None, Query()] = None,
     sort: Annotated[str | None, Query()] = None,
 ) -> dict[str, Any]:
-    every = check_all_tenants(principal, all_tenants)
-    f = _filter(
-        project_id,
-        every,
-        services,
-        status=status,
-        name=name,
-        az=az,
-        resource_id=resource_id,
-        resource_name=resource_name,
-        start_time=start_time,
-        end_time=end_time,
-        image_type=image_type,
-        policy_id=policy_id,
-        checkpoint_id=checkpoint_id,
-        resource_type=resource_type,
-        ip=ip,
-    )
     page = page_request(
         limit=limit,
         marker=marker,
