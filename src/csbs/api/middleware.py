@@ -11,7 +11,6 @@ import logging
 import re
 import time
 import uuid
-from typing import Any
 
 from sqlalchemy import exc as sa_exc
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -161,7 +160,3 @@ class RequestContextMiddleware:
         headers += [(k.encode(), v.encode()) for k, v in extra_headers.items()]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-
-
-def request_id_of(scope_state: dict[str, Any]) -> str:
-    return str(scope_state.get("request_id", "req-unknown"))

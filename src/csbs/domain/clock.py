@@ -53,8 +53,3 @@ class FrozenClock:
         with self._lock:
             self._now += dt.timedelta(seconds=seconds)
             self._mono += seconds
-
-
-def wall_time() -> float:
-    """Seconds since the epoch, for log records and metrics only (never for decisions)."""
-    return time.time()

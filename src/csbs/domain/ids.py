@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import re
 import uuid
-
-_UUID_RE = re.compile(
-    r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
-)
 
 
 def new_id() -> str:
@@ -18,8 +13,3 @@ def new_id() -> str:
 def new_hex_id() -> str:
     """Return a fresh random UUID as 32 hex characters (Keystone-style ids)."""
     return uuid.uuid4().hex
-
-
-def looks_like_uuid(value: str) -> bool:
-    """Tell whether `value` is a UUID, with or without dashes."""
-    return bool(_UUID_RE.match(value))

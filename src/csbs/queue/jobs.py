@@ -118,9 +118,6 @@ class Task:
             return None
         return self.started_at + dt.timedelta(seconds=self.deadline_seconds)
 
-    def evolve(self, **changes: Any) -> Task:
-        return dataclasses.replace(self, **changes)
-
 
 @dataclasses.dataclass(frozen=True)
 class TaskFilter:

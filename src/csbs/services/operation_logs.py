@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import time
 from typing import Any
 
 from csbs.domain import errors
@@ -57,17 +56,6 @@ class OperationLogService:
             items=[OperationLog(t, positions.get(t.id)) for t in result.items],
             has_more=result.has_more,
         )
-
-    def wait(self, task_id: str, *, timeout: float, poll: float = 0.5) -> Task:
-        """Poll until the task is terminal or `timeout` seconds pass; returns its last state."""
-        deadline = time.monotonic() + timeout
-        while True:
-            task = self._store.get(task_id)
-            if task is None:
-                raise errors.TaskNotFound(f"task not found: {task_id}")
-            if task.status.terminal or time.monotonic() >= deadline:
-                return task
-            time.sleep(poll)
 
 
 def parse_time(value: str | None, field: str) -> dt.datetime | None:

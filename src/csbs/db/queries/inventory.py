@@ -106,7 +106,3 @@ def set_status(s: orm.Session, server_id: str, status: ServerStatus) -> bool:
         sa.update(tables.Server).where(tables.Server.id == server_id).values(status=status.value)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
-
-
-def update_disk_size(s: orm.Session, disk_id: str, size_bytes: int) -> None:
-    s.execute(sa.update(tables.Disk).where(tables.Disk.id == disk_id).values(size_bytes=size_bytes))
