@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from csbs import app as composition
-from csbs.cli.common import DatabaseUrlOpt, DataDirOpt, console, err_console, settings_from
+from csbs.cli.common import DatabaseUrlOpt, DataDirOpt, cli_runtime, console, err_console
 from csbs.cli.task import wait_with_progress
 from csbs.db.queries.backups import BackupFilter
 from csbs.domain import errors
@@ -21,17 +21,6 @@ from csbs.services.restores import RestoreRequest
 
 backup_app = typer.Typer(help="Backups of servers.", no_args_is_help=True)
 ProjectOpt = Annotated[str | None, typer.Option("--project", help="Project name or id.")]
-
-
-def _runtime(data_dir: DataDirOpt, database_url: DatabaseUrlOpt) -> composition.Runtime:
-    runtime = composition.build(settings_from(data_dir=data_dir, database_url=database_url))
-    composition.prepare(runtime)
-    return runtime
-
-
-def _fail(e: errors.CsbsError) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {e.code}: {e.message}")
-    return typer.Exit(1)
 
 
 def _wait(runtime: composition.Runtime, task_id: str | None) -> None:
@@ -55,8 +44,7 @@ def create(
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """Back up a server (all its disks); prints the backup id."""
-    runtime = _runtime(data_dir, database_url)
-    try:
+    with cli_runtime(data_dir, database_url) as runtime:
         server = runtime.services.inventory.get(None, server_id)
         _cp, backup = runtime.services.backups.protect(
             server.project_id, ProtectRequest(server_id, name=name, description=description)
@@ -64,10 +52,6 @@ def create(
         print(backup.id, flush=True)
         if wait:
             _wait(runtime, backup.task_id)
-    except errors.CsbsError as e:
-        raise _fail(e) from e
-    finally:
-        runtime.close()
 
 
 def _row(b: Backup) -> list[str]:
@@ -93,8 +77,7 @@ def list_(
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """List backups, newest first."""
-    runtime = _runtime(data_dir, database_url)
-    try:
+    with cli_runtime(data_dir, database_url) as runtime:
         pid = runtime.services.identity.resolve_project(project).id if project else None
         page = page_request(
             limit=limit,
@@ -107,10 +90,6 @@ def list_(
         result = runtime.services.backups.search(
             BackupFilter(project_id=pid, resource_id=server, status=status), page
         )
-    except errors.CsbsError as e:
-        raise _fail(e) from e
-    finally:
-        runtime.close()
     table = Table("id", "name", "server", "status", "progress", "created", "MiB", "new MiB")
     for b in result.items:
         table.add_row(*_row(b))
@@ -125,26 +104,16 @@ def count(
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """Count backups."""
-    runtime = _runtime(data_dir, database_url)
-    try:
+    with cli_runtime(data_dir, database_url) as runtime:
         pid = runtime.services.identity.resolve_project(project).id if project else None
         print(runtime.services.backups.count(BackupFilter(project_id=pid, status=status)))
-    except errors.CsbsError as e:
-        raise _fail(e) from e
-    finally:
-        runtime.close()
 
 
 @backup_app.command("show")
 def show(backup_id: str, data_dir: DataDirOpt = None, database_url: DatabaseUrlOpt = None) -> None:
     """Show a backup and its disk backups."""
-    runtime = _runtime(data_dir, database_url)
-    try:
+    with cli_runtime(data_dir, database_url) as runtime:
         b = runtime.services.backups.get(None, backup_id)
-    except errors.CsbsError as e:
-        raise _fail(e) from e
-    finally:
-        runtime.close()
     console.print(
         f"[bold]{b.name}[/bold] {b.id} status={b.status.value} server={b.resource_name} "
         f"incremental={b.incremental} consistency={b.consistency}",
@@ -183,8 +152,7 @@ def restore(
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """Restore a backup onto a server's disks; prints the restore id."""
-    runtime = _runtime(data_dir, database_url)
-    try:
+    with cli_runtime(data_dir, database_url) as runtime:
         backup = runtime.services.backups.get(None, backup_id)
         target = runtime.services.inventory.get(backup.project_id, to)
         if mapping:
@@ -211,10 +179,6 @@ def restore(
         print(r.id, flush=True)
         if wait:
             _wait(runtime, r.task_id)
-    except errors.CsbsError as e:
-        raise _fail(e) from e
-    finally:
-        runtime.close()
 
 
 @backup_app.command("delete")
@@ -228,8 +192,7 @@ def delete(
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """Delete the backups of a backup record (all, or those given with --item)."""
-    runtime = _runtime(data_dir, database_url)
-    try:
+    with cli_runtime(data_dir, database_url) as runtime:
         cp = runtime.services.backups.checkpoint_any(checkpoint_id)
         task_ids = runtime.services.deletions.delete(cp.project_id, checkpoint_id, item or None)
         for task_id in task_ids:
@@ -237,7 +200,3 @@ def delete(
         if wait:
             for task_id in task_ids:
                 _wait(runtime, task_id)
-    except errors.CsbsError as e:
-        raise _fail(e) from e
-    finally:
-        runtime.close()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,8 +12,10 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from csbs import app as composition
 from csbs import logs
 from csbs.config import Settings, load_settings
+from csbs.domain import errors
 
 # Piped output (scripts, tests) gets wide lines, so ids are never wrapped in tables.
 console = Console(width=None if sys.stdout.isatty() else 240)
@@ -40,3 +44,21 @@ def settings_from(**overrides: Any) -> Settings:
         raise typer.Exit(2) from e
     logs.configure(settings.log_level, json_lines=settings.log_json)
     return settings
+
+
+@contextlib.contextmanager
+def cli_runtime(
+    data_dir: Path | None, database_url: str | None, *, prepare: bool = True
+) -> Iterator[composition.Runtime]:
+    """A runtime for one command: schema ready, closed afterwards, and any CSBS error
+    printed with its code and turned into exit status 1."""
+    runtime = composition.build(settings_from(data_dir=data_dir, database_url=database_url))
+    try:
+        if prepare:
+            composition.prepare(runtime)
+        yield runtime
+    except errors.CsbsError as e:
+        err_console.print(f"[red]error:[/red] {e.code}: {e.message}", highlight=False)
+        raise typer.Exit(1) from e
+    finally:
+        runtime.close()

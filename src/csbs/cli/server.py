@@ -7,20 +7,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from csbs import app as composition
-from csbs.cli.common import DatabaseUrlOpt, DataDirOpt, console, err_console, settings_from
-from csbs.domain import errors
+from csbs.cli.common import DatabaseUrlOpt, DataDirOpt, cli_runtime, console
 from csbs.domain.inventory import Server, ServerStatus
 from csbs.services.inventory import DiskSpec
 
 server_app = typer.Typer(help="Servers and their disks.", no_args_is_help=True)
 ProjectOpt = Annotated[str, typer.Option("--project", help="Project name or id.")]
-
-
-def _runtime(data_dir: DataDirOpt, database_url: DatabaseUrlOpt) -> composition.Runtime:
-    runtime = composition.build(settings_from(data_dir=data_dir, database_url=database_url))
-    composition.prepare(runtime)
-    return runtime
 
 
 def _show(server: Server) -> None:
@@ -33,11 +25,6 @@ def _show(server: Server) -> None:
     for d in server.disks:
         table.add_row(d.id, d.name, d.device_name, str(d.size_bytes), str(d.bootable), d.path)
     console.print(table)
-
-
-def _fail(e: errors.CsbsError) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {e.message}")
-    return typer.Exit(1)
 
 
 @server_app.command("add")
@@ -55,16 +42,11 @@ def add(
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """Register a server with its disks; prints the server id."""
-    runtime = _runtime(data_dir, database_url)
-    try:
+    with cli_runtime(data_dir, database_url) as runtime:
         project_id = runtime.services.identity.resolve_project(project).id
         server = runtime.services.inventory.add_server(
             project_id, name, [DiskSpec(path=p) for p in disk], host=host, status=status
         )
-    except errors.CsbsError as e:
-        raise _fail(e) from e
-    finally:
-        runtime.close()
     print(server.id)
 
 
@@ -75,14 +57,9 @@ def list_(
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """List servers."""
-    runtime = _runtime(data_dir, database_url)
-    try:
+    with cli_runtime(data_dir, database_url) as runtime:
         project_id = runtime.services.identity.resolve_project(project).id if project else None
         servers = runtime.services.inventory.servers(project_id)
-    except errors.CsbsError as e:
-        raise _fail(e) from e
-    finally:
-        runtime.close()
     table = Table("id", "name", "project", "status", "host", "disks")
     for s in servers:
         table.add_row(s.id, s.name, s.project_id, s.status.value, s.host or "-", str(len(s.disks)))
@@ -92,13 +69,8 @@ def list_(
 @server_app.command("show")
 def show(server_id: str, data_dir: DataDirOpt = None, database_url: DatabaseUrlOpt = None) -> None:
     """Show a server and its disks."""
-    runtime = _runtime(data_dir, database_url)
-    try:
+    with cli_runtime(data_dir, database_url) as runtime:
         _show(runtime.services.inventory.get(None, server_id))
-    except errors.CsbsError as e:
-        raise _fail(e) from e
-    finally:
-        runtime.close()
 
 
 @server_app.command("remove")
@@ -106,13 +78,8 @@ def remove(
     server_id: str, data_dir: DataDirOpt = None, database_url: DatabaseUrlOpt = None
 ) -> None:
     """Remove a server from the inventory (its backups stay)."""
-    runtime = _runtime(data_dir, database_url)
-    try:
+    with cli_runtime(data_dir, database_url) as runtime:
         runtime.services.inventory.remove(None, server_id)
-    except errors.CsbsError as e:
-        raise _fail(e) from e
-    finally:
-        runtime.close()
 
 
 @server_app.command("set-status")
@@ -123,10 +90,5 @@ def set_status(
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """Mark a server running or stopped (restores need it stopped)."""
-    runtime = _runtime(data_dir, database_url)
-    try:
+    with cli_runtime(data_dir, database_url) as runtime:
         runtime.services.inventory.set_status(None, server_id, status)
-    except errors.CsbsError as e:
-        raise _fail(e) from e
-    finally:
-        runtime.close()
