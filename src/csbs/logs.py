@@ -29,9 +29,28 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is at the time of the record, not at configuration.
+
+    A handler bound to the stream of the moment breaks when that stream is later replaced
+    and closed (a command run inside a test harness that captures output).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:  # the base class assigns it; stderr is always used
+        pass
+
+
 def configure(level: str = "INFO", *, json_lines: bool = True) -> None:
     """Send every log record to stderr, as JSON lines or plain text."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     if json_lines:
         handler.setFormatter(JsonFormatter())
     else:

@@ -241,6 +241,10 @@ class TaskStore:
                 if group is None:
                     break
                 project_id, operation_type = group
+                # The start time is read once the group is ours (its row is locked on
+                # PostgreSQL): a slot freed by a finish is then always seen to end before
+                # the task that takes it starts.
+                now = max(now, self._clock.now())
                 keys = {"g_project": project_id, "g_type": operation_type}
                 params = {**keys, "now": now, "b_worker": worker_id, "b_lease_until": lease_until}
                 row = conn.execute(stmts.take, params).first()
