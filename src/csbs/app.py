@@ -22,6 +22,7 @@ from csbs.config import Settings
 from csbs.db.engine import Database, create_engine
 from csbs.domain.clock import Clock, SystemClock
 from csbs.domain.operations import OperationType
+from csbs.domain.quotas import Quotas
 from csbs.queue import Handler, QueueConfig, TaskStore, Worker
 from csbs.repository import Repository, RepositorySettings
 from csbs.repository.keys import load_or_create_master_key, parse_master_key
@@ -31,7 +32,11 @@ from csbs.services.deletions import DeletionService
 from csbs.services.identity import IdentityService
 from csbs.services.inventory import InventoryService
 from csbs.services.operation_logs import OperationLogService
+from csbs.services.policies import PolicyService
+from csbs.services.quotas import QuotaService
 from csbs.services.restores import RestoreService
+from csbs.services.scheduler import Scheduler
+from csbs.services.tags import TagService
 
 log = logging.getLogger("csbs")
 
@@ -85,18 +90,29 @@ def build(
             sweep_grace_seconds=settings.sweep_grace_seconds,
         ),
     )
+    quotas = QuotaService(
+        db,
+        clock,
+        Quotas(backups=settings.quota_backups, capacity_gb=settings.quota_capacity_gb),
+        lambda project_id: repository.usage(project_id).stored_bytes,
+    )
+    backups = BackupService(db, clock, store, quotas)
+    deletions = DeletionService(db, clock, store)
     services = Services(
         db=db,
         clock=clock,
         identity=identity,
         tasks=store,
         inventory=InventoryService(db, clock, settings.effective_inventory_roots),
-        backups=BackupService(db, clock, store),
+        backups=backups,
         restores=RestoreService(db, clock, store),
-        deletions=DeletionService(db, clock, store),
+        deletions=deletions,
+        policies=PolicyService(db, clock, store, backups, deletions),
         repository=repository,
         inventory_roots=tuple(settings.effective_inventory_roots),
         operation_logs=OperationLogService(store),
+        quotas=quotas,
+        tags=TagService(db),
         options=ApiOptions(
             region=settings.region,
             public_url=settings.public_url,
@@ -146,6 +162,37 @@ def make_worker(
         concurrency=concurrency or settings.worker_concurrency,
         host=host or settings.worker_host,
     )
+
+
+def make_scheduler(runtime: Runtime) -> Scheduler:
+    settings = runtime.settings
+    services = runtime.services
+    return Scheduler(
+        services.db,
+        services.clock,
+        services.policies,
+        tick_seconds=settings.scheduler_tick_seconds,
+        lease_seconds=settings.scheduler_lease_seconds,
+    )
+
+
+def run_scheduler(runtime: Runtime) -> None:
+    """Run the policy scheduler alone until SIGTERM/SIGINT (it leads or stands by)."""
+    stop = threading.Event()
+
+    def _on_signal(_sig: int, _frame: Any) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    scheduler = make_scheduler(runtime)
+    scheduler.start()
+    try:
+        stop.wait()
+    finally:
+        scheduler.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        runtime.close()
 
 
 def run_worker(runtime: Runtime, worker: Worker) -> None:
@@ -206,10 +253,15 @@ def serve(runtime: Runtime) -> None:
     worker = make_worker(runtime) if settings.embedded_workers else None
     if worker is not None:
         worker.start()
+    scheduler = make_scheduler(runtime) if settings.embedded_scheduler else None
+    if scheduler is not None:
+        scheduler.start()
     log.info("serving", extra={"host": settings.host, "port": settings.port})
     try:
         server.run()
     finally:
+        if scheduler is not None:
+            scheduler.stop()
         if worker is not None:
             worker.stop(grace=settings.shutdown_grace_seconds)
         runtime.close()

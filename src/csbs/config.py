@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
 
     embedded_workers: bool = True
+    #: Run the policy scheduler inside `csbs serve` (one instance leads across machines).
+    embedded_scheduler: bool = True
+    scheduler_tick_seconds: float = Field(default=5.0, gt=0, le=60)
+    #: A standby scheduler takes over this long after the leader stopped renewing.
+    scheduler_lease_seconds: float = Field(default=30.0, ge=5, le=50)
     worker_concurrency: int = Field(default=4, ge=1)
     worker_host: str | None = None
     delete_concurrency_per_project: int = Field(default=5, ge=1)
@@ -65,6 +70,10 @@ class Settings(BaseSettings):
     restore_deadline_seconds: float = Field(default=24 * 3600, gt=0)
     task_lease_seconds: float = Field(default=30.0, gt=0)
     task_max_attempts: int = Field(default=5, ge=1)
+
+    #: Default quotas of a project an admin set none for; -1 = unlimited (spec §4.15).
+    quota_backups: int = Field(default=600, ge=-1, le=2**31 - 1)
+    quota_capacity_gb: int = Field(default=-1, ge=-1, le=2**31 - 1)
 
     #: Where disks may live: paths separated by ':' (default: <data_dir>/disks).
     inventory_roots: str | None = None

@@ -15,9 +15,12 @@ from csbs.api.routes import (
     health,
     identity,
     operation_logs,
+    policies,
     providers,
+    quotas,
     restores,
     servers,
+    tags,
     versions,
 )
 from csbs.services.container import Services
@@ -48,6 +51,9 @@ def create_app(services: Services) -> FastAPI:
         servers,
         backups,
         restores,
+        policies,
+        quotas,
+        tags,
     ):
         app.include_router(module.router)
     app.add_middleware(

@@ -8,15 +8,25 @@ import typer
 from rich.table import Table
 
 from csbs import app as composition
-from csbs.cli.common import DatabaseUrlOpt, DataDirOpt, console, err_console, settings_from
+from csbs.cli.common import (
+    DatabaseUrlOpt,
+    DataDirOpt,
+    cli_runtime,
+    console,
+    err_console,
+    settings_from,
+)
 from csbs.domain import errors
 from csbs.domain.identity import Role
+from csbs.domain.quotas import QuotaUsage
 
 admin = typer.Typer(help="Administer projects, users and tokens.", no_args_is_help=True)
 project_app = typer.Typer(help="Projects.", no_args_is_help=True)
 user_app = typer.Typer(help="Users.", no_args_is_help=True)
 admin.add_typer(project_app, name="project")
 admin.add_typer(user_app, name="user")
+quota_app = typer.Typer(help="Quotas of projects (-1 = unlimited).", no_args_is_help=True)
+admin.add_typer(quota_app, name="quota")
 
 
 def _runtime(data_dir: DataDirOpt, database_url: DatabaseUrlOpt) -> composition.Runtime:
@@ -119,3 +129,48 @@ def token(
     finally:
         runtime.close()
     print(issued.secret)
+
+
+def _print_quotas(usage: QuotaUsage) -> None:
+    table = Table("resource", "quota", "used")
+    table.add_row("backups", str(usage.quotas.backups), str(usage.backups))
+    table.add_row(
+        "backup_capacity (GB)",
+        str(usage.quotas.capacity_gb),
+        f"{usage.capacity_gb} ({usage.stored_bytes} bytes)",
+    )
+    console.print(table)
+
+
+QuotaProjectOpt = Annotated[str, typer.Option("--project", help="Project name or id.")]
+
+
+@quota_app.command("set")
+def quota_set(
+    project: QuotaProjectOpt,
+    backups: Annotated[
+        int | None, typer.Option("--backups", help="Retained backups; -1 = unlimited.")
+    ] = None,
+    capacity_gb: Annotated[
+        int | None,
+        typer.Option("--capacity-gb", help="GB stored (deduplicated); -1 = unlimited."),
+    ] = None,
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+) -> None:
+    """Set a project's quotas (those not given stay as they are)."""
+    with cli_runtime(data_dir, database_url) as runtime:
+        pid = runtime.services.identity.resolve_project(project).id
+        usage = runtime.services.quotas.set(pid, backups=backups, capacity_gb=capacity_gb)
+    _print_quotas(usage)
+
+
+@quota_app.command("show")
+def quota_show(
+    project: QuotaProjectOpt, data_dir: DataDirOpt = None, database_url: DatabaseUrlOpt = None
+) -> None:
+    """Show a project's quotas and usage."""
+    with cli_runtime(data_dir, database_url) as runtime:
+        pid = runtime.services.identity.resolve_project(project).id
+        usage = runtime.services.quotas.usage(pid)
+    _print_quotas(usage)

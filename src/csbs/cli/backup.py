@@ -9,10 +9,11 @@ from rich.table import Table
 
 from csbs import app as composition
 from csbs.cli.common import DatabaseUrlOpt, DataDirOpt, cli_runtime, console, err_console
+from csbs.cli.tag import parse_tag
 from csbs.cli.task import wait_with_progress
 from csbs.db.queries.backups import BackupFilter
 from csbs.domain import errors
-from csbs.domain.backups import Backup
+from csbs.domain.backups import Backup, Tag
 from csbs.domain.paging import page_request
 from csbs.domain.restores import VolumeMapping
 from csbs.queue import TaskStatus
@@ -72,6 +73,9 @@ def list_(
     project: ProjectOpt = None,
     server: Annotated[str | None, typer.Option("--server", help="Server id.")] = None,
     status: Annotated[str | None, typer.Option("--status")] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", help="key=value the backup carries; repeat.")
+    ] = None,
     limit: Annotated[int, typer.Option("--limit")] = 100,
     data_dir: DataDirOpt = None,
     database_url: DatabaseUrlOpt = None,
@@ -87,8 +91,9 @@ def list_(
             allowed_sort=SORT_KEYS,
             default_sort=DEFAULT_SORT,
         )
+        tags = tuple(Tag(*parse_tag(t)) for t in tag or [])
         result = runtime.services.backups.search(
-            BackupFilter(project_id=pid, resource_id=server, status=status), page
+            BackupFilter(project_id=pid, resource_id=server, status=status, tags=tags), page
         )
     table = Table("id", "name", "server", "status", "progress", "created", "MiB", "new MiB")
     for b in result.items:

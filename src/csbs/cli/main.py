@@ -13,8 +13,10 @@ from csbs.cli.backup import backup_app
 from csbs.cli.backup import restore as restore_command
 from csbs.cli.bench import bench_app
 from csbs.cli.common import DatabaseUrlOpt, DataDirOpt, console, settings_from
+from csbs.cli.policy import policy_app
 from csbs.cli.repo import repo_app
 from csbs.cli.server import server_app
+from csbs.cli.tag import tag_app
 from csbs.cli.task import task_app
 
 app = typer.Typer(
@@ -24,6 +26,8 @@ app.add_typer(admin, name="admin")
 app.add_typer(task_app, name="task")
 app.add_typer(server_app, name="server")
 app.add_typer(backup_app, name="backup")
+app.add_typer(policy_app, name="policy")
+app.add_typer(tag_app, name="tag")
 app.add_typer(repo_app, name="repo")
 app.add_typer(bench_app, name="bench")
 app.command("restore")(restore_command)
@@ -86,6 +90,15 @@ def worker(
     worker = composition.make_worker(runtime)
     console.print(f"csbs worker {worker.worker_id}: {worker.concurrency} slots", highlight=False)
     composition.run_worker(runtime, worker)
+
+
+@app.command()
+def scheduler(data_dir: DataDirOpt = None, database_url: DatabaseUrlOpt = None) -> None:
+    """Run the policy scheduler alone (one instance leads across machines; others stand by)."""
+    runtime = composition.build(settings_from(data_dir=data_dir, database_url=database_url))
+    migrations.upgrade(runtime.services.db.engine)
+    console.print("csbs scheduler: firing due policies while it leads", highlight=False)
+    composition.run_scheduler(runtime)
 
 
 @db_app.command("upgrade")

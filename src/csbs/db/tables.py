@@ -181,6 +181,21 @@ class BackupTag(Base):
     value: orm.Mapped[str] = orm.mapped_column(sa.String(255))
 
 
+class ProjectQuota(Base):
+    """A project's quotas; a NULL limit (or no row) means the configured default."""
+
+    __tablename__ = "project_quotas"
+
+    project_id: orm.Mapped[str] = orm.mapped_column(
+        sa.ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    #: retained backups; -1 = unlimited
+    backups: orm.Mapped[int | None] = orm.mapped_column(sa.Integer, nullable=True)
+    #: stored data in GB (after dedup and compression); -1 = unlimited
+    capacity_gb: orm.Mapped[int | None] = orm.mapped_column(sa.Integer, nullable=True)
+    updated_at: orm.Mapped[dt.datetime] = orm.mapped_column(UTCDateTime)
+
+
 class Restore(Base):
     __tablename__ = "restores"
 
@@ -198,3 +213,90 @@ class Restore(Base):
     task_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(36), nullable=True)
     created_at: orm.Mapped[dt.datetime] = orm.mapped_column(UTCDateTime)
     ended_at: orm.Mapped[dt.datetime | None] = orm.mapped_column(UTCDateTime, nullable=True)
+
+
+class Policy(Base):
+    """A backup policy (CSBS plan) with its one scheduled operation."""
+
+    __tablename__ = "policies"
+
+    id: orm.Mapped[str] = orm.mapped_column(sa.String(36), primary_key=True)
+    project_id: orm.Mapped[str] = orm.mapped_column(
+        sa.ForeignKey("projects.id", ondelete="CASCADE")
+    )
+    name: orm.Mapped[str] = orm.mapped_column(sa.String(255))
+    description: orm.Mapped[str] = orm.mapped_column(sa.String(255))
+    provider_id: orm.Mapped[str] = orm.mapped_column(sa.String(64))
+    parameters: orm.Mapped[dict[str, object]] = orm.mapped_column(sa.JSON)
+    status: orm.Mapped[str] = orm.mapped_column(sa.String(32))
+    operation_id: orm.Mapped[str] = orm.mapped_column(sa.String(36))
+    operation_name: orm.Mapped[str] = orm.mapped_column(sa.String(255))
+    operation_description: orm.Mapped[str] = orm.mapped_column(sa.String(255))
+    enabled: orm.Mapped[bool] = orm.mapped_column(sa.Boolean)
+    trigger_id: orm.Mapped[str] = orm.mapped_column(sa.String(36))
+    pattern: orm.Mapped[str] = orm.mapped_column(sa.Text)
+    timezone: orm.Mapped[str | None] = orm.mapped_column(sa.String(64), nullable=True)
+    definition: orm.Mapped[dict[str, object]] = orm.mapped_column(sa.JSON)
+    created_at: orm.Mapped[dt.datetime] = orm.mapped_column(UTCDateTime)
+    updated_at: orm.Mapped[dt.datetime] = orm.mapped_column(UTCDateTime)
+    #: when the scheduler fires it next; NULL when disabled
+    next_run_at: orm.Mapped[dt.datetime | None] = orm.mapped_column(
+        UTCDateTime, nullable=True, index=True
+    )
+
+    __table_args__ = (sa.UniqueConstraint("project_id", "name", name="uq_policies_project_name"),)
+
+
+class PolicyResource(Base):
+    """A server associated with a policy; a server belongs to at most one policy."""
+
+    __tablename__ = "policy_resources"
+
+    policy_id: orm.Mapped[str] = orm.mapped_column(
+        sa.ForeignKey("policies.id", ondelete="CASCADE"), primary_key=True
+    )
+    server_id: orm.Mapped[str] = orm.mapped_column(
+        sa.ForeignKey("servers.id", ondelete="CASCADE"), primary_key=True, unique=True
+    )
+    position: orm.Mapped[int] = orm.mapped_column(sa.Integer)
+    name: orm.Mapped[str] = orm.mapped_column(sa.String(255))
+    extra_info: orm.Mapped[dict[str, object]] = orm.mapped_column(sa.JSON)
+
+
+class PolicyTag(Base):
+    __tablename__ = "policy_tags"
+
+    policy_id: orm.Mapped[str] = orm.mapped_column(
+        sa.ForeignKey("policies.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: orm.Mapped[str] = orm.mapped_column(sa.String(127), primary_key=True)
+    value: orm.Mapped[str] = orm.mapped_column(sa.String(255))
+
+
+class PolicyRun(Base):
+    """One firing of a policy (scheduled slot or B1); a slot fires at most once."""
+
+    __tablename__ = "policy_runs"
+
+    id: orm.Mapped[str] = orm.mapped_column(sa.String(36), primary_key=True)
+    policy_id: orm.Mapped[str] = orm.mapped_column(sa.ForeignKey("policies.id", ondelete="CASCADE"))
+    project_id: orm.Mapped[str] = orm.mapped_column(sa.String(64))
+    slot_at: orm.Mapped[dt.datetime] = orm.mapped_column(UTCDateTime)
+    fired_at: orm.Mapped[dt.datetime] = orm.mapped_column(UTCDateTime)
+    trigger: orm.Mapped[str] = orm.mapped_column(sa.String(16))
+    checkpoint_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(36), nullable=True)
+    skipped: orm.Mapped[list[dict[str, str]]] = orm.mapped_column(sa.JSON)
+
+    __table_args__ = (
+        sa.UniqueConstraint("policy_id", "slot_at", "trigger", name="uq_policy_runs_slot"),
+    )
+
+
+class SchedulerLease(Base):
+    """Leadership of the scheduler: the holder runs it until `expires_at`."""
+
+    __tablename__ = "scheduler_leases"
+
+    name: orm.Mapped[str] = orm.mapped_column(sa.String(64), primary_key=True)
+    holder: orm.Mapped[str] = orm.mapped_column(sa.String(255))
+    expires_at: orm.Mapped[dt.datetime] = orm.mapped_column(UTCDateTime)

@@ -22,6 +22,7 @@ from csbs.domain.backups import (
     Checkpoint,
     CheckpointNotFound,
     DiskBackup,
+    Tag,
     check_backup_name,
     check_description,
     check_tags,
@@ -34,6 +35,7 @@ from csbs.domain.operations import OperationType
 from csbs.domain.paging import Page, PageRequest
 from csbs.queue import EnqueueRequest, Task, TaskStatus, TaskStore
 from csbs.queue.jobs import Refs
+from csbs.services.quotas import QuotaService
 
 SERVER_TYPE = "OS::Nova::Server"
 SORT_KEYS = frozenset({"created_at", "updated_at", "name", "status", "protected_at", "id"})
@@ -62,6 +64,20 @@ class ProtectRequest:
 
 
 @dataclasses.dataclass(frozen=True)
+class NewBackups:
+    """What the backups of one new backup record share."""
+
+    name: str
+    description: str = ""
+    incremental: bool | None = None
+    tags: tuple[Tag, ...] = ()
+    extra_info: dict[str, Any] | None = None
+    auto_trigger: bool = False
+    plan_id: str | None = None
+    plan_name: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Capability:
     resource_id: str
     resource_type: str
@@ -71,10 +87,13 @@ class Capability:
 
 
 class BackupService:
-    def __init__(self, db: Database, clock: Clock, tasks: TaskStore) -> None:
+    def __init__(
+        self, db: Database, clock: Clock, tasks: TaskStore, quotas: QuotaService | None = None
+    ) -> None:
         self._db = db
         self._clock = clock
         self._tasks = tasks
+        self._quotas = quotas
 
     # -- R2: can it be backed up? -------------------------------------------------------------
 
@@ -90,7 +109,7 @@ class BackupService:
                     server = inv.get_server(s, resource_id)
                     if server is None or server.project_id != project_id:
                         raise ServerNotFound(resource_id)
-                    self._check_server(server)
+                    self.check_server(server)
                     if q.server_busy(s, server.id):
                         raise BackupRunning(f"Server ({server.id}) is being backed up.")
                     out.append(Capability(resource_id, resource_type, True))
@@ -98,8 +117,14 @@ class BackupService:
                     out.append(Capability(resource_id, resource_type, False, e.code, e.message))
         return out
 
+    def check_quota(self, s: orm.Session, project_id: str, count: int) -> None:
+        """In a write transaction, before any server is locked: would `count` more backups
+        exceed the project's quotas? Raises QuotaExceeded (400 CSBS.9006)."""
+        if self._quotas is not None:
+            self._quotas.check_new_backups(s, project_id, count)
+
     @staticmethod
-    def _check_server(server: Server) -> None:
+    def check_server(server: Server) -> None:
         if not server.disks:
             raise errors.InvalidInput(
                 f"No volume attached to the server ({server.id}) for protect.", code="CSBS.6007"
@@ -129,34 +154,64 @@ class BackupService:
         )
         description = check_description(req.description)
         tags = check_tags(req.tags)
-        now = self._clock.now()
+        spec = NewBackups(
+            name=name,
+            description=description,
+            incremental=req.incremental,
+            tags=tags,
+            extra_info=req.extra_info,
+            auto_trigger=req.auto_trigger,
+            plan_id=req.plan_id,
+            plan_name=req.plan_name,
+        )
         with self._db.write() as s:
+            if self._quotas is not None:
+                # First: the project's row is locked before any server's (as policies do).
+                self._quotas.check_new_backups(s, project_id, 1)
             server = inv.get_server(s, req.server_id, for_update=True)
             if server is None or server.project_id != project_id:
                 raise ServerNotFound(req.server_id)
-            self._check_server(server)
+            self.check_server(server)
             if q.server_busy(s, server.id):
                 raise BackupRunning(f"Server ({server.id}) is being backed up.")
+            checkpoint, backups = self.create_backups(s, project_id, [server], spec)
+        self._tasks.poke()
+        return checkpoint, backups[0]
+
+    def create_backups(
+        self, s: orm.Session, project_id: str, servers: Sequence[Server], spec: NewBackups
+    ) -> tuple[Checkpoint, list[Backup]]:
+        """One backup record with one backup (and its task) per server, in `s`'s transaction.
+
+        The caller has locked and checked the servers (`check_server`, not busy); it pokes
+        the workers after its commit. The caller checks the project's quotas first, before
+        locking any server: `QuotaService.check_new_backups(s, project_id, len(servers))`.
+        """
+        now = self._clock.now()
+        first = servers[0]
+        checkpoint = Checkpoint(
+            id=new_id(),
+            project_id=project_id,
+            plan_id=spec.plan_id or f"fake_{new_id()}",
+            plan_name=spec.plan_name or f"server protect plan for {first.id}",
+            status=BackupStatus.PROTECTING,
+            created_at=now,
+            created_by="auto" if spec.auto_trigger else "manual",
+            resources=tuple((server.id, server.name) for server in servers),
+        )
+        q.add_checkpoint(s, checkpoint)
+        made = []
+        for server in servers:
             previous = q.previous_backup(s, server.id)
-            incremental = previous is not None and req.incremental is not False
-            checkpoint = Checkpoint(
-                id=new_id(),
-                project_id=project_id,
-                plan_id=req.plan_id or f"fake_{new_id()}",
-                plan_name=req.plan_name or f"server protect plan for {server.id}",
-                status=BackupStatus.PROTECTING,
-                created_at=now,
-                created_by="auto" if req.auto_trigger else "manual",
-                resources=((server.id, server.name),),
-            )
+            incremental = previous is not None and spec.incremental is not False
             backup_id = new_id()
             task_id = new_id()
             backup = Backup(
                 id=backup_id,
                 checkpoint_id=checkpoint.id,
                 project_id=project_id,
-                name=name,
-                description=description,
+                name=spec.name,
+                description=spec.description,
                 resource_id=server.id,
                 resource_name=server.name,
                 resource_type=SERVER_TYPE,
@@ -165,8 +220,8 @@ class BackupService:
                 updated_at=now,
                 protected_at=None,
                 finished_at=None,
-                plan_id=req.plan_id,
-                auto_trigger=req.auto_trigger,
+                plan_id=spec.plan_id,
+                auto_trigger=spec.auto_trigger,
                 incremental=incremental,
                 progress=0,
                 consistency=CONSISTENCY_NONE,
@@ -174,14 +229,14 @@ class BackupService:
                 fail_reason="",
                 fail_code="",
                 task_id=task_id,
-                extra={"user_extra_info": req.extra_info or {}},
-                tags=tags,
+                extra={"user_extra_info": spec.extra_info or {}},
+                tags=spec.tags,
                 disks=tuple(
                     DiskBackup(
                         id=new_id(),
                         backup_id=backup_id,
                         disk_id=d.id,
-                        disk_name=f"{name}_{d.name}"[:255],
+                        disk_name=f"{spec.name}_{d.name}"[:255],
                         device_name=d.device_name,
                         bootable=d.bootable,
                         source_size=d.size_bytes,
@@ -191,7 +246,6 @@ class BackupService:
                     for d in server.disks
                 ),
             )
-            q.add_checkpoint(s, checkpoint)
             q.add_backup(s, backup)
             self._tasks.enqueue(
                 s.connection(),
@@ -202,7 +256,7 @@ class BackupService:
                     refs=Refs(
                         checkpoint_id=checkpoint.id,
                         checkpoint_item_id=backup_id,
-                        plan_id=req.plan_id,
+                        plan_id=spec.plan_id,
                         resource_id=server.id,
                         resource_name=server.name,
                     ),
@@ -210,8 +264,8 @@ class BackupService:
                     task_id=task_id,
                 ),
             )
-        self._tasks.poke()
-        return checkpoint, backup
+            made.append(backup)
+        return checkpoint, made
 
     # -- reads ------------------------------------------------------------------------------
 

@@ -15,7 +15,10 @@ from csbs.services.deletions import DeletionService
 from csbs.services.identity import IdentityService
 from csbs.services.inventory import InventoryService
 from csbs.services.operation_logs import OperationLogService
+from csbs.services.policies import PolicyService
+from csbs.services.quotas import QuotaService
 from csbs.services.restores import RestoreService
+from csbs.services.tags import TagService
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,8 +54,11 @@ class Services:
     backups: BackupService
     restores: RestoreService
     deletions: DeletionService
+    policies: PolicyService
     repository: Repository
     inventory_roots: tuple[Path, ...]
     operation_logs: OperationLogService
+    quotas: QuotaService
+    tags: TagService
     options: ApiOptions
     lifecycle: Lifecycle = dataclasses.field(default_factory=Lifecycle)

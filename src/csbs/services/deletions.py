@@ -12,11 +12,18 @@ import re
 from collections.abc import Sequence
 
 import sqlalchemy as sa
+from sqlalchemy import orm
 
 from csbs.db.engine import Database
 from csbs.db.queries import backups as q
 from csbs.domain import errors
-from csbs.domain.backups import DELETABLE, BackupBusy, BackupStatus, CheckpointNotFound
+from csbs.domain.backups import (
+    DELETABLE,
+    Backup,
+    BackupBusy,
+    BackupStatus,
+    CheckpointNotFound,
+)
 from csbs.domain.clock import Clock
 from csbs.domain.ids import new_id
 from csbs.domain.operations import OperationType
@@ -67,7 +74,6 @@ class DeletionService:
             CheckpointNotFound / BackupNotFound: unknown record, or an id not in it (404).
             BackupBusy: a targeted backup is not `available` or `error` (400 CSBS.2003).
         """
-        now = self._clock.now()
         with self._db.write() as s:
             cp = q.get_checkpoint(s, checkpoint_id)
             if cp is None or cp.project_id != project_id or not cp.resources:
@@ -85,29 +91,36 @@ class DeletionService:
                 raise BackupBusy(
                     f"Backup ({busy[0].id}) is {busy[0].status.value}; item in executing"
                 )
-            task_ids = []
-            for b in targets:
-                task_id = new_id()
-                q.set_status(s, b.id, BackupStatus.WAITING_DELETE, now, task_id=task_id)
-                self._tasks.enqueue(
-                    s.connection(),
-                    EnqueueRequest(
-                        project_id=project_id,
-                        operation_type=OperationType.DELETE,
-                        params={"backup_id": b.id},
-                        refs=Refs(
-                            provider_id=CSBS_PROVIDER_ID,
-                            checkpoint_id=checkpoint_id,
-                            checkpoint_item_id=b.id,
-                            plan_id=b.plan_id,
-                            resource_id=b.resource_id,
-                            resource_name=b.resource_name,
-                        ),
-                        task_id=task_id,
-                    ),
-                )
-                task_ids.append(task_id)
+            task_ids = self.enqueue(s, targets)
         self._tasks.poke()
+        return task_ids
+
+    def enqueue(self, s: orm.Session, targets: Sequence[Backup]) -> list[str]:
+        """Move `targets` to `waiting_delete` with one deletion task each, in `s`'s
+        transaction (the caller checked they are deletable and pokes after its commit)."""
+        now = self._clock.now()
+        task_ids = []
+        for b in targets:
+            task_id = new_id()
+            q.set_status(s, b.id, BackupStatus.WAITING_DELETE, now, task_id=task_id)
+            self._tasks.enqueue(
+                s.connection(),
+                EnqueueRequest(
+                    project_id=b.project_id,
+                    operation_type=OperationType.DELETE,
+                    params={"backup_id": b.id},
+                    refs=Refs(
+                        provider_id=CSBS_PROVIDER_ID,
+                        checkpoint_id=b.checkpoint_id,
+                        checkpoint_item_id=b.id,
+                        plan_id=b.plan_id,
+                        resource_id=b.resource_id,
+                        resource_name=b.resource_name,
+                    ),
+                    task_id=task_id,
+                ),
+            )
+            task_ids.append(task_id)
         return task_ids
 
 

@@ -114,3 +114,4 @@ class BackupHandler:
 
     def on_end(self, conn: sa.Connection, task: Task) -> None:
         self._recorder.on_end(conn, task)
+        self._s.policies.after_backup(conn, task)

@@ -42,6 +42,8 @@ class BackupFilter:
     #: set when a filter can match nothing here (e.g. an unknown AZ or image type)
     impossible: bool = False
     include_deleted: bool = False
+    #: (key, value) tags the backup must all carry
+    tags: tuple[Tag, ...] = ()
 
 
 def _like(value: str) -> str:
@@ -73,6 +75,11 @@ def _where(f: BackupFilter) -> list[sa.ColumnElement[bool]]:
         conds.append(c.created_at >= f.created_from)
     if f.created_to is not None:
         conds.append(c.created_at <= f.created_to)
+    T = tables.BackupTag
+    conds.extend(
+        sa.exists(sa.select(T.key).where(T.backup_id == c.id, T.key == t.key, T.value == t.value))
+        for t in f.tags
+    )
     return conds
 
 
@@ -218,6 +225,19 @@ def get_backup(s: orm.Session, backup_id: str, *, for_update: bool = False) -> B
         stmt = stmt.with_for_update()
     row = s.scalars(stmt).one_or_none()
     return _assemble(s, [row])[0] if row else None
+
+
+def backups_by_ids(s: orm.Session, backup_ids: Sequence[str]) -> list[Backup]:
+    """The live backups among `backup_ids`, in that order."""
+    if not backup_ids:
+        return []
+    rows = {
+        r.id: r
+        for r in s.scalars(
+            sa.select(B).where(B.id.in_(list(backup_ids)), B.status != BackupStatus.DELETED.value)
+        )
+    }
+    return _assemble(s, [rows[i] for i in backup_ids if i in rows])
 
 
 def backups_of_checkpoint(

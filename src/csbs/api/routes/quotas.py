@@ -1,0 +1,39 @@
+"""Quotas: Q1 for every caller of the project; changing them is for admins (our extension)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+
+from csbs.api.deps import ReaderDep, ServicesDep, project_reader
+from csbs.api.schemas.quotas import QuotaUpdateBody, quotas_body
+from csbs.domain import errors
+from csbs.domain.identity import Principal
+
+router = APIRouter(prefix="/v1/{project_id}", tags=["quotas"])
+
+
+def quota_admin(principal: Annotated[Principal, Depends(project_reader)]) -> Principal:
+    """Only administrators change quotas (403 otherwise)."""
+    if not principal.is_admin:
+        raise errors.Forbidden("Only administrators may change quotas.")
+    return principal
+
+
+@router.get("/quotas", summary="Query quotas (Q1)")
+def show_quotas(project_id: str, services: ServicesDep, _p: ReaderDep) -> dict[str, Any]:
+    return quotas_body(services.quotas.usage(project_id))
+
+
+@router.put("/admin/quotas", summary="Set the project's quotas (admin)")
+def set_quotas(
+    project_id: str,
+    body: QuotaUpdateBody,
+    services: ServicesDep,
+    _p: Annotated[Principal, Depends(quota_admin)],
+) -> dict[str, Any]:
+    usage = services.quotas.set(
+        project_id, backups=body.quotas.backups, capacity_gb=body.quotas.backup_capacity
+    )
+    return quotas_body(usage)
