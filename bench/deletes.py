@@ -1,6 +1,6 @@
 """Deletion benchmark: many DELETE calls against a running `csbs serve` on PostgreSQL.
 
-    python -m bench.deletes [--backups 1000] [--projects 10] [--clients 20]
+    python -m bench.deletes [--backups 1000] [--projects 10] [--clients 20] [--separate-worker]
 
 Starts `csbs serve` (embedded workers, PostgreSQL in a fresh schema, loopback only), makes
 the backups (one tiny disk per server), then sends one DELETE per backup record from
@@ -46,6 +46,11 @@ def main() -> None:
     parser.add_argument("--projects", type=int, default=10)
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--port", type=int, default=8911)
+    parser.add_argument(
+        "--separate-worker",
+        action="store_true",
+        help="run `csbs serve` without embedded workers and one `csbs worker` process beside it",
+    )
     args = parser.parse_args()
 
     schema = f"bench_del_{uuid.uuid4().hex[:8]}"
@@ -81,6 +86,26 @@ def main() -> None:
     log = open(data / "serve.log", "wb")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CSBS_")}
     env.update(CSBS_LOG_LEVEL="WARNING", CSBS_WORKER_CONCURRENCY="8")
+    worker = None
+    if args.separate_worker:
+        env["CSBS_EMBEDDED_WORKERS"] = "false"
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "csbs",
+                "worker",
+                "--data-dir",
+                str(data),
+                "--database-url",
+                url,
+                "--concurrency",
+                "8",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     serve = subprocess.Popen(
         [
             sys.executable,
@@ -213,9 +238,10 @@ def main() -> None:
                 peak_records = max(peak_records, cur)
         ordered = sorted(latencies)
         print()
+        topology = "separate worker process" if args.separate_worker else "embedded workers"
         print(
             f"deletions: {len(jobs)} DELETE calls, {args.clients} clients, "
-            f"{args.projects} projects, PostgreSQL, limit 5 per project"
+            f"{args.projects} projects, PostgreSQL, limit 5 per project, {topology}"
         )
         print(f"  HTTP status codes          {dict(codes)}")
         print(
@@ -236,6 +262,9 @@ def main() -> None:
     finally:
         serve.terminate()
         serve.wait(timeout=60)
+        if worker is not None:
+            worker.terminate()
+            worker.wait(timeout=60)
         runtime.close()
         with admin_engine.connect() as c:
             c.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))

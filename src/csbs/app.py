@@ -76,6 +76,7 @@ def build(
         db,
         clock,
         token_ttl=dt.timedelta(seconds=settings.token_ttl_seconds),
+        token_cache_seconds=settings.token_cache_seconds,
         hasher=password_hasher,
     )
     store = TaskStore(engine, clock, queue_config(settings))

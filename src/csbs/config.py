@@ -40,6 +40,8 @@ class Settings(BaseSettings):
 
     admin_password: SecretStr | None = None
     token_ttl_seconds: int = Field(default=24 * 3600, gt=0)
+    #: Validated tokens are remembered this long per process (0: every call asks the database).
+    token_cache_seconds: float = Field(default=5.0, ge=0, le=300)
 
     master_key: SecretStr | None = None
     master_key_file: Path | None = None

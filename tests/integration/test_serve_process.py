@@ -43,6 +43,10 @@ def test_first_start_generates_admin_password_then_serves(tmp_path: Path) -> Non
     # One JSON line per request, with request id, status and duration.
     lines = [line for line in log.read_text().splitlines() if '"msg": "request"' in line]
     assert any('"status": 201' in line and '"duration_ms"' in line for line in lines)
+    # The embedded scheduler led while the service ran and handed over on SIGTERM.
+    text = log.read_text()
+    assert '"msg": "scheduler leadership taken"' in text
+    assert '"msg": "scheduler stopped"' in text
 
 
 def test_second_start_keeps_admin_and_uses_env_password(tmp_path: Path) -> None:

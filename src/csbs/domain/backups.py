@@ -114,6 +114,19 @@ class Backup:
 
 
 @dataclasses.dataclass(frozen=True)
+class BackupRef:
+    """What deleting a backup needs of it (read without its disks and tags)."""
+
+    id: str
+    project_id: str
+    checkpoint_id: str
+    status: BackupStatus
+    plan_id: str | None
+    resource_id: str
+    resource_name: str
+
+
+@dataclasses.dataclass(frozen=True)
 class Checkpoint:
     """A backup record: one run, holding one backup per server (a CSBS checkpoint)."""
 

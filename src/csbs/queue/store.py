@@ -103,6 +103,7 @@ class TaskStore:
             .values(running=task_queues.c.running - 1)
         )
         self._finish_stmt, self._finish_decrement = self._build_finish()
+        self._enqueue_stmt, self._enqueue_group = self._build_enqueue()
         self._local_wakers: list[threading.Event] = []
         self._wakers_lock = threading.Lock()
 
@@ -136,44 +137,68 @@ class TaskStore:
     def enqueue(self, conn: sa.Connection, request: EnqueueRequest) -> Task:
         """Insert a waiting task inside the caller's transaction (call `poke` after commit)."""
         now = self._clock.now()
-        insert = pg_dialect.insert if self.is_postgres else sqlite_dialect.insert
-        conn.execute(
-            insert(task_queues)
-            .values(project_id=request.project_id, operation_type=request.operation_type, running=0)
-            .on_conflict_do_nothing()
-        )
         refs = request.refs
-        row = conn.execute(
-            tasks.insert()
-            .values(
-                id=request.task_id or new_id(),
-                project_id=request.project_id,
-                operation_type=request.operation_type,
-                status=TaskStatus.WAITING.value,
-                params=dict(request.params),
-                provider_id=refs.provider_id,
-                checkpoint_id=refs.checkpoint_id,
-                checkpoint_item_id=refs.checkpoint_item_id,
-                plan_id=refs.plan_id,
-                restore_id=refs.restore_id,
-                resource_id=refs.resource_id,
-                resource_name=refs.resource_name,
-                progress=0,
-                extra_info={},
-                error_info=None,
-                created_at=now,
-                attempts=0,
-                max_attempts=self.config.max_attempts,
-                deadline_seconds=request.deadline_seconds
-                or self.config.deadline_for(request.operation_type),
-                not_before=now,
-                route=request.route,
-                cancel_requested=False,
-            )
-            .returning(*tasks.c)
-        ).one()
-        self._notify(conn, request.operation_type)
-        return Task.from_row(row)
+        params = {
+            "e_id": request.task_id or new_id(),
+            "e_project": request.project_id,
+            "e_type": request.operation_type,
+            "e_params": dict(request.params),
+            "e_provider": refs.provider_id,
+            "e_checkpoint": refs.checkpoint_id,
+            "e_item": refs.checkpoint_item_id,
+            "e_plan": refs.plan_id,
+            "e_restore": refs.restore_id,
+            "e_resource": refs.resource_id,
+            "e_resource_name": refs.resource_name,
+            "e_now": now,
+            "e_max_attempts": self.config.max_attempts,
+            "e_deadline": request.deadline_seconds
+            or self.config.deadline_for(request.operation_type),
+            "e_route": request.route,
+        }
+        if self._enqueue_group is not None:
+            conn.execute(self._enqueue_group, params)
+        return Task.from_row(conn.execute(self._enqueue_stmt, params).one())
+
+    def _build_enqueue(self) -> tuple[sa.Executable, sa.Executable | None]:
+        """The enqueue statements, built once (a DELETE call enqueues on its hot path)."""
+        b = sa.bindparam
+        group = {"project_id": b("e_project"), "operation_type": b("e_type"), "running": 0}
+        add_task = tasks.insert().values(
+            id=b("e_id"),
+            project_id=b("e_project"),
+            operation_type=b("e_type"),
+            status=TaskStatus.WAITING.value,
+            params=b("e_params", type_=sa.JSON()),
+            provider_id=b("e_provider", type_=sa.String()),
+            checkpoint_id=b("e_checkpoint", type_=sa.String()),
+            checkpoint_item_id=b("e_item", type_=sa.String()),
+            plan_id=b("e_plan", type_=sa.String()),
+            restore_id=b("e_restore", type_=sa.String()),
+            resource_id=b("e_resource", type_=sa.String()),
+            resource_name=b("e_resource_name", type_=sa.String()),
+            progress=0,
+            extra_info=sa.literal({}, sa.JSON()),
+            error_info=sa.null(),
+            created_at=b("e_now", type_=UTCDateTime()),
+            attempts=0,
+            max_attempts=b("e_max_attempts", type_=sa.Integer()),
+            deadline_seconds=b("e_deadline", type_=sa.Float()),
+            not_before=b("e_now", type_=UTCDateTime()),
+            route=b("e_route", type_=sa.String()),
+            cancel_requested=False,
+        )
+        if not self.is_postgres:
+            add_group = sqlite_dialect.insert(task_queues).values(**group).on_conflict_do_nothing()
+            return add_task.returning(*tasks.c), add_group
+        # PostgreSQL: one round trip for the group row, the task and the wake-up
+        # (data-modifying CTEs run exactly once, whether or not the outer select reads them).
+        add_group_cte = (
+            pg_dialect.insert(task_queues).values(**group).on_conflict_do_nothing()
+        ).cte("add_group")
+        added = add_task.returning(*tasks.c).cte("added")
+        notify = sa.func.pg_notify(CHANNEL, added.c.operation_type).label("notified")
+        return sa.select(*added.c, notify).add_cte(add_group_cte), None
 
     def enqueue_one(self, request: EnqueueRequest) -> Task:
         """Enqueue in a transaction of its own."""

@@ -19,8 +19,8 @@ from csbs.db.queries import backups as q
 from csbs.domain import errors
 from csbs.domain.backups import (
     DELETABLE,
-    Backup,
     BackupBusy,
+    BackupRef,
     BackupStatus,
     CheckpointNotFound,
 )
@@ -75,10 +75,9 @@ class DeletionService:
             BackupBusy: a targeted backup is not `available` or `error` (400 CSBS.2003).
         """
         with self._db.write() as s:
-            cp = q.get_checkpoint(s, checkpoint_id)
-            if cp is None or cp.project_id != project_id or not cp.resources:
+            backups = {b.id: b for b in q.refs_for_update(s, checkpoint_id=checkpoint_id)}
+            if not backups or any(b.project_id != project_id for b in backups.values()):
                 raise CheckpointNotFound(checkpoint_id)
-            backups = {b.id: b for b in q.backups_of_checkpoint(s, checkpoint_id, for_update=True)}
             if item_ids is None:
                 targets = list(backups.values())
             else:
@@ -95,14 +94,14 @@ class DeletionService:
         self._tasks.poke()
         return task_ids
 
-    def enqueue(self, s: orm.Session, targets: Sequence[Backup]) -> list[str]:
+    def enqueue(self, s: orm.Session, targets: Sequence[BackupRef]) -> list[str]:
         """Move `targets` to `waiting_delete` with one deletion task each, in `s`'s
         transaction (the caller checked they are deletable and pokes after its commit)."""
         now = self._clock.now()
         task_ids = []
         for b in targets:
             task_id = new_id()
-            q.set_status(s, b.id, BackupStatus.WAITING_DELETE, now, task_id=task_id)
+            q.mark(s, b.id, BackupStatus.WAITING_DELETE, now, task_id)
             self._tasks.enqueue(
                 s.connection(),
                 EnqueueRequest(

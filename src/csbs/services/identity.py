@@ -6,10 +6,12 @@ their SHA-256 is stored, so a copy of the database cannot be used to call the AP
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import hashlib
 import re
 import secrets
+import threading
 
 import argon2
 import sqlalchemy.exc
@@ -39,6 +41,10 @@ def _check_name(kind: str, name: str) -> None:
         raise errors.InvalidInput(f"{kind} name must be 1-255 characters of [A-Za-z0-9_.@-]")
 
 
+#: At most this many validated tokens are remembered (least recently used go first).
+_TOKEN_CACHE_SIZE = 10_000
+
+
 class IdentityService:
     """Authenticates users and validates tokens."""
 
@@ -49,10 +55,19 @@ class IdentityService:
         *,
         token_ttl: dt.timedelta,
         hasher: argon2.PasswordHasher | None = None,
+        token_cache_seconds: float = 0.0,
     ) -> None:
         self._db = db
         self._clock = clock
         self._ttl = token_ttl
+        # Validated tokens, briefly (as Keystone's middleware caches them): a busy client
+        # then costs no database round trip per call. A revocation through this process
+        # takes effect at once; one through another process within `token_cache_seconds`.
+        self._cache_seconds = token_cache_seconds
+        self._cache: collections.OrderedDict[str, tuple[float, Principal]] = (
+            collections.OrderedDict()
+        )
+        self._cache_lock = threading.Lock()
         self._hasher = hasher or argon2.PasswordHasher()
         # Verified against when the user does not exist, so both paths cost the same time.
         self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
@@ -191,21 +206,52 @@ class IdentityService:
             raise errors.Unauthenticated("Missing X-Auth-Token header.")
         if not _TOKEN_RE.match(secret):
             raise errors.Unauthenticated("The token is malformed.")
-        with self._db.read() as s:
-            principal = q.principal_for_token(s, hash_token(secret))
+        token_hash = hash_token(secret)
+        principal = self._cached(token_hash)
         if principal is None:
-            raise errors.Unauthenticated("The token is invalid or has been revoked.")
+            with self._db.read() as s:
+                principal = q.principal_for_token(s, token_hash)
+            if principal is None:
+                raise errors.Unauthenticated("The token is invalid or has been revoked.")
+            self._remember(token_hash, principal)
         if principal.expires_at <= self._clock.now():
             raise errors.Unauthenticated("The token has expired.")
         return principal
+
+    def _cached(self, token_hash: str) -> Principal | None:
+        if self._cache_seconds <= 0:
+            return None
+        with self._cache_lock:
+            hit = self._cache.get(token_hash)
+            if hit is None:
+                return None
+            if hit[0] <= self._clock.monotonic():
+                del self._cache[token_hash]
+                return None
+            return hit[1]
+
+    def _remember(self, token_hash: str, principal: Principal) -> None:
+        if self._cache_seconds <= 0:
+            return
+        with self._cache_lock:
+            self._cache[token_hash] = (self._clock.monotonic() + self._cache_seconds, principal)
+            self._cache.move_to_end(token_hash)
+            while len(self._cache) > _TOKEN_CACHE_SIZE:
+                self._cache.popitem(last=False)
 
     def revoke(self, secret: str) -> None:
         """Revoke a token. Raises NotFound when it is unknown or already revoked."""
         if not _TOKEN_RE.match(secret):
             raise errors.NotFound("token not found")
-        with self._db.write() as s:
-            if not q.revoke_token(s, hash_token(secret), self._clock.now()):
-                raise errors.NotFound("token not found")
+        token_hash = hash_token(secret)
+        try:
+            with self._db.write() as s:
+                if not q.revoke_token(s, token_hash, self._clock.now()):
+                    raise errors.NotFound("token not found")
+        finally:
+            # After the commit, so the next validation here reads the revocation.
+            with self._cache_lock:
+                self._cache.pop(token_hash, None)
 
     # -- internals --------------------------------------------------------------------------
 

@@ -466,12 +466,16 @@ class PolicyService:
             for c, server_id in q.retention_candidates(s, policy.id):
                 by_server.setdefault(server_id, []).append(c)
             now = self._clock.now()
-            targets: list[Backup] = []
-            for candidates in by_server.values():
-                for backup_id in expired(candidates, rules, now):
-                    b = bq.get_backup(s, backup_id, for_update=True)
-                    if b is not None and b.status is BackupStatus.AVAILABLE:
-                        targets.append(b)
+            drop = [i for c in by_server.values() for i in expired(c, rules, now)]
+            targets = (
+                [
+                    b
+                    for b in bq.refs_for_update(s, ids=drop)
+                    if b.status is BackupStatus.AVAILABLE  # a DELETE may have come first
+                ]
+                if drop
+                else []
+            )
             task_ids = self._deletions.enqueue(s, targets)
             s.flush()
         return task_ids

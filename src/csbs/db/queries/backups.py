@@ -12,9 +12,18 @@ from sqlalchemy import orm
 
 from csbs.db import tables
 from csbs.domain import errors
-from csbs.domain.backups import Backup, BackupStatus, Checkpoint, DiskBackup, Tag, checkpoint_status
+from csbs.domain.backups import (
+    Backup,
+    BackupRef,
+    BackupStatus,
+    Checkpoint,
+    DiskBackup,
+    Tag,
+    checkpoint_status,
+)
 from csbs.domain.paging import Page, PageRequest
 from csbs.sqlpaging import apply_page
+from csbs.sqltypes import UTCDateTime
 
 B = tables.Backup
 SORT_COLUMNS: Mapping[str, sa.ColumnElement[Any]] = {
@@ -249,6 +258,70 @@ def backups_of_checkpoint(
     if for_update:
         stmt = stmt.with_for_update()
     return _assemble(s, list(s.scalars(stmt.order_by(B.created_at, B.id))))
+
+
+_BT: sa.Table = B.__table__  # type: ignore[assignment]
+#: Built once: deleting is on the hot path of DELETE (Core statements: no ORM bookkeeping).
+_REFS = sa.select(
+    _BT.c.id,
+    _BT.c.project_id,
+    _BT.c.checkpoint_id,
+    _BT.c.status,
+    _BT.c.plan_id,
+    _BT.c.resource_id,
+    _BT.c.resource_name,
+).where(_BT.c.status != BackupStatus.DELETED.value)
+_REFS_OF_CHECKPOINT = (
+    _REFS.where(_BT.c.checkpoint_id == sa.bindparam("r_checkpoint"))
+    .order_by(_BT.c.created_at, _BT.c.id)
+    .with_for_update()
+)
+_REFS_BY_ID = (
+    _REFS.where(_BT.c.id.in_(sa.bindparam("r_ids", expanding=True)))
+    .order_by(_BT.c.created_at, _BT.c.id)
+    .with_for_update()
+)
+_MARK = (
+    _BT.update()
+    .where(_BT.c.id == sa.bindparam("m_id"))
+    .values(
+        status=sa.bindparam("m_status"),
+        updated_at=sa.bindparam("m_now", type_=UTCDateTime()),
+        task_id=sa.bindparam("m_task"),
+    )
+)
+
+
+def refs_for_update(
+    s: orm.Session, *, checkpoint_id: str | None = None, ids: Sequence[str] = ()
+) -> list[BackupRef]:
+    """The backups of a record (or with these ids), locked, oldest first: one statement."""
+    conn = s.connection()
+    if checkpoint_id is not None:
+        rows = conn.execute(_REFS_OF_CHECKPOINT, {"r_checkpoint": checkpoint_id})
+    else:
+        rows = conn.execute(_REFS_BY_ID, {"r_ids": list(ids)})
+    return [
+        BackupRef(
+            id=r.id,
+            project_id=r.project_id,
+            checkpoint_id=r.checkpoint_id,
+            status=BackupStatus(r.status),
+            plan_id=r.plan_id,
+            resource_id=r.resource_id,
+            resource_name=r.resource_name,
+        )
+        for r in rows
+    ]
+
+
+def mark(
+    s: orm.Session, backup_id: str, status: BackupStatus, now: dt.datetime, task_id: str
+) -> None:
+    """A backup's new status and the task that now works on it (a prebuilt statement)."""
+    s.connection().execute(
+        _MARK, {"m_id": backup_id, "m_status": status.value, "m_now": now, "m_task": task_id}
+    )
 
 
 def search(s: orm.Session, f: BackupFilter, page: PageRequest) -> Page[Backup]:
