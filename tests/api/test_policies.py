@@ -367,3 +367,32 @@ def test_quota_refuses_execute_and_policy_tags_reach_backups(api: Api, env: Env)
             ("team", "web"),
             ("tier", ""),
         ]
+
+
+MAX_BACKUPS = "scheduled_operations.0.operation_definition.max_backups"
+PATTERN_PATH = "scheduled_operations.0.trigger.properties.pattern"
+ODD = [
+    ("GET", "/policies?limit=99999999999999999999", None),
+    ("GET", "/policies?offset=99999999999999999999", None),
+    ("POST", "/policies", _with(MAX_BACKUPS, "9" * 5000)),
+    ("POST", "/policies", _with(PATTERN_PATH, PATTERN.replace("=12", "=\u00b2"))),
+    ("POST", "/policies", _with(PATTERN_PATH, PATTERN.replace("=12", "=" + "1" * 5000))),
+    ("POST", "/policies", _with("resources", [res("x\u0000")])),
+    ("POST", f"/providers/{CSBS_PROVIDER_ID}/checkpoints", {"checkpoint": {"plan_id": "x\0"}}),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "payload"), ODD)
+def test_odd_values_get_a_4xx_not_a_500(api: Api, method: str, path: str, payload: Any) -> None:
+    r = api.call(method, path, payload)
+    assert 400 <= r.status_code < 500, r.text
+    assert r.json()["error_code"].startswith("CSBS.")
+
+
+@pytest.mark.parametrize("path", ["/policies?name=%00", "/policies/%00", "/policies/x%00y"])
+def test_nul_characters_never_give_a_500(api: Api, path: str) -> None:
+    # PostgreSQL cannot hold NUL in text (400 CSBS.9001); SQLite simply finds nothing.
+    r = api.call("GET", path)
+    assert r.status_code in (200, 400, 404), r.text
+    if r.status_code != 200:
+        assert r.json()["error_code"] in ("CSBS.9001", "CSBS.3000")

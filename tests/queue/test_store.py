@@ -250,3 +250,38 @@ def test_queue_positions(make_store: Any) -> None:
     store.claim("w", None, [DELETE])
     positions = store.queue_positions("p")
     assert positions == {made[1].id: 1, made[2].id: 2, made[3].id: 3}
+
+
+def test_enqueue_does_not_wait_for_a_transaction_holding_the_group_row(make_store: Any) -> None:
+    """A finish holds its group's row until it commits, and its end hook goes on to lock
+    backup and policy rows; an enqueue in a transaction that holds those rows must not wait
+    for the group row, or the two deadlock (seen as DELETE of a sibling backup -> 503)."""
+    import threading
+
+    store = make_store(limits={"delete": 5})
+    store.enqueue_one(EnqueueRequest(project_id="p", operation_type="delete"))
+    holder = store.engine.connect()
+    tx = holder.begin()
+    holder.execute(sa.text("UPDATE task_queues SET running = running WHERE project_id = 'p'"))
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def enqueue() -> None:
+        try:
+            store.enqueue_one(EnqueueRequest(project_id="p", operation_type="delete"))
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+        done.set()
+
+    t = threading.Thread(target=enqueue)
+    t.start()
+    try:
+        if store.is_postgres:
+            # On PostgreSQL the enqueue goes ahead while the group row stays locked.
+            assert done.wait(10), "enqueue waited for the transaction holding the group row"
+    finally:
+        tx.rollback()
+        holder.close()
+        t.join(30)
+    assert not errors and done.is_set()
+    assert store.count(TaskFilter(project_id="p")) == 2

@@ -175,3 +175,41 @@ def test_slot_over_quota_is_skipped_with_the_quota_code(env: Env) -> None:
     assert env.services.policies.get(pid, pol).next_run_at == dt.datetime(
         2026, 3, 3, 10, 0, tzinfo=dt.UTC
     )
+
+
+def test_a_failing_policy_does_not_hold_up_the_others(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pid = env.project_id("admin")
+    bad = policy(env, pid, "bad", [server(env, pid, "a")], "FREQ=DAILY;BYHOUR=10;BYMINUTE=0")
+    good = policy(env, pid, "good", [server(env, pid, "b")], "FREQ=DAILY;BYHOUR=10;BYMINUTE=0")
+    service = env.services.policies
+    real = service._fire
+
+    def fire(policy_id: str, due_at: dt.datetime) -> object:
+        if policy_id == bad:
+            raise OSError("the repository is away")
+        return real(policy_id, due_at)
+
+    monkeypatch.setattr(service, "_fire", fire)
+    env.clock.advance(60)
+    assert [r.policy_id for r in service.fire_due()] == [good]
+    monkeypatch.setattr(service, "_fire", real)
+    assert [r.policy_id for r in service.fire_due()] == [bad]  # tried again, then fired
+
+
+def test_a_slot_that_already_fired_is_not_fired_again(env: Env) -> None:
+    pid = env.project_id("admin")
+    pol = policy(env, pid, "p", [server(env, pid, "a")], "FREQ=DAILY;BYHOUR=10;BYMINUTE=0")
+    env.clock.advance(60)
+    (run,) = env.services.policies.fire_due()
+    # An update on a node whose clock lags puts the slot that just ran back as the next run.
+    with env.services.db.write() as s:
+        s.execute(
+            sa.update(tables.Policy).where(tables.Policy.id == pol).values(next_run_at=run.slot_at)
+        )
+    assert env.services.policies.fire_due() == []
+    assert len(runs_of(env)) == 1
+    assert env.services.policies.get(pid, pol).next_run_at == dt.datetime(
+        2026, 3, 3, 10, 0, tzinfo=dt.UTC
+    )

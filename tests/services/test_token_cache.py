@@ -58,3 +58,24 @@ def test_expiry_is_exact_even_when_cached(env: Env) -> None:
     env.clock._now = principal.expires_at
     with pytest.raises(errors.Unauthenticated, match="expired"):
         env.services.identity.validate(token)
+
+
+def test_a_validation_racing_a_revocation_does_not_cache_the_token(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from csbs.services import identity as identity_module
+
+    token = env.add_user("mia", "alpha", Role.MEMBER)
+    identity = env.services.identity
+    real = identity_module.q.principal_for_token
+
+    def read_then_revoked(s: object, token_hash: str) -> object:
+        principal = real(s, token_hash)  # type: ignore[arg-type]
+        monkeypatch.setattr(identity_module.q, "principal_for_token", real)
+        identity.revoke(token)  # commits between this read and the caching of its result
+        return principal
+
+    monkeypatch.setattr(identity_module.q, "principal_for_token", read_then_revoked)
+    identity.validate(token)  # read before the revocation: answered, but not remembered
+    with pytest.raises(errors.Unauthenticated):
+        identity.validate(token)

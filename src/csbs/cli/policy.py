@@ -68,7 +68,8 @@ def _show(p: Policy) -> None:
     console.print(f"id:          {p.id}", highlight=False)
     console.print(f"name:        {p.name}  ({p.status})", highlight=False)
     console.print(f"servers:     {', '.join(f'{r.name} ({r.id})' for r in p.resources) or '-'}")
-    rule = next(line for line in op.pattern.splitlines() if line.upper().startswith("RRULE"))
+    rules = [line.strip() for line in op.pattern.splitlines()]
+    rule = next((line for line in rules if line.upper().startswith("RRULE")), op.pattern)
     console.print(f"schedule:    {rule} {op.timezone or 'UTC'}", highlight=False)
     console.print(f"enabled:     {op.enabled}", highlight=False)
     nxt = p.next_run_at.strftime("%Y-%m-%d %H:%M:%S UTC") if p.next_run_at else "-"

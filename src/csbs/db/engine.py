@@ -109,7 +109,8 @@ def _configure_sqlite(engine: sa.Engine) -> None:
 
 @contextlib.contextmanager
 def translate_errors() -> Iterator[None]:
-    """Turn "the database is not reachable" into ServiceUnavailable; let the rest through."""
+    """Turn "the database is not reachable" into ServiceUnavailable and values it cannot
+    take into InvalidInput; let the rest through."""
     try:
         yield
     except (exc.OperationalError, exc.InterfaceError) as e:
@@ -118,6 +119,13 @@ def translate_errors() -> Iterator[None]:
         raise errors.ServiceUnavailable("The metadata database is unavailable.") from e
     except exc.TimeoutError as e:
         raise errors.ServiceUnavailable("The metadata database is overloaded.") from e
+    except exc.DataError as e:
+        # A value the database cannot hold (a NUL character, NaN in JSON, a number out of
+        # range): the caller's input, never an internal fault.
+        raise errors.InvalidInput(
+            "a value in the request cannot be stored or compared (e.g. a NUL character, "
+            "NaN or a number out of range)"
+        ) from e
 
 
 def _is_sqlite_lock(e: exc.OperationalError) -> bool:

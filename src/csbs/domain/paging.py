@@ -9,6 +9,8 @@ from csbs.domain import errors
 
 DEFAULT_LIMIT = 1000
 MAX_SORT_LENGTH = 255
+#: limit and offset above this are refused (the databases' integer range).
+MAX_INT = 2**31 - 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,10 +80,10 @@ def page_request(
     Raises:
         InvalidInput: a non-positive limit, a negative offset, or a bad sort.
     """
-    if limit is not None and limit < 1:
-        raise errors.InvalidInput("limit must be a positive integer")
-    if offset is not None and offset < 0:
-        raise errors.InvalidInput("offset must not be negative")
+    if limit is not None and not 1 <= limit <= MAX_INT:
+        raise errors.InvalidInput(f"limit must be an integer from 1 to {MAX_INT}")
+    if offset is not None and not 0 <= offset <= MAX_INT:
+        raise errors.InvalidInput(f"offset must be an integer from 0 to {MAX_INT}")
     return PageRequest(
         limit=limit or DEFAULT_LIMIT,
         marker=marker or None,

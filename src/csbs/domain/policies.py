@@ -120,7 +120,7 @@ def _int(key: str, value: Any, low: int, high: int, allow_unlimited: bool) -> in
     # Clients send numbers, or numbers as strings (the old Go SDK); bools are not numbers.
     if isinstance(value, bool):
         raise errors.InvalidInput(f"operation_definition.{key} must be a number")
-    if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+    if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]{1,9}\s*", value):
         value = int(value)
     if not isinstance(value, int):
         raise errors.InvalidInput(f"operation_definition.{key} must be a number")

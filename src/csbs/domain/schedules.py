@@ -90,7 +90,7 @@ def _ints(name: str, value: str, low: int, high: int) -> tuple[int, ...]:
     out: list[int] = []
     for part in value.split(","):
         part = part.strip()
-        if not part.isdigit() or not low <= int(part) <= high:
+        if not re.fullmatch(r"[0-9]{1,5}", part) or not low <= int(part) <= high:
             raise InvalidSchedule(f"{name} must be a list of numbers from {low} to {high}")
         if int(part) in out:
             raise InvalidSchedule(f"{name} lists {part} twice")

@@ -163,7 +163,25 @@ class TaskStore:
     def _build_enqueue(self) -> tuple[sa.Executable, sa.Executable | None]:
         """The enqueue statements, built once (a DELETE call enqueues on its hot path)."""
         b = sa.bindparam
-        group = {"project_id": b("e_project"), "operation_type": b("e_type"), "running": 0}
+        # The group row is inserted only when it does not exist yet. A plain `INSERT ... ON
+        # CONFLICT DO NOTHING` waits for any open transaction that updated the existing row
+        # (a claim or a finish of the same group), and those go on to lock backup and policy
+        # rows the enqueuing transaction may hold: a deadlock. The NOT EXISTS reads without
+        # locking; only the very first enqueue of a group can still meet a concurrent one.
+        exists = (
+            sa.select(task_queues.c.project_id)
+            .where(
+                task_queues.c.project_id == b("e_project"),
+                task_queues.c.operation_type == b("e_type"),
+            )
+            .exists()
+        )
+        new_group = sa.select(
+            sa.cast(b("e_project"), sa.String()),
+            sa.cast(b("e_type"), sa.String()),
+            sa.literal(0, sa.Integer()),
+        ).where(~exists)
+        group_columns = ["project_id", "operation_type", "running"]
         add_task = tasks.insert().values(
             id=b("e_id"),
             project_id=b("e_project"),
@@ -189,12 +207,18 @@ class TaskStore:
             cancel_requested=False,
         )
         if not self.is_postgres:
-            add_group = sqlite_dialect.insert(task_queues).values(**group).on_conflict_do_nothing()
+            add_group = (
+                sqlite_dialect.insert(task_queues)
+                .from_select(group_columns, new_group)
+                .on_conflict_do_nothing()
+            )
             return add_task.returning(*tasks.c), add_group
         # PostgreSQL: one round trip for the group row, the task and the wake-up
         # (data-modifying CTEs run exactly once, whether or not the outer select reads them).
         add_group_cte = (
-            pg_dialect.insert(task_queues).values(**group).on_conflict_do_nothing()
+            pg_dialect.insert(task_queues)
+            .from_select(group_columns, new_group)
+            .on_conflict_do_nothing()
         ).cte("add_group")
         added = add_task.returning(*tasks.c).cte("added")
         notify = sa.func.pg_notify(CHANNEL, added.c.operation_type).label("notified")

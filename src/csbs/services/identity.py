@@ -68,6 +68,9 @@ class IdentityService:
             collections.OrderedDict()
         )
         self._cache_lock = threading.Lock()
+        #: moves on every revocation here: a validation that read the database before it
+        #: must not remember what it read
+        self._revocations = 0
         self._hasher = hasher or argon2.PasswordHasher()
         # Verified against when the user does not exist, so both paths cost the same time.
         self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
@@ -209,11 +212,12 @@ class IdentityService:
         token_hash = hash_token(secret)
         principal = self._cached(token_hash)
         if principal is None:
+            revocations = self._revocations
             with self._db.read() as s:
                 principal = q.principal_for_token(s, token_hash)
             if principal is None:
                 raise errors.Unauthenticated("The token is invalid or has been revoked.")
-            self._remember(token_hash, principal)
+            self._remember(token_hash, principal, revocations)
         if principal.expires_at <= self._clock.now():
             raise errors.Unauthenticated("The token has expired.")
         return principal
@@ -230,10 +234,12 @@ class IdentityService:
                 return None
             return hit[1]
 
-    def _remember(self, token_hash: str, principal: Principal) -> None:
+    def _remember(self, token_hash: str, principal: Principal, revocations: int) -> None:
         if self._cache_seconds <= 0:
             return
         with self._cache_lock:
+            if revocations != self._revocations:
+                return  # a revocation may have committed after this principal was read
             self._cache[token_hash] = (self._clock.monotonic() + self._cache_seconds, principal)
             self._cache.move_to_end(token_hash)
             while len(self._cache) > _TOKEN_CACHE_SIZE:
@@ -251,6 +257,7 @@ class IdentityService:
         finally:
             # After the commit, so the next validation here reads the revocation.
             with self._cache_lock:
+                self._revocations += 1
                 self._cache.pop(token_hash, None)
 
     # -- internals --------------------------------------------------------------------------

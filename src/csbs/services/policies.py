@@ -10,6 +10,7 @@ drops backups through the deletion tasks (same admission limit as DELETE).
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -52,6 +53,7 @@ from csbs.queue import Task, TaskStatus, TaskStore
 from csbs.services.backups import BackupService, NewBackups, joined_session
 from csbs.services.deletions import DeletionService
 
+log = logging.getLogger("csbs.policies")
 SORT_KEYS = frozenset({"created_at", "updated_at", "name", "id"})
 DEFAULT_SORT = "created_at:desc"
 
@@ -197,6 +199,9 @@ class PolicyService:
             if spec.operation is not None:
                 policy = self._update_operation(policy, spec.operation)
             if spec.resources is not None:
+                # Serialise association with every other policy write of the project, so two
+                # policies cannot both take the same server (the policy row is locked first).
+                q.lock_project(s, policy.project_id)
                 policy = dataclasses.replace(
                     policy,
                     resources=self._resources(s, policy.project_id, policy.id, spec.resources),
@@ -382,7 +387,12 @@ class PolicyService:
             due = q.due(s, now, limit)
         fired = []
         for policy_id, due_at in due:
-            run = self._fire(policy_id, due_at)
+            try:
+                run = self._fire(policy_id, due_at)
+            except Exception:
+                # One policy's failure must not hold up the others; it is tried next tick.
+                log.exception("firing a policy failed", extra={"policy_id": policy_id})
+                continue
             if run is not None:
                 fired.append(run)
         if fired:
@@ -396,8 +406,10 @@ class PolicyService:
             if policy is None or policy.next_run_at != due_at:
                 return None  # another scheduler fired it, or it changed meanwhile
             # After downtime the next run is computed from now: a missed slot fires once.
-            if not q.advance(s, policy.id, due_at, policy.next_run(now)):
+            if not q.advance(s, policy.id, due_at, policy.next_run(max(now, due_at))):
                 return None
+            if q.slot_fired(s, policy.id, due_at):
+                return None  # e.g. an update on a node whose clock lags set an old slot again
             servers: list[Server] = []
             skipped: list[dict[str, str]] = []
             try:

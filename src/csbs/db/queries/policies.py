@@ -249,6 +249,14 @@ def add_run(s: orm.Session, run: PolicyRun) -> None:
     s.flush()
 
 
+def slot_fired(s: orm.Session, policy_id: str, slot_at: dt.datetime) -> bool:
+    R = tables.PolicyRun
+    stmt = sa.select(R.id).where(
+        R.policy_id == policy_id, R.slot_at == slot_at, R.trigger == "schedule"
+    )
+    return s.execute(stmt.limit(1)).first() is not None
+
+
 def runs(s: orm.Session, policy_id: str, limit: int) -> list[PolicyRun]:
     R = tables.PolicyRun
     rows = s.scalars(
