@@ -11,9 +11,45 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import orm
 
 from csbs.domain import errors
 from csbs.domain.paging import PageRequest
+
+
+def fetch_page(
+    s: orm.Session,
+    entity: Any,
+    where: Sequence[sa.ColumnElement[bool]],
+    page: PageRequest,
+    *,
+    columns: Mapping[str, sa.ColumnElement[Any]],
+    tiebreak: sa.ColumnElement[Any],
+    noun: str,
+) -> tuple[list[Any], bool]:
+    """One page of ORM rows of `entity` matching `where`, and whether more follow.
+
+    The marker's sort values are looked up among the rows `where` matches, so a marker from
+    another list (or another project) is refused rather than silently seeked past.
+    """
+    marker_values = None
+    if page.marker is not None:
+        row = s.execute(
+            sa.select(*[columns[k.key] for k in page.sort], tiebreak).where(
+                tiebreak == page.marker, *where
+            )
+        ).first()
+        marker_values = list(row) if row else None
+    stmt = apply_page(
+        sa.select(entity).where(*where),
+        page,
+        columns=columns,
+        tiebreak=tiebreak,
+        marker_values=marker_values,
+        not_found=errors.InvalidInput(f"marker {page.marker} is not a {noun} of this list"),
+    )
+    rows = list(s.scalars(stmt))
+    return rows[: page.limit], len(rows) > page.limit
 
 
 def apply_page(

@@ -11,7 +11,6 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 
 from csbs.db import tables
-from csbs.domain import errors
 from csbs.domain.backups import (
     Backup,
     BackupRef,
@@ -22,7 +21,7 @@ from csbs.domain.backups import (
     checkpoint_status,
 )
 from csbs.domain.paging import Page, PageRequest
-from csbs.sqlpaging import apply_page
+from csbs.sqlpaging import fetch_page
 from csbs.sqltypes import UTCDateTime
 
 B = tables.Backup
@@ -325,25 +324,10 @@ def mark(
 
 
 def search(s: orm.Session, f: BackupFilter, page: PageRequest) -> Page[Backup]:
-    c = B.__table__.c
-    marker_values = None
-    if page.marker is not None:
-        row = s.execute(
-            sa.select(*[SORT_COLUMNS[k.key] for k in page.sort], c.id).where(
-                c.id == page.marker, *_where(f)
-            )
-        ).first()
-        marker_values = list(row) if row else None
-    stmt = apply_page(
-        sa.select(B).where(*_where(f)),
-        page,
-        columns=SORT_COLUMNS,
-        tiebreak=c.id,
-        marker_values=marker_values,
-        not_found=errors.InvalidInput(f"marker {page.marker} is not a backup of this list"),
+    rows, more = fetch_page(
+        s, B, _where(f), page, columns=SORT_COLUMNS, tiebreak=B.__table__.c.id, noun="backup"
     )
-    rows = list(s.scalars(stmt))
-    return Page(items=_assemble(s, rows[: page.limit]), has_more=len(rows) > page.limit)
+    return Page(items=_assemble(s, rows), has_more=more)
 
 
 def count(s: orm.Session, f: BackupFilter) -> int:

@@ -11,12 +11,11 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 
 from csbs.db import tables
-from csbs.domain import errors
 from csbs.domain.backups import BackupStatus, Tag
 from csbs.domain.paging import Page, PageRequest
 from csbs.domain.policies import Policy, PolicyResource, PolicyRun, ScheduledOperation
 from csbs.domain.retention import Candidate
-from csbs.sqlpaging import apply_page
+from csbs.sqlpaging import fetch_page
 
 P = tables.Policy
 SORT_COLUMNS: Mapping[str, sa.ColumnElement[Any]] = {
@@ -186,25 +185,10 @@ def _where(f: PolicyFilter) -> list[sa.ColumnElement[bool]]:
 
 
 def search(s: orm.Session, f: PolicyFilter, page: PageRequest) -> Page[Policy]:
-    c = P.__table__.c
-    marker_values = None
-    if page.marker is not None:
-        row = s.execute(
-            sa.select(*[SORT_COLUMNS[k.key] for k in page.sort], c.id).where(
-                c.id == page.marker, *_where(f)
-            )
-        ).first()
-        marker_values = list(row) if row else None
-    stmt = apply_page(
-        sa.select(P).where(*_where(f)),
-        page,
-        columns=SORT_COLUMNS,
-        tiebreak=c.id,
-        marker_values=marker_values,
-        not_found=errors.InvalidInput(f"marker {page.marker} is not a policy of this list"),
+    rows, more = fetch_page(
+        s, P, _where(f), page, columns=SORT_COLUMNS, tiebreak=P.__table__.c.id, noun="policy"
     )
-    rows = list(s.scalars(stmt))
-    return Page(items=_assemble(s, rows[: page.limit]), has_more=len(rows) > page.limit)
+    return Page(items=_assemble(s, rows), has_more=more)
 
 
 # -- scheduling ------------------------------------------------------------------------------
