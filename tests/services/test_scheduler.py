@@ -213,3 +213,37 @@ def test_a_slot_that_already_fired_is_not_fired_again(env: Env) -> None:
     assert env.services.policies.get(pid, pol).next_run_at == dt.datetime(
         2026, 3, 3, 10, 0, tzinfo=dt.UTC
     )
+
+
+def test_two_policies_taking_one_server_at_once(env: Env) -> None:
+    """Concurrent updates associating the same server: one wins, the other gets CSBS.6004."""
+    from csbs.domain.policies import ServerInPolicy
+
+    pid = env.project_id("admin")
+    shared = server(env, pid, "shared")
+    ids = [policy(env, pid, f"p{i}", [], "FREQ=DAILY;BYHOUR=10;BYMINUTE=0") for i in range(2)]
+    barrier = threading.Barrier(2)
+    outcomes: list[object] = []
+
+    def associate(policy_id: str) -> None:
+        barrier.wait()
+        try:
+            env.services.policies.update(
+                pid,
+                policy_id,
+                PolicySpec(resources=[ResourceSpec(shared, "OS::Nova::Server", "shared")]),
+            )
+            outcomes.append("ok")
+        except Exception as e:
+            outcomes.append(e)
+
+    threads = [threading.Thread(target=associate, args=(i,)) for i in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes.count("ok") == 1, outcomes
+    (refused,) = [o for o in outcomes if o != "ok"]
+    assert isinstance(refused, ServerInPolicy) and refused.code == "CSBS.6004"
+    owners = [env.services.policies.get(pid, i).resources for i in ids]
+    assert sorted(len(r) for r in owners) == [0, 1]
