@@ -123,6 +123,22 @@ class BackupService:
         if self._quotas is not None:
             self._quotas.check_new_backups(s, project_id, count)
 
+    def lock_server(self, s: orm.Session, project_id: str, server_id: str) -> Server:
+        """Lock a server of the project that may be backed up now, in `s`'s transaction.
+
+        Raises:
+            ServerNotFound (6000), InvalidInput (6006, 6007), BackupRunning (1001).
+        """
+        server = inv.get_server(s, server_id, for_update=True)
+        if server is None or server.project_id != project_id:
+            raise ServerNotFound(server_id)
+        self.check_server(server)
+        if q.server_busy(s, server.id):
+            raise BackupRunning(
+                f"Server ({server.id}) is being backed up: its previous backup is still running."
+            )
+        return server
+
     @staticmethod
     def check_server(server: Server) -> None:
         if not server.disks:
@@ -165,15 +181,9 @@ class BackupService:
             plan_name=req.plan_name,
         )
         with self._db.write() as s:
-            if self._quotas is not None:
-                # First: the project's row is locked before any server's (as policies do).
-                self._quotas.check_new_backups(s, project_id, 1)
-            server = inv.get_server(s, req.server_id, for_update=True)
-            if server is None or server.project_id != project_id:
-                raise ServerNotFound(req.server_id)
-            self.check_server(server)
-            if q.server_busy(s, server.id):
-                raise BackupRunning(f"Server ({server.id}) is being backed up.")
+            # First: the project's row is locked before any server's (as policies do).
+            self.check_quota(s, project_id, 1)
+            server = self.lock_server(s, project_id, req.server_id)
             checkpoint, backups = self.create_backups(s, project_id, [server], spec)
         self._tasks.poke()
         return checkpoint, backups[0]

@@ -23,7 +23,7 @@ from csbs.db.queries import inventory as inv
 from csbs.db.queries import policies as q
 from csbs.db.queries.policies import PolicyFilter
 from csbs.domain import errors, schedules
-from csbs.domain.backups import Backup, BackupRunning, BackupStatus, Checkpoint, check_tags
+from csbs.domain.backups import Backup, BackupStatus, Checkpoint, check_tags
 from csbs.domain.backups import default_name as backup_name
 from csbs.domain.clock import Clock
 from csbs.domain.ids import new_id
@@ -335,15 +335,7 @@ class PolicyService:
             if not wanted:
                 raise NothingToBackUp(policy.id)
             self._backups.check_quota(s, project_id, len(wanted))
-            servers: list[Server] = []
-            for server_id in wanted:
-                server = inv.get_server(s, server_id, for_update=True)
-                if server is None:
-                    raise ServerNotFound(server_id)
-                BackupService.check_server(server)
-                if bq.server_busy(s, server.id):
-                    raise BackupRunning(f"Server ({server.id}) is being backed up.")
-                servers.append(server)
+            servers = [self._backups.lock_server(s, project_id, i) for i in wanted]
             checkpoint, made = self._backups.create_backups(
                 s, project_id, servers, self._new_backups(policy, auto_trigger, extra_info)
             )
@@ -423,17 +415,10 @@ class PolicyService:
                 ]
                 members = ()
             for r in members:
-                server = inv.get_server(s, r.id, for_update=True)
                 try:
-                    if server is None:
-                        raise ServerNotFound(r.id)
-                    BackupService.check_server(server)
-                    if bq.server_busy(s, server.id):
-                        raise BackupRunning("its previous backup is still running")
+                    servers.append(self._backups.lock_server(s, policy.project_id, r.id))
                 except errors.CsbsError as e:
                     skipped.append({"server_id": r.id, "code": e.code, "reason": e.message})
-                    continue
-                servers.append(server)
             checkpoint = None
             if servers:
                 checkpoint, _ = self._backups.create_backups(
