@@ -24,7 +24,9 @@ def main(argv: list[str]) -> None:
     engine = create_engine(db_url)
     if command == "delete":
         project, backup = argv[3:5]
-        repo = Repository(engine, LocalStore(root), SystemClock(), MASTER_KEY)
+        # One reference batch per step, so the kills land between many steps.
+        settings = RepositorySettings(release_refs=1)
+        repo = Repository(engine, LocalStore(root), SystemClock(), MASTER_KEY, settings)
 
         def progress(step: DeleteProgress) -> None:
             print(f"released {step.released} of {step.total}", flush=True)

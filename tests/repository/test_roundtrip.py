@@ -174,3 +174,43 @@ def test_rotate_master_key_rewraps_without_rewriting(
         fresh.reader("p1")  # the old master key no longer opens it
     repo.restore("p1", "b1", "vda", tmp_path / "out.img")
     assert same_file(image, tmp_path / "out.img")
+
+
+@pytest.mark.parametrize("release_refs", [1, 5, 2048])
+def test_deletion_steps_release_whole_batches_and_usage_is_exact(
+    make_repo: RepoFactory,
+    local_store: BlobStore,
+    tmp_path: pathlib.Path,
+    clock: FrozenClock,
+    release_refs: int,
+) -> None:
+    # 2 chunks per reference batch; "repeat" extents put one chunk in many batches.
+    repo = make_repo(local_store, batch_chunks=2, release_refs=release_refs)
+    size = 32 * SMALL_CHUNK
+    extents = [(0, 8 * SMALL_CHUNK, "random"), (8 * SMALL_CHUNK, 24 * SMALL_CHUNK, "repeat")]
+    kept = write_image(tmp_path / "kept.img", size, seed=1)
+    repo.backup_writer("p1", "keep").write_disk("vda", kept)
+    repo.seal_backup("p1", "keep")
+    usage = repo.usage("p1")
+    doomed = write_image(tmp_path / "doomed.img", size, seed=2, extents=extents)
+    repo.backup_writer("p1", "doomed").write_disk("vda", doomed)
+    repo.seal_backup("p1", "doomed")
+    record = repo.index.backup("p1", "doomed")
+    assert record is not None and record.next_seq >= 10
+
+    steps: list[int] = []
+    result = repo.delete_backup("p1", "doomed", lambda p: steps.append(p.released))
+    # Steps are whole batches: one per step at release_refs=1, a few at 5, all at once.
+    expected_steps = {1: record.next_seq, 2048: 1}.get(release_refs)
+    if expected_steps is not None:
+        assert len(steps) == expected_steps
+    else:
+        assert 1 < len(steps) < record.next_seq
+    assert steps[-1] == record.next_seq and steps == sorted(set(steps))
+    assert result.existed
+    assert repo.usage("p1") == usage
+    clock.advance(61)
+    repo.sweep("p1")
+    report = repo.check("p1", read_data=True)
+    assert report.ok, report
+    repo.verify("p1", "keep")

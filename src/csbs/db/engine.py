@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from sqlalchemy.engine import make_url
 from csbs.domain import errors
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: A pooled PostgreSQL connection idle this long is pinged before use.
+PING_IDLE_SECONDS = 1.0
 
 
 def is_sqlite(engine: sa.Engine) -> bool:
@@ -57,14 +60,44 @@ def create_engine(url: str, *, connect_timeout: int = 3, pool_size: int = 10) ->
         )
         _configure_sqlite(engine)
         return engine
-    return sa.create_engine(
+    engine = sa.create_engine(
         url,
-        pool_pre_ping=True,
         pool_size=pool_size,
         max_overflow=20,
         pool_timeout=connect_timeout,
         connect_args={"connect_timeout": connect_timeout},
     )
+    _ping_idle_connections(engine)
+    return engine
+
+
+def _ping_idle_connections(engine: sa.Engine, idle_seconds: float = PING_IDLE_SECONDS) -> None:
+    """Check a pooled connection on checkout only if it sat idle for `idle_seconds`.
+
+    SQLAlchemy's `pool_pre_ping` pings on every checkout: one more round trip for every
+    transaction, which under load is a good share of a short one (a DELETE call, a task
+    claim). A connection used a moment ago is alive, or its failure is a fault the caller
+    retries (the workers) or answers with 503 (the API); a disconnect error also drops
+    every pooled connection. Connections that sat idle, e.g. through a database restart,
+    are pinged and replaced when dead, as `pool_pre_ping` would.
+    """
+    dialect = engine.dialect
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["csbs_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("csbs_idle_since")
+        if since is None or time.monotonic() - since < idle_seconds:
+            return
+        try:
+            dialect.do_ping(dbapi_conn)
+        except Exception as e:
+            if dialect.is_disconnect(e, dbapi_conn, None):
+                raise exc.DisconnectionError(str(e)) from e  # the pool reconnects
+            raise
 
 
 def _configure_sqlite(engine: sa.Engine) -> None:

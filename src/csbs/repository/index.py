@@ -10,6 +10,7 @@ project-wide lock: the usage row is touched last, for the instant before commit.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
 import struct
@@ -37,6 +38,8 @@ _REF = struct.Struct("<32sI")  # raw chunk id, count
 OPEN = "open"
 SEALED = "sealed"
 DELETING = "deleting"
+#: Chunk references one deletion step releases in one transaction (batches are whole).
+RELEASE_REFS = 2048
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,15 +146,27 @@ class ChunkIndex:
             repo_chunks.update()
             .where(
                 repo_chunks.c.project_id == sa.bindparam("p"),
-                repo_chunks.c.chunk_id == sa.bindparam("c"),
+                repo_chunks.c.chunk_id.in_(sa.bindparam("cs", expanding=True)),
             )
             .values(
                 refcount=new_count,
                 zero_since=sa.case((new_count == 0, sa.bindparam("now")), else_=None),
             )
             .returning(
-                repo_chunks.c.refcount, repo_chunks.c.stored_size, repo_chunks.c.logical_size
+                repo_chunks.c.chunk_id,
+                repo_chunks.c.refcount,
+                repo_chunks.c.stored_size,
+                repo_chunks.c.logical_size,
             )
+        )
+        self._lock_chunks = (
+            sa.select(repo_chunks.c.chunk_id)
+            .where(
+                repo_chunks.c.project_id == sa.bindparam("p"),
+                repo_chunks.c.chunk_id.in_(sa.bindparam("cs", expanding=True)),
+            )
+            .order_by(repo_chunks.c.chunk_id)
+            .with_for_update()
         )
         self._confirm = (
             repo_chunks.update()
@@ -525,9 +540,13 @@ class ChunkIndex:
             return None
         return BackupRecord(backup_id, DELETING, int(row[0]), int(row[1]))
 
-    def release_next(self, project_id: str, backup_id: str) -> tuple[int, int] | None:
-        """Release the backup's next reference batch; returns (released, total) or None when
-        all are released. The cursor moves in the same transaction as the decrements."""
+    def release_next(
+        self, project_id: str, backup_id: str, max_refs: int = RELEASE_REFS
+    ) -> tuple[int, int] | None:
+        """Release the backup's next reference batches, as many as fit in `max_refs` chunk
+        references (at least one batch); returns (released, total) in batches, or None when
+        all are released. The cursor moves in the same transaction as the decrements, so a
+        crash either keeps or undoes the whole step."""
         now = self._clock.now()
         with self._engine.begin() as conn:
             row = conn.execute(
@@ -539,29 +558,64 @@ class ChunkIndex:
             ).first()
             if row is None or row.released_seq >= row.next_seq:
                 return None
-            seq = row.released_seq
-            blob = conn.execute(
-                sa.select(repo_backup_refs.c.refs).where(
+            first = seq = int(row.released_seq)
+            stored = logical = 0
+            # The step's batches, whole, until `max_refs` references (at least one batch);
+            # a chunk in several of them is released once with the sum of its counts.
+            counts: collections.Counter[str] = collections.Counter()
+            blobs = conn.execute(
+                sa.select(repo_backup_refs.c.seq, repo_backup_refs.c.refs)
+                .where(
                     repo_backup_refs.c.project_id == project_id,
                     repo_backup_refs.c.backup_id == backup_id,
-                    repo_backup_refs.c.seq == seq,
+                    repo_backup_refs.c.seq >= first,
+                    repo_backup_refs.c.seq < row.next_seq,
                 )
-            ).scalar()
-            stored = logical = 0
-            for chunk_id, n in sorted(decode_refs(blob or b"").items()):
-                left = conn.execute(
-                    self._release, {"p": project_id, "c": chunk_id, "n": n, "now": now}
-                ).one()
-                if left.refcount < 0:
-                    raise errors.RepositoryError(f"refcount of chunk {chunk_id} below zero")
-                if left.refcount == 0:
-                    stored -= left.stored_size
-                    logical -= left.logical_size
+                .order_by(repo_backup_refs.c.seq)
+                .limit(max(1, max_refs // 2))
+            ).all()
+            refs_done = 0
+            for batch_seq, blob in blobs:
+                refs = decode_refs(blob or b"")
+                if seq > first and refs_done + len(refs) > max_refs:
+                    break
+                counts.update(refs)
+                refs_done += len(refs)
+                seq = int(batch_seq) + 1
+            if seq == first:  # the batch row is missing (nothing was recorded for it)
+                seq = first + 1
+            # Lock the rows in chunk id order, as everything else that locks chunk rows
+            # does (an UPDATE ... IN locks in scan order: deadlocks with writers); then one
+            # statement per distinct count (almost always just n = 1).
+            by_count: dict[int, list[str]] = collections.defaultdict(list)
+            for chunk_id, n in sorted(counts.items()):
+                by_count[n].append(chunk_id)
+            if self.is_postgres and counts:
+                conn.execute(self._lock_chunks, {"p": project_id, "cs": sorted(counts)}).all()
+            for n, chunk_ids in sorted(by_count.items()):
+                rows = conn.execute(
+                    self._release, {"p": project_id, "cs": chunk_ids, "n": n, "now": now}
+                ).all()
+                if len(rows) != len(chunk_ids):
+                    missing = set(chunk_ids) - {r.chunk_id for r in rows}
+                    raise errors.RepositoryError(
+                        f"chunks referenced by backup {backup_id} are not in the index: "
+                        f"{sorted(missing)[:5]}"
+                    )
+                for left in rows:
+                    if left.refcount < 0:
+                        raise errors.RepositoryError(
+                            f"refcount of chunk {left.chunk_id} below zero"
+                        )
+                    if left.refcount == 0:
+                        stored -= left.stored_size
+                        logical -= left.logical_size
             conn.execute(
                 repo_backup_refs.delete().where(
                     repo_backup_refs.c.project_id == project_id,
                     repo_backup_refs.c.backup_id == backup_id,
-                    repo_backup_refs.c.seq == seq,
+                    repo_backup_refs.c.seq >= first,
+                    repo_backup_refs.c.seq < seq,
                 )
             )
             conn.execute(
@@ -569,10 +623,10 @@ class ChunkIndex:
                 .where(
                     repo_backups.c.project_id == project_id, repo_backups.c.backup_id == backup_id
                 )
-                .values(released_seq=seq + 1)
+                .values(released_seq=seq)
             )
             self._add_usage(conn, project_id, stored, logical)
-        return seq + 1, int(row.next_seq)
+        return seq, int(row.next_seq)
 
     def finish_delete(self, project_id: str, backup_id: str) -> None:
         """Forget the backup once all its batches are released and its manifests deleted."""

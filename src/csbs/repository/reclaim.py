@@ -17,7 +17,7 @@ from collections.abc import Callable
 from csbs.blobstore import BlobStore
 from csbs.domain.clock import Clock
 from csbs.repository import errors, layout
-from csbs.repository.index import ChunkIndex
+from csbs.repository.index import RELEASE_REFS, ChunkIndex
 
 _SWEEP_BATCH = 500
 
@@ -59,15 +59,20 @@ def delete_backup(
     backup_id: str,
     progress: Callable[[DeleteProgress], None] | None = None,
     cancel: Callable[[], bool] | None = None,
+    *,
+    release_refs: int = RELEASE_REFS,
 ) -> DeleteResult:
-    """Release every reference of the backup and forget it; idempotent and resumable."""
+    """Release every reference of the backup and forget it; idempotent and resumable.
+
+    Each step releases whole reference batches, up to `release_refs` chunk references, in
+    one transaction."""
     record = index.start_delete(project_id, backup_id)
     released = 0
     if record is not None:
         while True:
             if cancel is not None and cancel():
                 raise errors.Cancelled()
-            step = index.release_next(project_id, backup_id)
+            step = index.release_next(project_id, backup_id, release_refs)
             if step is None:
                 break
             released += 1

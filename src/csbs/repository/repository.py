@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from csbs.blobstore import BlobStore
 from csbs.domain.clock import Clock
 from csbs.repository import audit, chunking, envelope, errors, keys, layout, reclaim
-from csbs.repository.index import ChunkIndex, ManifestRecord, Usage
+from csbs.repository.index import RELEASE_REFS, ChunkIndex, ManifestRecord, Usage
 from csbs.repository.reader import BackupReader, RestoreCallback, RestoreProgress
 from csbs.repository.writer import BackupWriter, CancelCheck, PipelineLimits, ProgressCallback
 
@@ -40,6 +40,9 @@ class RepositorySettings:
     #: How long a chunk stays at refcount zero before the sweep removes it; longer than
     #: any upload may take, so a late upload never outlives its row.
     sweep_grace_seconds: float = 900.0
+    #: Chunk references a deletion releases per transaction (whole reference batches, at
+    #: least one): fewer commits against a shorter step to redo after a crash.
+    release_refs: int = RELEASE_REFS
 
 
 class Repository:
@@ -203,7 +206,15 @@ class Repository:
     ) -> reclaim.DeleteResult:
         """Release the backup's references (resumable, idempotent); usage is exact at the end."""
         return reclaim.delete_backup(
-            self.index, self.store, self.clock, self.grace, project_id, backup_id, progress, cancel
+            self.index,
+            self.store,
+            self.clock,
+            self.grace,
+            project_id,
+            backup_id,
+            progress,
+            cancel,
+            release_refs=self.settings.release_refs,
         )
 
     def sweep(self, project_id: str) -> reclaim.SweepResult:
