@@ -94,7 +94,7 @@ def _ping_idle_connections(engine: sa.Engine, idle_seconds: float = PING_IDLE_SE
             return
         try:
             dialect.do_ping(dbapi_conn)
-        except Exception as e:
+        except dialect.loaded_dbapi.Error as e:
             if dialect.is_disconnect(e, dbapi_conn, None):
                 raise exc.DisconnectionError(str(e)) from e  # the pool reconnects
             raise
