@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from csbs.db.engine import PING_IDLE_SECONDS
 from tests.support.runtime import Env, make_env
 from tests.support.tcp_proxy import TcpProxy
 
@@ -89,3 +91,21 @@ def test_closed_port_is_503(tmp_path: Path, pg_url: str) -> None:
     finally:
         env.client.close()
         env.runtime.close()
+
+
+def test_connections_idle_through_an_outage_are_replaced_unseen(
+    proxied: tuple[Env, TcpProxy],
+) -> None:
+    # Pooled connections that sat idle while the database went away and came back are
+    # pinged on checkout and replaced: the next call succeeds, no 503.
+    env, proxy = proxied
+    token = env.admin_token()
+    pid = env.project_id("admin")
+    headers = {"X-Auth-Token": token}
+    assert env.client.get(f"/v1/{pid}/checkpoint_items", headers=headers).status_code == 200
+    proxy.cut()
+    proxy.restore()
+    time.sleep(PING_IDLE_SECONDS + 0.2)
+    for _ in range(3):
+        r = env.client.get(f"/v1/{pid}/checkpoint_items", headers=headers)
+        assert r.status_code == 200, r.text
