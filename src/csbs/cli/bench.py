@@ -183,6 +183,9 @@ class Run:
 def run(command: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> Run:
     """Run `command` to completion; its wall time and own peak RSS (via /usr/bin/time)."""
     timer = shutil.which("time") or ("/usr/bin/time" if os.path.exists("/usr/bin/time") else None)
+    # Every operation starts with nothing waiting to be written back (earlier steps and
+    # other tools leave gigabytes of dirty pages): the disk is then the tool's alone.
+    os.sync()
     with tempfile.NamedTemporaryFile("r", suffix=".time") as stats:
         full = [timer, "-f", "%M", "-o", stats.name, *command] if timer else command
         started = time.monotonic()
@@ -508,6 +511,7 @@ def repo_bench(
             f"`forget --prune`, borg `delete` + `compact`. csbs operations are timed inside "
             f"their process, as a long-running worker runs them (interpreter start-up and "
             f"imports, about 0.7 s, excluded); restic and borg are timed as whole commands. "
+            f"Every operation starts after a `sync`, so no tool pays for another's writeback. "
             f"Peak RSS is each process's own (GNU time).\n{versions}\n\n"
             + table(nbytes, limits, results)
             + "".join(f"\n- {n}" for n in notes)
