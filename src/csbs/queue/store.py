@@ -84,6 +84,14 @@ class QueueConfig:
         return self.deadlines.get(operation_type, self.default_deadline)
 
 
+def _status_is(status: TaskStatus) -> sa.ColumnElement[bool]:
+    """`status = 'waiting'` with the value written into the SQL, not bound: PostgreSQL uses
+    a partial index (`WHERE status = 'waiting'`) only when it can prove the predicate, which
+    a generic plan of a prepared statement with `status = $1` cannot; after five runs
+    psycopg prepares, and the planner may switch to a generic plan that walks every task."""
+    return tasks.c.status == sa.literal_column(f"'{status.value}'", sa.String())
+
+
 class TaskStore:
     """The queue's tables, handed an engine; safe to share between threads and processes."""
 
@@ -319,9 +327,7 @@ class TaskStore:
             if host is None
             else sa.or_(tasks.c.route.is_(None), tasks.c.route == host)
         )
-        return sa.and_(
-            tasks.c.status == TaskStatus.WAITING.value, route_ok, tasks.c.not_before <= now
-        )
+        return sa.and_(_status_is(TaskStatus.WAITING), route_ok, tasks.c.not_before <= now)
 
     def _statements(self, host: str | None, types: tuple[str, ...]) -> _ClaimStatements:
         key = (host, types)
@@ -591,7 +597,7 @@ class TaskStore:
             stmt = (
                 sa.select(*tasks.c)
                 .where(
-                    tasks.c.status == TaskStatus.RUNNING.value,
+                    _status_is(TaskStatus.RUNNING),
                     tasks.c.lease_expires_at < now,
                     tasks.c.operation_type.in_(list(types)),
                 )
@@ -694,7 +700,7 @@ class TaskStore:
             rows = conn.execute(
                 sa.select(tasks.c.id, position).where(
                     tasks.c.project_id == project_id,
-                    tasks.c.status == TaskStatus.WAITING.value,
+                    _status_is(TaskStatus.WAITING),
                 )
             )
             return {task_id: int(pos) for task_id, pos in rows}

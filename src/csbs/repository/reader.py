@@ -11,8 +11,8 @@ raises `ImageDigestMismatch` (the caller must not trust the target).
 from __future__ import annotations
 
 import collections
-import contextlib
 import concurrent.futures
+import contextlib
 import dataclasses
 import os
 import stat
