@@ -142,7 +142,7 @@ class ChunkIndex:
             repo_chunks.c.logical_size,
         )
         new_count = repo_chunks.c.refcount - sa.bindparam("n")
-        self._release = (
+        self._decrement = (
             repo_chunks.update()
             .where(
                 repo_chunks.c.project_id == sa.bindparam("p"),
@@ -541,7 +541,7 @@ class ChunkIndex:
         return BackupRecord(backup_id, DELETING, int(row[0]), int(row[1]))
 
     def release_next(
-        self, project_id: str, backup_id: str, max_refs: int = RELEASE_REFS
+        self, project_id: str, backup_id: str, max_refs: int
     ) -> tuple[int, int] | None:
         """Release the backup's next reference batches, as many as fit in `max_refs` chunk
         references (at least one batch); returns (released, total) in batches, or None when
@@ -558,64 +558,17 @@ class ChunkIndex:
             ).first()
             if row is None or row.released_seq >= row.next_seq:
                 return None
-            first = seq = int(row.released_seq)
-            stored = logical = 0
-            # The step's batches, whole, until `max_refs` references (at least one batch);
-            # a chunk in several of them is released once with the sum of its counts.
-            counts: collections.Counter[str] = collections.Counter()
-            blobs = conn.execute(
-                sa.select(repo_backup_refs.c.seq, repo_backup_refs.c.refs)
-                .where(
-                    repo_backup_refs.c.project_id == project_id,
-                    repo_backup_refs.c.backup_id == backup_id,
-                    repo_backup_refs.c.seq >= first,
-                    repo_backup_refs.c.seq < row.next_seq,
-                )
-                .order_by(repo_backup_refs.c.seq)
-                .limit(max(1, max_refs // 2))
-            ).all()
-            refs_done = 0
-            for batch_seq, blob in blobs:
-                refs = decode_refs(blob or b"")
-                if seq > first and refs_done + len(refs) > max_refs:
-                    break
-                counts.update(refs)
-                refs_done += len(refs)
-                seq = int(batch_seq) + 1
-            if seq == first:  # the batch row is missing (nothing was recorded for it)
-                seq = first + 1
-            # Lock the rows in chunk id order, as everything else that locks chunk rows
-            # does (an UPDATE ... IN locks in scan order: deadlocks with writers); then one
-            # statement per distinct count (almost always just n = 1).
-            by_count: dict[int, list[str]] = collections.defaultdict(list)
-            for chunk_id, n in sorted(counts.items()):
-                by_count[n].append(chunk_id)
-            if self.is_postgres and counts:
-                conn.execute(self._lock_chunks, {"p": project_id, "cs": sorted(counts)}).all()
-            for n, chunk_ids in sorted(by_count.items()):
-                rows = conn.execute(
-                    self._release, {"p": project_id, "cs": chunk_ids, "n": n, "now": now}
-                ).all()
-                if len(rows) != len(chunk_ids):
-                    missing = set(chunk_ids) - {r.chunk_id for r in rows}
-                    raise errors.RepositoryError(
-                        f"chunks referenced by backup {backup_id} are not in the index: "
-                        f"{sorted(missing)[:5]}"
-                    )
-                for left in rows:
-                    if left.refcount < 0:
-                        raise errors.RepositoryError(
-                            f"refcount of chunk {left.chunk_id} below zero"
-                        )
-                    if left.refcount == 0:
-                        stored -= left.stored_size
-                        logical -= left.logical_size
+            first = int(row.released_seq)
+            counts, end = self._step_refs(
+                conn, project_id, backup_id, first, int(row.next_seq), max_refs
+            )
+            stored, logical = self._release(conn, project_id, backup_id, counts, now)
             conn.execute(
                 repo_backup_refs.delete().where(
                     repo_backup_refs.c.project_id == project_id,
                     repo_backup_refs.c.backup_id == backup_id,
                     repo_backup_refs.c.seq >= first,
-                    repo_backup_refs.c.seq < seq,
+                    repo_backup_refs.c.seq < end,
                 )
             )
             conn.execute(
@@ -623,10 +576,83 @@ class ChunkIndex:
                 .where(
                     repo_backups.c.project_id == project_id, repo_backups.c.backup_id == backup_id
                 )
-                .values(released_seq=seq)
+                .values(released_seq=end)
             )
-            self._add_usage(conn, project_id, stored, logical)
-        return seq, int(row.next_seq)
+            self._add_usage(conn, project_id, -stored, -logical)
+        return end, int(row.next_seq)
+
+    def _step_refs(
+        self,
+        conn: sa.Connection,
+        project_id: str,
+        backup_id: str,
+        first: int,
+        next_seq: int,
+        max_refs: int,
+    ) -> tuple[collections.Counter[str], int]:
+        """The references of the batches from `first` on, whole, until `max_refs` (at least
+        one batch), summed per chunk; and the seq after the last batch taken."""
+        counts: collections.Counter[str] = collections.Counter()
+        end = first + 1  # also when the first batch recorded nothing
+        taken = batches = 0
+        rows = conn.execute(
+            sa.select(repo_backup_refs.c.seq, repo_backup_refs.c.refs)
+            .where(
+                repo_backup_refs.c.project_id == project_id,
+                repo_backup_refs.c.backup_id == backup_id,
+                repo_backup_refs.c.seq >= first,
+                repo_backup_refs.c.seq < next_seq,
+            )
+            .order_by(repo_backup_refs.c.seq)
+            .limit(max(1, max_refs // 2))
+        )
+        for seq, blob in rows:
+            refs = decode_refs(blob or b"")
+            if batches and taken + len(refs) > max_refs:
+                break
+            counts.update(refs)
+            taken += len(refs)
+            batches += 1
+            end = int(seq) + 1
+        return counts, end
+
+    def _release(
+        self,
+        conn: sa.Connection,
+        project_id: str,
+        backup_id: str,
+        counts: Mapping[str, int],
+        now: dt.datetime,
+    ) -> tuple[int, int]:
+        """Decrement the chunks of `counts`; returns the (stored, logical) bytes of those
+        that dropped to zero."""
+        # Lock the rows in chunk id order, as everything else that locks chunk rows does
+        # (an UPDATE ... IN locks in scan order: deadlocks with writers); then one
+        # statement per distinct count (almost always just n = 1).
+        ordered = sorted(counts)
+        if self.is_postgres and ordered:
+            conn.execute(self._lock_chunks, {"p": project_id, "cs": ordered}).all()
+        by_count: dict[int, list[str]] = collections.defaultdict(list)
+        for chunk_id in ordered:
+            by_count[counts[chunk_id]].append(chunk_id)
+        stored = logical = 0
+        for n, chunk_ids in sorted(by_count.items()):
+            rows = conn.execute(
+                self._decrement, {"p": project_id, "cs": chunk_ids, "n": n, "now": now}
+            ).all()
+            if len(rows) != len(chunk_ids):
+                missing = set(chunk_ids) - {r.chunk_id for r in rows}
+                raise errors.RepositoryError(
+                    f"chunks referenced by backup {backup_id} are not in the index: "
+                    f"{sorted(missing)[:5]}"
+                )
+            for left in rows:
+                if left.refcount < 0:
+                    raise errors.RepositoryError(f"refcount of chunk {left.chunk_id} below zero")
+                if left.refcount == 0:
+                    stored += left.stored_size
+                    logical += left.logical_size
+        return stored, logical
 
     def finish_delete(self, project_id: str, backup_id: str) -> None:
         """Forget the backup once all its batches are released and its manifests deleted."""

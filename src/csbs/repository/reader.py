@@ -70,14 +70,13 @@ class _Sink:
             self.stream.write(data)
 
     def _written(self, start: int, end: int) -> None:
-        if self._unflushed_from is None:
+        if self._unflushed_from is None or start < self._unflushed_from:
             self._unflushed_from = start
-        self._unflushed_from = min(self._unflushed_from, start)
         self._unflushed_to = max(self._unflushed_to, end)
         if self._unflushed_to - self._unflushed_from >= _WRITEBACK_BYTES:
-            self.start_writeback()
+            self._start_writeback()
 
-    def start_writeback(self) -> None:
+    def _start_writeback(self) -> None:
         """Start writing back what was written since the last call (no waiting)."""
         if self.fd is None or self._unflushed_from is None:
             return

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from csbs.blobstore import BlobStore
 from csbs.domain.clock import Clock
 from csbs.repository import errors, layout
-from csbs.repository.index import RELEASE_REFS, ChunkIndex
+from csbs.repository.index import ChunkIndex
 
 _SWEEP_BATCH = 500
 
@@ -60,7 +60,7 @@ def delete_backup(
     progress: Callable[[DeleteProgress], None] | None = None,
     cancel: Callable[[], bool] | None = None,
     *,
-    release_refs: int = RELEASE_REFS,
+    release_refs: int,
 ) -> DeleteResult:
     """Release every reference of the backup and forget it; idempotent and resumable.
 
