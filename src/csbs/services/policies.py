@@ -19,6 +19,7 @@ from sqlalchemy import orm
 
 from csbs.db.engine import Database
 from csbs.db.queries import backups as bq
+from csbs.db.queries import identity as identity_q
 from csbs.db.queries import inventory as inv
 from csbs.db.queries import policies as q
 from csbs.db.queries.policies import PolicyFilter
@@ -153,7 +154,7 @@ class PolicyService:
         )
         policy = dataclasses.replace(policy, next_run_at=policy.next_run(now))
         with self._db.write() as s:
-            q.lock_project(s, project_id)
+            identity_q.lock_project(s, project_id)
             if q.count_in_project(s, project_id) >= MAX_POLICIES_PER_PROJECT:
                 raise PolicyLimitReached()
             if q.name_taken(s, project_id, policy.name, None):
@@ -185,7 +186,7 @@ class PolicyService:
             policy = current
             if spec.name is not None:
                 policy = dataclasses.replace(policy, name=check_name(spec.name))
-                q.lock_project(s, policy.project_id)
+                identity_q.lock_project(s, policy.project_id)
                 if q.name_taken(s, policy.project_id, policy.name, policy.id):
                     raise DuplicatePolicyName(policy.name)
             if spec.description is not None:
@@ -201,7 +202,7 @@ class PolicyService:
             if spec.resources is not None:
                 # Serialise association with every other policy write of the project, so two
                 # policies cannot both take the same server (the policy row is locked first).
-                q.lock_project(s, policy.project_id)
+                identity_q.lock_project(s, policy.project_id)
                 policy = dataclasses.replace(
                     policy,
                     resources=self._resources(s, policy.project_id, policy.id, spec.resources),

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from sqlalchemy import orm
 
 from csbs.db.engine import Database
+from csbs.db.queries import backups as backup_q
+from csbs.db.queries import identity as identity_q
 from csbs.db.queries import quotas as q
 from csbs.domain.clock import Clock
 from csbs.domain.quotas import (
@@ -50,7 +52,7 @@ class QuotaService:
         """Q1: the project's quotas and what it uses now."""
         with self._db.read() as s:
             limits = self._limits(s, project_id)
-            backups = q.count_backups(s, project_id)
+            backups = _retained_backups(s, project_id)
         return QuotaUsage(limits, backups, self._stored_bytes(project_id))
 
     def set(
@@ -68,7 +70,7 @@ class QuotaService:
         if capacity_gb is not None:
             check_quota("backup_capacity", capacity_gb)
         with self._db.write() as s:
-            if not q.project_exists(s, project_id):
+            if not identity_q.lock_project(s, project_id):
                 raise ProjectNotFound(project_id)
             q.put(s, project_id, self._clock.now(), backups=backups, capacity_gb=capacity_gb)
         return self.usage(project_id)
@@ -83,15 +85,20 @@ class QuotaService:
         Raises:
             QuotaExceeded: 400 CSBS.9006 naming `backups` and/or `backup_capacity`.
         """
-        q.lock_project(s, project_id)
+        identity_q.lock_project(s, project_id)
         limits = self._limits(s, project_id)
         if limits.backups == UNLIMITED and limits.capacity_gb == UNLIMITED:
             return
         usage = QuotaUsage(
             limits,
-            q.count_backups(s, project_id) if limits.backups != UNLIMITED else 0,
+            _retained_backups(s, project_id) if limits.backups != UNLIMITED else 0,
             self._stored_bytes(project_id) if limits.capacity_gb != UNLIMITED else 0,
         )
         resources = exceeded(usage, count)
         if resources:
             raise quota_exceeded(resources)
+
+
+def _retained_backups(s: orm.Session, project_id: str) -> int:
+    """Backups the project retains: every one, whatever its status, until it is deleted."""
+    return backup_q.count(s, backup_q.BackupFilter(project_id=project_id))

@@ -39,6 +39,16 @@ def get_project(s: orm.Session, project_id: str) -> identity.Project | None:
     return _project(row) if row else None
 
 
+def lock_project(s: orm.Session, project_id: str) -> bool:
+    """Lock the project's row for the rest of the transaction (PostgreSQL; SQLite's write
+    lock already serialises): the serialisation point of checks made per project, such as
+    quotas and policy limits. Returns whether the project exists."""
+    locked = s.execute(
+        sa.select(tables.Project.id).where(tables.Project.id == project_id).with_for_update()
+    ).first()
+    return locked is not None
+
+
 def find_project_by_name(s: orm.Session, name: str) -> identity.Project | None:
     row = s.scalars(sa.select(tables.Project).where(tables.Project.name == name)).one_or_none()
     return _project(row) if row else None

@@ -87,11 +87,6 @@ def get(s: orm.Session, policy_id: str, *, for_update: bool = False) -> Policy |
     return _assemble(s, [row])[0] if row else None
 
 
-def lock_project(s: orm.Session, project_id: str) -> None:
-    """Serialise policy writes of one project (limits and unique names are checked after)."""
-    s.execute(sa.select(tables.Project.id).where(tables.Project.id == project_id).with_for_update())
-
-
 def count_in_project(s: orm.Session, project_id: str) -> int:
     return int(
         s.execute(

@@ -1,14 +1,12 @@
-"""SQL for per-project quotas and the number of backups a project retains."""
+"""SQL for per-project quotas."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-import sqlalchemy as sa
 from sqlalchemy import orm
 
 from csbs.db import tables
-from csbs.domain.backups import BackupStatus
 
 Q = tables.ProjectQuota
 
@@ -38,26 +36,3 @@ def put(
             row.capacity_gb = capacity_gb
         row.updated_at = now
     s.flush()
-
-
-def project_exists(s: orm.Session, project_id: str) -> bool:
-    return s.get(tables.Project, project_id) is not None
-
-
-def lock_project(s: orm.Session, project_id: str) -> None:
-    """Serialise backup creations of one project, so two cannot both take the last slot."""
-    s.execute(sa.select(tables.Project.id).where(tables.Project.id == project_id).with_for_update())
-
-
-def count_backups(s: orm.Session, project_id: str) -> int:
-    """Backups the project retains: every row, whatever its status, until it is deleted."""
-    return int(
-        s.execute(
-            sa.select(sa.func.count())
-            .select_from(tables.Backup)
-            .where(
-                tables.Backup.project_id == project_id,
-                tables.Backup.status != BackupStatus.DELETED.value,
-            )
-        ).scalar_one()
-    )
