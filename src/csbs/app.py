@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import argon2
@@ -179,37 +179,33 @@ def make_scheduler(runtime: Runtime) -> Scheduler:
 
 def run_scheduler(runtime: Runtime) -> None:
     """Run the policy scheduler alone until SIGTERM/SIGINT (it leads or stands by)."""
-    stop = threading.Event()
-
-    def _on_signal(_sig: int, _frame: Any) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     scheduler = make_scheduler(runtime)
-    scheduler.start()
-    try:
-        stop.wait()
-    finally:
-        scheduler.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        runtime.close()
+    _run_until_signal(runtime, scheduler.start, scheduler.stop)
 
 
 def run_worker(runtime: Runtime, worker: Worker) -> None:
     """Run `worker` until SIGTERM/SIGINT, then stop it gracefully (running tasks get the
     shutdown grace to finish; the rest go back to waiting)."""
-    stop = threading.Event()
+    _run_until_signal(
+        runtime, worker.start, lambda: worker.stop(grace=runtime.settings.shutdown_grace_seconds)
+    )
+
+
+def _run_until_signal(
+    runtime: Runtime, start: Callable[[], None], stop: Callable[[], None]
+) -> None:
+    """start(); wait for SIGTERM/SIGINT; stop(); then close the runtime."""
+    stopping = threading.Event()
 
     def _on_signal(_sig: int, _frame: Any) -> None:
-        stop.set()
+        stopping.set()
 
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    worker.start()
+    start()
     try:
-        stop.wait()
+        stopping.wait()
     finally:
-        worker.stop(grace=runtime.settings.shutdown_grace_seconds)
+        stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         runtime.close()

@@ -36,9 +36,6 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     and closed (a command run inside a test harness that captures output).
     """
 
-    def __init__(self) -> None:
-        super().__init__()
-
     @property
     def stream(self) -> Any:
         return sys.stderr

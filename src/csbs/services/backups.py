@@ -87,9 +87,7 @@ class Capability:
 
 
 class BackupService:
-    def __init__(
-        self, db: Database, clock: Clock, tasks: TaskStore, quotas: QuotaService | None = None
-    ) -> None:
+    def __init__(self, db: Database, clock: Clock, tasks: TaskStore, quotas: QuotaService) -> None:
         self._db = db
         self._clock = clock
         self._tasks = tasks
@@ -120,8 +118,7 @@ class BackupService:
     def check_quota(self, s: orm.Session, project_id: str, count: int) -> None:
         """In a write transaction, before any server is locked: would `count` more backups
         exceed the project's quotas? Raises QuotaExceeded (400 CSBS.9006)."""
-        if self._quotas is not None:
-            self._quotas.check_new_backups(s, project_id, count)
+        self._quotas.check_new_backups(s, project_id, count)
 
     def lock_server(self, s: orm.Session, project_id: str, server_id: str) -> Server:
         """Lock a server of the project that may be backed up now, in `s`'s transaction.
@@ -195,7 +192,7 @@ class BackupService:
 
         The caller has locked and checked the servers (`check_server`, not busy); it pokes
         the workers after its commit. The caller checks the project's quotas first, before
-        locking any server: `QuotaService.check_new_backups(s, project_id, len(servers))`.
+        locking any server: `check_quota(s, project_id, len(servers))`.
         """
         now = self._clock.now()
         first = servers[0]
@@ -212,8 +209,7 @@ class BackupService:
         q.add_checkpoint(s, checkpoint)
         made = []
         for server in servers:
-            previous = q.previous_backup(s, server.id)
-            incremental = previous is not None and spec.incremental is not False
+            incremental = q.has_available_backup(s, server.id) and spec.incremental is not False
             backup_id = new_id()
             task_id = new_id()
             backup = Backup(

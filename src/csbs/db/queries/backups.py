@@ -248,17 +248,6 @@ def backups_by_ids(s: orm.Session, backup_ids: Sequence[str]) -> list[Backup]:
     return _assemble(s, [rows[i] for i in backup_ids if i in rows])
 
 
-def backups_of_checkpoint(
-    s: orm.Session, checkpoint_id: str, *, for_update: bool = False
-) -> list[Backup]:
-    stmt = sa.select(B).where(
-        B.checkpoint_id == checkpoint_id, B.status != BackupStatus.DELETED.value
-    )
-    if for_update:
-        stmt = stmt.with_for_update()
-    return _assemble(s, list(s.scalars(stmt.order_by(B.created_at, B.id))))
-
-
 _BT: sa.Table = B.__table__  # type: ignore[assignment]
 #: Built once: deleting is on the hot path of DELETE (Core statements: no ORM bookkeeping).
 _REFS = sa.select(
@@ -371,18 +360,15 @@ def server_busy(s: orm.Session, server_id: str) -> bool:
     )
 
 
-def previous_backup(s: orm.Session, server_id: str) -> Backup | None:
-    """The newest available backup of a server (first backups are full, later incremental)."""
-    row = s.scalars(
-        sa.select(B)
-        .where(
-            B.resource_id == server_id,
-            B.status == BackupStatus.AVAILABLE.value,
-        )
-        .order_by(B.created_at.desc())
+def has_available_backup(s: orm.Session, server_id: str) -> bool:
+    """Whether the server has an available backup (first backups are full, later
+    incremental)."""
+    found = s.execute(
+        sa.select(B.id)
+        .where(B.resource_id == server_id, B.status == BackupStatus.AVAILABLE.value)
         .limit(1)
     ).first()
-    return _assemble(s, [row])[0] if row else None
+    return found is not None
 
 
 def get_checkpoint(s: orm.Session, checkpoint_id: str) -> Checkpoint | None:
