@@ -48,23 +48,41 @@ class Candidate:
     created_at: dt.datetime
 
 
-def _period_keys(rules: RetentionRules) -> list[tuple[int, Callable[[dt.date], object]]]:
-    return [
-        (rules.day_backups, lambda d: d),
-        (rules.week_backups, lambda d: d.isocalendar()[:2]),
-        (rules.month_backups, lambda d: (d.year, d.month)),
-        (rules.year_backups, lambda d: d.year),
-    ]
+def _recent_days(today: dt.date, count: int) -> set[object]:
+    count = min(count, (today - dt.date.min).days)
+    return {today - dt.timedelta(days=i) for i in range(count)}
 
 
-def _recent_periods(today: dt.date, count: int, key: Callable[[dt.date], object]) -> set[object]:
-    """The keys of the `count` periods ending with today's (at most 100 years: bounded)."""
-    keys: set[object] = set()
-    day = today
-    while len(keys) < count and day > dt.date.min + dt.timedelta(days=1):
-        keys.add(key(day))
-        day -= dt.timedelta(days=1)
-    return keys
+def _recent_weeks(today: dt.date, count: int) -> set[object]:
+    # Steps of 7 days land in consecutive ISO weeks.
+    count = min(count, (today - dt.date.min).days // 7)
+    return {(today - dt.timedelta(days=7 * i)).isocalendar()[:2] for i in range(count)}
+
+
+def _recent_months(today: dt.date, count: int) -> set[object]:
+    months = today.year * 12 + today.month - 1  # counted from January of year 0
+    count = min(count, months - 11)  # not before January of year 1
+    return {(y, m + 1) for y, m in (divmod(months - i, 12) for i in range(count))}
+
+
+def _recent_years(today: dt.date, count: int) -> set[object]:
+    return {today.year - i for i in range(min(count, today.year))}
+
+
+#: (the rule's count, the period key of a date, the keys of the last N periods to today)
+_PERIODS: tuple[
+    tuple[
+        Callable[[RetentionRules], int],
+        Callable[[dt.date], object],
+        Callable[[dt.date, int], set[object]],
+    ],
+    ...,
+] = (
+    (lambda r: r.day_backups, lambda d: d, _recent_days),
+    (lambda r: r.week_backups, lambda d: d.isocalendar()[:2], _recent_weeks),
+    (lambda r: r.month_backups, lambda d: (d.year, d.month), _recent_months),
+    (lambda r: r.year_backups, lambda d: d.year, _recent_years),
+)
 
 
 def long_term_keep(
@@ -74,10 +92,11 @@ def long_term_keep(
     keep: set[str] = set()
     today = now.astimezone(rules.tz).date()
     newest_first = sorted(backups, key=lambda b: (b.created_at, b.id), reverse=True)
-    for count, key in _period_keys(rules):
+    for count_of, key, recent in _PERIODS:
+        count = count_of(rules)
         if count <= 0:
             continue
-        periods = _recent_periods(today, count, key)
+        periods = recent(today, count)
         seen: set[object] = set()
         for b in newest_first:
             k = key(b.created_at.astimezone(rules.tz).date())
