@@ -11,6 +11,7 @@ from csbs import app as composition
 from csbs.cli.common import DatabaseUrlOpt, DataDirOpt, cli_runtime, console
 from csbs.db.queries.policies import PolicyFilter
 from csbs.domain import errors, schedules
+from csbs.domain.inventory import SERVER_TYPE
 from csbs.domain.paging import page_request
 from csbs.domain.policies import Policy
 from csbs.services.policies import (
@@ -48,7 +49,7 @@ def _resources(runtime: composition.Runtime, project_id: str, ids: list[str]) ->
     out = []
     for server_id in ids:
         server = runtime.services.inventory.get(project_id, server_id)
-        out.append(ResourceSpec(server.id, "OS::Nova::Server", server.name))
+        out.append(ResourceSpec(server.id, SERVER_TYPE, server.name))
     return out
 
 

@@ -9,6 +9,9 @@ import re
 
 from csbs.domain import errors
 
+#: The one resource type csbs backs up (spec: OpenStack Nova servers).
+SERVER_TYPE = "OS::Nova::Server"
+
 #: Server names, as CSBS names: letters, digits, `_` and `-`, 1-255 characters (we also
 #: allow `.` for host-style names).
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
@@ -62,3 +65,11 @@ class ServerNotFound(errors.InvalidInput):
 
     def __init__(self, server_id: str) -> None:
         super().__init__(f"Server ({server_id}) does not exist.")
+
+
+def unsupported_type(resource_id: str, resource_type: str) -> errors.InvalidInput:
+    """400 CSBS.6003: a resource of another type than `SERVER_TYPE` cannot be protected."""
+    return errors.InvalidInput(
+        f"Resource ({resource_id}) type ({resource_type}) is not support protection.",
+        code="CSBS.6003",
+    )

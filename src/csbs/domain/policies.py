@@ -10,9 +10,9 @@ from typing import Any
 
 from csbs.domain import errors, schedules
 from csbs.domain.backups import Tag
+from csbs.domain.inventory import SERVER_TYPE
 from csbs.domain.retention import UNLIMITED, RetentionRules
 
-SERVER_TYPE = "OS::Nova::Server"
 MAX_POLICIES_PER_PROJECT = 32
 MAX_SERVERS_PER_POLICY = 64
 MAX_RETENTION = 99999

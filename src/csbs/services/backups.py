@@ -30,23 +30,21 @@ from csbs.domain.backups import (
 )
 from csbs.domain.clock import Clock
 from csbs.domain.ids import new_id
-from csbs.domain.inventory import Server, ServerNotFound, ServerStatus
+from csbs.domain.inventory import (
+    SERVER_TYPE,
+    Server,
+    ServerNotFound,
+    ServerStatus,
+    unsupported_type,
+)
 from csbs.domain.operations import OperationType
 from csbs.domain.paging import Page, PageRequest
 from csbs.queue import EnqueueRequest, Task, TaskStatus, TaskStore
 from csbs.queue.jobs import Refs
 from csbs.services.quotas import QuotaService
 
-SERVER_TYPE = "OS::Nova::Server"
 SORT_KEYS = frozenset({"created_at", "updated_at", "name", "status", "protected_at", "id"})
 DEFAULT_SORT = "created_at:desc"
-
-
-def _unsupported_type(resource_id: str, resource_type: str) -> errors.InvalidInput:
-    return errors.InvalidInput(
-        f"Resource ({resource_id}) type ({resource_type}) is not support protection.",
-        code="CSBS.6003",
-    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +101,7 @@ class BackupService:
             for resource_id, resource_type in items:
                 try:
                     if resource_type != SERVER_TYPE:
-                        raise _unsupported_type(resource_id, resource_type)
+                        raise unsupported_type(resource_id, resource_type)
                     server = inv.get_server(s, resource_id)
                     if server is None or server.project_id != project_id:
                         raise ServerNotFound(resource_id)
@@ -159,7 +157,7 @@ class BackupService:
             BackupRunning: the server is being backed up (CSBS.1001).
         """
         if req.resource_type != SERVER_TYPE:
-            raise _unsupported_type(req.server_id, req.resource_type)
+            raise unsupported_type(req.server_id, req.resource_type)
         name = (
             check_backup_name(req.name)
             if req.name is not None

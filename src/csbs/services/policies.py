@@ -28,12 +28,11 @@ from csbs.domain.backups import Backup, BackupStatus, Checkpoint, check_tags
 from csbs.domain.backups import default_name as backup_name
 from csbs.domain.clock import Clock
 from csbs.domain.ids import new_id
-from csbs.domain.inventory import Server, ServerNotFound
+from csbs.domain.inventory import SERVER_TYPE, Server, ServerNotFound, unsupported_type
 from csbs.domain.paging import Page, PageRequest
 from csbs.domain.policies import (
     MAX_POLICIES_PER_PROJECT,
     MAX_SERVERS_PER_POLICY,
-    SERVER_TYPE,
     STATUS_SUSPENDED,
     DuplicatePolicyName,
     NothingToBackUp,
@@ -83,11 +82,11 @@ class OperationSpec:
 
 @dataclasses.dataclass(frozen=True)
 class PolicySpec:
-    """P1's body, or P4's with None for what stays unchanged."""
+    """P1's body, or P4's with None for what stays unchanged (tags are P1's only; later
+    they change through the tag API)."""
 
     name: str | None = None
     description: str | None = None
-    provider_id: str | None = None
     parameters: Mapping[str, Any] | None = None
     resources: Sequence[ResourceSpec] | None = None
     operation: OperationSpec | None = None
@@ -167,10 +166,7 @@ class PolicyService:
     def get(self, project_id: str | None, policy_id: str) -> Policy:
         """Raises PolicyNotFound (404 CSBS.3000), also for another project's policy."""
         with self._db.read() as s:
-            policy = q.get(s, policy_id)
-        if policy is None or (project_id is not None and policy.project_id != project_id):
-            raise errors.PolicyNotFound(f"plan not found: {policy_id}")
-        return policy
+            return _owned(q.get(s, policy_id), project_id, policy_id)
 
     def search(self, f: PolicyFilter, page: PageRequest) -> Page[Policy]:
         with self._db.read() as s:
@@ -180,13 +176,15 @@ class PolicyService:
         """Apply P4: `resources` replaces the servers; the operation must carry its id."""
         now = self._clock.now()
         with self._db.write() as s:
-            current = q.get(s, policy_id, for_update=True)
-            if current is None or (project_id is not None and current.project_id != project_id):
-                raise errors.PolicyNotFound(f"plan not found: {policy_id}")
+            current = _owned(q.get(s, policy_id, for_update=True), project_id, policy_id)
             policy = current
+            if spec.name is not None or spec.resources is not None:
+                # Serialise with every other policy write of the project (the policy row is
+                # locked first): names stay unique, and two policies cannot both take the
+                # same server.
+                identity_q.lock_project(s, policy.project_id)
             if spec.name is not None:
                 policy = dataclasses.replace(policy, name=check_name(spec.name))
-                identity_q.lock_project(s, policy.project_id)
                 if q.name_taken(s, policy.project_id, policy.name, policy.id):
                     raise DuplicatePolicyName(policy.name)
             if spec.description is not None:
@@ -195,14 +193,9 @@ class PolicyService:
                 )
             if spec.parameters is not None:
                 policy = dataclasses.replace(policy, parameters=dict(spec.parameters))
-            if spec.tags is not None:
-                policy = dataclasses.replace(policy, tags=check_tags(spec.tags))
             if spec.operation is not None:
                 policy = self._update_operation(policy, spec.operation)
             if spec.resources is not None:
-                # Serialise association with every other policy write of the project, so two
-                # policies cannot both take the same server (the policy row is locked first).
-                identity_q.lock_project(s, policy.project_id)
                 policy = dataclasses.replace(
                     policy,
                     resources=self._resources(s, policy.project_id, policy.id, spec.resources),
@@ -272,10 +265,7 @@ class PolicyService:
             raise errors.InvalidInput("resources: a server is listed twice")
         for r in given:
             if r.type != SERVER_TYPE:
-                raise errors.InvalidInput(
-                    f"Resource ({r.id}) type ({r.type}) is not support protection.",
-                    code="CSBS.6003",
-                )
+                raise unsupported_type(r.id, r.type)
             server = inv.get_server(s, r.id)
             if server is None or server.project_id != project_id:
                 raise ServerNotFound(r.id)
@@ -291,9 +281,7 @@ class PolicyService:
     def delete(self, project_id: str | None, policy_id: str) -> None:
         """The policy goes; the backups it made stay (and stay out of any retention)."""
         with self._db.write() as s:
-            policy = q.get(s, policy_id, for_update=True)
-            if policy is None or (project_id is not None and policy.project_id != project_id):
-                raise errors.PolicyNotFound(f"plan not found: {policy_id}")
+            _owned(q.get(s, policy_id, for_update=True), project_id, policy_id)
             q.delete(s, policy_id)
 
     def runs(self, project_id: str | None, policy_id: str, limit: int = 20) -> list[PolicyRun]:
@@ -321,9 +309,7 @@ class PolicyService:
         """
         now = self._clock.now()
         with self._db.write() as s:
-            policy = q.get(s, policy_id, for_update=True)
-            if policy is None or policy.project_id != project_id:
-                raise errors.PolicyNotFound(f"plan not found: {policy_id}")
+            policy = _owned(q.get(s, policy_id, for_update=True), project_id, policy_id)
             if q.executing(s, policy.id):
                 raise PolicyExecuting(policy.id)
             members = [r.id for r in policy.resources]
@@ -477,3 +463,11 @@ class PolicyService:
             task_ids = self._deletions.enqueue(s, targets)
             s.flush()
         return task_ids
+
+
+def _owned(policy: Policy | None, project_id: str | None, policy_id: str) -> Policy:
+    """`policy` if it exists and belongs to `project_id` (None: any project, for the CLI);
+    else PolicyNotFound (404 CSBS.3000), which never tells another project's apart."""
+    if policy is None or (project_id is not None and policy.project_id != project_id):
+        raise errors.PolicyNotFound(f"plan not found: {policy_id}")
+    return policy

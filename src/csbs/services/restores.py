@@ -16,13 +16,13 @@ from csbs.domain import errors
 from csbs.domain.backups import Backup, BackupStatus
 from csbs.domain.clock import Clock
 from csbs.domain.ids import new_id
-from csbs.domain.inventory import Server, ServerNotFound, ServerStatus
+from csbs.domain.inventory import SERVER_TYPE, Server, ServerNotFound, ServerStatus
 from csbs.domain.operations import OperationType
 from csbs.domain.providers import CSBS_PROVIDER_ID
 from csbs.domain.restores import Restore, RestoreStatus, VolumeMapping
 from csbs.queue import EnqueueRequest, Task, TaskStatus, TaskStore
 from csbs.queue.jobs import Refs
-from csbs.services.backups import SERVER_TYPE, Capability, joined_session
+from csbs.services.backups import Capability, joined_session
 
 
 @dataclasses.dataclass(frozen=True)

@@ -110,7 +110,6 @@ def create_spec(p: PolicyCreateIn) -> PolicySpec:
     return PolicySpec(
         name=p.name,
         description=p.description,
-        provider_id=p.provider_id,
         parameters=p.parameters,
         resources=_resources(p.resources),
         operation=_operation(p.scheduled_operations[0]),

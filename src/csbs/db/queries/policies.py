@@ -11,10 +11,12 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 
 from csbs.db import tables
-from csbs.domain.backups import BackupStatus, Tag
+from csbs.db.queries.tags import tags_of
+from csbs.domain.backups import BackupStatus
 from csbs.domain.paging import Page, PageRequest
 from csbs.domain.policies import Policy, PolicyResource, PolicyRun, ScheduledOperation
 from csbs.domain.retention import Candidate
+from csbs.domain.tags import TagKind
 from csbs.sqlpaging import fetch_page
 
 P = tables.Policy
@@ -35,18 +37,12 @@ class PolicyFilter:
 def _assemble(s: orm.Session, rows: Sequence[tables.Policy]) -> list[Policy]:
     ids = [r.id for r in rows]
     resources: dict[str, list[tables.PolicyResource]] = {i: [] for i in ids}
-    tags: dict[str, list[Tag]] = {i: [] for i in ids}
     if ids:
         for r in s.scalars(
             sa.select(tables.PolicyResource).where(tables.PolicyResource.policy_id.in_(ids))
         ):
             resources[r.policy_id].append(r)
-        for t in s.scalars(
-            sa.select(tables.PolicyTag)
-            .where(tables.PolicyTag.policy_id.in_(ids))
-            .order_by(tables.PolicyTag.key)
-        ):
-            tags[t.policy_id].append(Tag(t.key, t.value))
+    tags = tags_of(s, TagKind.POLICY, ids)
     return [
         Policy(
             id=r.id,
@@ -136,9 +132,10 @@ def _columns(p: Policy) -> dict[str, Any]:
     }
 
 
-def _children(s: orm.Session, p: Policy) -> None:
+def _resources(s: orm.Session, p: Policy) -> None:
+    """Write the policy's servers (replacing any it had). Its tags are written by `add` and
+    changed only through the tag API (`db/queries/tags.py`)."""
     s.execute(sa.delete(tables.PolicyResource).where(tables.PolicyResource.policy_id == p.id))
-    s.execute(sa.delete(tables.PolicyTag).where(tables.PolicyTag.policy_id == p.id))
     s.flush()
     for i, r in enumerate(p.resources):
         s.add(
@@ -150,20 +147,21 @@ def _children(s: orm.Session, p: Policy) -> None:
                 extra_info=dict(r.extra_info),
             )
         )
-    for t in p.tags:
-        s.add(tables.PolicyTag(policy_id=p.id, key=t.key, value=t.value))
     s.flush()
 
 
 def add(s: orm.Session, p: Policy) -> None:
     s.add(P(id=p.id, **_columns(p)))
     s.flush()
-    _children(s, p)
+    for t in p.tags:
+        s.add(tables.PolicyTag(policy_id=p.id, key=t.key, value=t.value))
+    _resources(s, p)
 
 
 def replace(s: orm.Session, p: Policy) -> None:
+    """Update the policy's row and servers; its tags stay as they are."""
     s.execute(sa.update(P).where(P.id == p.id).values(**_columns(p)))
-    _children(s, p)
+    _resources(s, p)
 
 
 def delete(s: orm.Session, policy_id: str) -> None:
