@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Header, Path, Request
@@ -49,6 +50,18 @@ def project_actor(project_id: ProjectIdPath, principal: PrincipalDep) -> Princip
 
 ReaderDep = Annotated[Principal, Depends(project_reader)]
 ActorDep = Annotated[Principal, Depends(project_actor)]
+
+
+def admin_of(what: str) -> Callable[[Principal], Principal]:
+    """A dependency: an administrator allowed in the path's project, who may change `what`
+    (403 otherwise)."""
+
+    def admin(principal: Annotated[Principal, Depends(project_reader)]) -> Principal:
+        if not principal.is_admin:
+            raise errors.Forbidden(f"Only administrators may change {what}.")
+        return principal
+
+    return admin
 
 
 def check_all_tenants(principal: Principal, all_tenants: bool | None) -> bool:

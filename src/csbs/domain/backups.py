@@ -164,12 +164,17 @@ def check_description(text: str) -> str:
     return text
 
 
+def too_many_tags() -> errors.InvalidInput:
+    """400 CSBS.7000: more than `MAX_TAGS` tags in a request or on a resource."""
+    return errors.InvalidInput(
+        f"request tags exceed the max allowed count: {MAX_TAGS}.", code="CSBS.7000"
+    )
+
+
 def check_tags(tags: Sequence[tuple[str, str]]) -> tuple[Tag, ...]:
     """Tags given at creation: non-empty if present, at most 10, unique keys, charset rules."""
     if len(tags) > MAX_TAGS:
-        raise errors.InvalidInput(
-            f"request tags exceed the max allowed count: {MAX_TAGS}.", code="CSBS.7000"
-        )
+        raise too_many_tags()
     out: list[Tag] = []
     for key, value in tags:
         key, value = key.strip(), value.strip()

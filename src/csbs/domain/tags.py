@@ -17,7 +17,7 @@ import enum
 from collections.abc import Sequence
 
 from csbs.domain import errors
-from csbs.domain.backups import MAX_TAGS, Tag, check_tags
+from csbs.domain.backups import MAX_TAGS, Tag, check_tags, too_many_tags
 
 MAX_KEY = 127
 MAX_VALUE = 255
@@ -40,12 +40,6 @@ class TagNotFound(errors.NotFound):
     """The backup tag does not exist."""
 
     code = "CSBS.7001"
-
-
-def too_many(limit: int = MAX_TAGS) -> errors.InvalidInput:
-    return errors.InvalidInput(
-        f"request tags exceed the max allowed count: {limit}.", code="CSBS.7000"
-    )
 
 
 def check_create(tags: Sequence[tuple[str, str | None]]) -> tuple[Tag, ...]:
@@ -95,7 +89,7 @@ def check_delete(tags: Sequence[tuple[str, str | None]]) -> tuple[TagDeletion, .
     if not tags:
         raise errors.InvalidInput("tags must not be empty")
     if len(tags) > MAX_TAGS:
-        raise too_many()
+        raise too_many_tags()
     return tuple(
         TagDeletion(_check_key(k), None if v is None else _check_value(v)) for k, v in tags
     )
@@ -119,7 +113,7 @@ def check_filter_tags(
     if not items:
         raise errors.InvalidInput(f"{field} must not be empty")
     if len(items) > MAX_TAGS:
-        raise too_many()
+        raise too_many_tags()
     out: list[KeyValues] = []
     for key, values in items:
         key = _check_key(key, f"{field}: key")

@@ -10,7 +10,7 @@ from csbs.db.engine import Database
 from csbs.db.queries import backups as backup_q
 from csbs.db.queries import tags as q
 from csbs.domain import errors
-from csbs.domain.backups import MAX_TAGS, Tag
+from csbs.domain.backups import MAX_TAGS, Tag, too_many_tags
 from csbs.domain.tags import (
     ProjectTag,
     QueryAction,
@@ -23,7 +23,6 @@ from csbs.domain.tags import (
     check_delete,
     check_key,
     merged_count,
-    too_many,
 )
 
 
@@ -87,8 +86,8 @@ class TagService:
             self._require(s, kind, project_id, resource_id, for_update=True)
             existing = q.tags_of(s, kind, [resource_id])[resource_id]
             if merged_count(existing, clean) > MAX_TAGS:
-                raise too_many()
-            q.put(s, kind, resource_id, clean)
+                raise too_many_tags()
+            q.put(s, kind, resource_id, clean, {t.key for t in existing})
 
     def remove(
         self,

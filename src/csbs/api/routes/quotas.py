@@ -6,19 +6,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 
-from csbs.api.deps import ReaderDep, ServicesDep, project_reader
+from csbs.api.deps import ReaderDep, ServicesDep, admin_of
 from csbs.api.schemas.quotas import QuotaUpdateBody, quotas_body
-from csbs.domain import errors
 from csbs.domain.identity import Principal
 
 router = APIRouter(prefix="/v1/{project_id}", tags=["quotas"])
-
-
-def quota_admin(principal: Annotated[Principal, Depends(project_reader)]) -> Principal:
-    """Only administrators change quotas (403 otherwise)."""
-    if not principal.is_admin:
-        raise errors.Forbidden("Only administrators may change quotas.")
-    return principal
 
 
 @router.get("/quotas", summary="Query quotas (Q1)")
@@ -31,7 +23,7 @@ def set_quotas(
     project_id: str,
     body: QuotaUpdateBody,
     services: ServicesDep,
-    _p: Annotated[Principal, Depends(quota_admin)],
+    _p: Annotated[Principal, Depends(admin_of("quotas"))],
 ) -> dict[str, Any]:
     usage = services.quotas.set(
         project_id, backups=body.quotas.backups, capacity_gb=body.quotas.backup_capacity

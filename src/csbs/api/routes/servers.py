@@ -6,9 +6,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path
 
-from csbs.api.deps import ReaderDep, ServicesDep, project_reader
+from csbs.api.deps import ReaderDep, ServicesDep, admin_of
 from csbs.api.schemas.servers import ServerCreateBody, ServerStatusBody, server_body
-from csbs.domain import errors
 from csbs.domain.identity import Principal
 from csbs.services.inventory import DiskSpec
 
@@ -16,16 +15,7 @@ router = APIRouter(prefix="/v1/{project_id}", tags=["servers"])
 ServerIdPath = Annotated[str, Path(min_length=1, max_length=64)]
 
 
-def project_admin(
-    principal: Annotated[Principal, Depends(project_reader)],
-) -> Principal:
-    """Only administrators change the inventory (403 otherwise)."""
-    if not principal.is_admin:
-        raise errors.Forbidden("Only administrators may change the server inventory.")
-    return principal
-
-
-AdminDep = Annotated[Principal, Depends(project_admin)]
+AdminDep = Annotated[Principal, Depends(admin_of("the server inventory"))]
 
 
 @router.post("/servers", summary="Register a server and its disks (admin)")

@@ -7,7 +7,7 @@ project, name, creation time, and which rows are live). Everything else is share
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -75,10 +75,16 @@ def tags_of(s: orm.Session, kind: TagKind, resource_ids: Sequence[str]) -> dict[
     return out
 
 
-def put(s: orm.Session, kind: TagKind, resource_id: str, tags: Sequence[Tag]) -> None:
-    """Add tags; an existing key gets the new value."""
+def put(
+    s: orm.Session,
+    kind: TagKind,
+    resource_id: str,
+    tags: Sequence[Tag],
+    existing: Collection[str],
+) -> None:
+    """Add tags; a key in `existing` (the resource's keys, read by the caller in this
+    transaction) gets the new value."""
     b = _BINDINGS[kind]
-    existing = {t.key for t in tags_of(s, kind, [resource_id])[resource_id]}
     for t in tags:
         if t.key in existing:
             s.execute(
@@ -100,10 +106,8 @@ def delete(s: orm.Session, kind: TagKind, resource_id: str, key: str, value: str
     conds = [b.owner_id == resource_id, b.tags.c.key == key]
     if value is not None:
         conds.append(b.tags.c.value == value)
-    if s.execute(sa.select(b.tags.c.key).where(*conds)).first() is None:
-        return False
-    s.execute(sa.delete(b.tags).where(*conds))
-    return True
+    result = s.execute(sa.delete(b.tags).where(*conds))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def project_tags(s: orm.Session, kind: TagKind, project_id: str) -> list[ProjectTag]:
