@@ -152,15 +152,23 @@ def checkpoint_status(items: Sequence[BackupStatus]) -> BackupStatus:
     return BackupStatus.AVAILABLE
 
 
-def check_backup_name(name: str) -> str:
-    if not _NAME_RE.match(name):
-        raise errors.InvalidInput("backup_name must be 1-255 characters of [A-Za-z0-9_-]")
+def check_name(name: Any, field: str = "name") -> str:
+    """A CSBS name (backups, policies, operations): 1-255 of [A-Za-z0-9_-]."""
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise errors.InvalidInput(f"{field} must be 1-255 characters of [A-Za-z0-9_-]")
     return name
 
 
-def check_description(text: str) -> str:
-    if len(text) > 255 or "<" in text or ">" in text:
-        raise errors.InvalidInput("description must be at most 255 characters, without < or >")
+def check_backup_name(name: str) -> str:
+    return check_name(name, "backup_name")
+
+
+def check_description(text: Any, field: str = "description") -> str:
+    """A CSBS description: at most 255 characters, without < or >; None is empty."""
+    if text is None:
+        return ""
+    if not isinstance(text, str) or len(text) > 255 or "<" in text or ">" in text:
+        raise errors.InvalidInput(f"{field} must be at most 255 characters, without < or >")
     return text
 
 

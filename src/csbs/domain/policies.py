@@ -20,7 +20,6 @@ MAX_LONG_TERM = 100
 #: The status a policy reports (spec §11.9): `suspended` from creation on; an update that
 #: sets `enabled` reports `enabled` or `disabled` from then on.
 STATUS_SUSPENDED = "suspended"
-_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _COUNT_KEYS = ("max_backups", "retention_duration_days")
 _LONG_TERM_KEYS = ("day_backups", "week_backups", "month_backups", "year_backups")
 
@@ -79,13 +78,9 @@ class Policy:
         """When the schedule fires next after `after`, or None when it is disabled."""
         if not self.operation.enabled:
             return None
-        anchor = self.created_at.astimezone(schedules.zone(self.operation.timezone))
-        return schedules.next_run(
-            self.operation.schedule,
-            schedules.zone(self.operation.timezone),
-            after,
-            anchor.replace(tzinfo=None),
-        )
+        zone = schedules.zone(self.operation.timezone)
+        anchor = self.created_at.astimezone(zone).replace(tzinfo=None)
+        return schedules.next_run(self.operation.schedule, zone, after, anchor)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,20 +95,6 @@ class PolicyRun:
     trigger: str  # "schedule" or "manual"
     checkpoint_id: str | None
     skipped: tuple[Mapping[str, str], ...]
-
-
-def check_name(name: Any, field: str = "name") -> str:
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise errors.InvalidInput(f"{field} must be 1-255 characters of [A-Za-z0-9_-]")
-    return name
-
-
-def check_description(text: Any, field: str = "description") -> str:
-    if text is None:
-        return ""
-    if not isinstance(text, str) or len(text) > 255 or "<" in text or ">" in text:
-        raise errors.InvalidInput(f"{field} must be at most 255 characters, without < or >")
-    return text
 
 
 def _int(key: str, value: Any, low: int, high: int, allow_unlimited: bool) -> int:

@@ -24,7 +24,14 @@ from csbs.db.queries import inventory as inv
 from csbs.db.queries import policies as q
 from csbs.db.queries.policies import PolicyFilter
 from csbs.domain import errors, schedules
-from csbs.domain.backups import Backup, BackupStatus, Checkpoint, check_tags
+from csbs.domain.backups import (
+    Backup,
+    BackupStatus,
+    Checkpoint,
+    check_description,
+    check_name,
+    check_tags,
+)
 from csbs.domain.backups import default_name as backup_name
 from csbs.domain.clock import Clock
 from csbs.domain.ids import new_id
@@ -44,8 +51,6 @@ from csbs.domain.policies import (
     ScheduledOperation,
     ServerInPolicy,
     check_definition,
-    check_description,
-    check_name,
 )
 from csbs.domain.providers import CSBS_PROVIDER_ID
 from csbs.domain.retention import expired
@@ -310,7 +315,7 @@ class PolicyService:
         now = self._clock.now()
         with self._db.write() as s:
             policy = _owned(q.get(s, policy_id, for_update=True), project_id, policy_id)
-            if q.executing(s, policy.id):
+            if bq.policy_busy(s, policy.id):
                 raise PolicyExecuting(policy.id)
             members = [r.id for r in policy.resources]
             wanted = list(dict.fromkeys(server_ids)) if server_ids else members

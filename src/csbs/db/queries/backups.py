@@ -349,15 +349,23 @@ def set_disk_status(s: orm.Session, backup_id: str, status: BackupStatus) -> Non
     )
 
 
+#: The statuses of a backup being made.
+_BEING_MADE = (BackupStatus.WAITING_PROTECT.value, BackupStatus.PROTECTING.value)
+
+
 def server_busy(s: orm.Session, server_id: str) -> bool:
     """Whether a backup of this server is being made right now."""
-    busy = [BackupStatus.WAITING_PROTECT.value, BackupStatus.PROTECTING.value]
-    return (
-        s.execute(
-            sa.select(B.id).where(B.resource_id == server_id, B.status.in_(busy)).limit(1)
-        ).first()
-        is not None
-    )
+    return _any_being_made(s, B.resource_id == server_id)
+
+
+def policy_busy(s: orm.Session, policy_id: str) -> bool:
+    """Whether a backup made by this policy is being made right now."""
+    return _any_being_made(s, B.plan_id == policy_id)
+
+
+def _any_being_made(s: orm.Session, which: sa.ColumnElement[bool]) -> bool:
+    found = s.execute(sa.select(B.id).where(which, B.status.in_(_BEING_MADE)).limit(1))
+    return found.first() is not None
 
 
 def has_available_backup(s: orm.Session, server_id: str) -> bool:

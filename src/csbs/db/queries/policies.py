@@ -195,7 +195,7 @@ def due(s: orm.Session, now: dt.datetime, limit: int) -> list[tuple[str, dt.date
         .order_by(P.next_run_at, P.id)
         .limit(limit)
     )
-    return [(pid, at) for pid, at in rows if at is not None]
+    return [(pid, at) for pid, at in rows if at is not None]  # (narrows the type)
 
 
 def advance(
@@ -252,14 +252,6 @@ def runs(s: orm.Session, policy_id: str, limit: int) -> list[PolicyRun]:
         )
         for r in rows
     ]
-
-
-def executing(s: orm.Session, policy_id: str) -> bool:
-    """Whether a backup made by this policy is being made right now."""
-    B = tables.Backup
-    busy = [BackupStatus.WAITING_PROTECT.value, BackupStatus.PROTECTING.value]
-    stmt = sa.select(B.id).where(B.plan_id == policy_id, B.status.in_(busy)).limit(1)
-    return s.execute(stmt).first() is not None
 
 
 def retention_candidates(s: orm.Session, policy_id: str) -> list[tuple[Candidate, str]]:
