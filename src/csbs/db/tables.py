@@ -144,7 +144,12 @@ class Backup(Base):
     task_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(36), nullable=True)
     extra: orm.Mapped[dict[str, object]] = orm.mapped_column(sa.JSON)
 
-    __table_args__ = (sa.Index("ix_backups_project_created", "project_id", "created_at"),)
+    __table_args__ = (
+        sa.Index("ix_backups_project_created", "project_id", "created_at"),
+        # A policy's backups: retention after each of its backup tasks, B1's busy check,
+        # and lists filtered by plan_id.
+        sa.Index("ix_backups_plan_status", "plan_id", "status"),
+    )
 
 
 class DiskBackup(Base):
