@@ -6,12 +6,10 @@ their SHA-256 is stored, so a copy of the database cannot be used to call the AP
 
 from __future__ import annotations
 
-import collections
 import datetime as dt
 import hashlib
 import re
 import secrets
-import threading
 
 import argon2
 import sqlalchemy.exc
@@ -23,6 +21,7 @@ from csbs.domain import errors
 from csbs.domain.clock import Clock
 from csbs.domain.identity import IssuedToken, Principal, Project, Role, User
 from csbs.domain.ids import new_hex_id
+from csbs.services.token_cache import TokenCache
 
 ADMIN_PROJECT = "admin"
 ADMIN_USER = "admin"
@@ -41,10 +40,6 @@ def _check_name(kind: str, name: str) -> None:
         raise errors.InvalidInput(f"{kind} name must be 1-255 characters of [A-Za-z0-9_.@-]")
 
 
-#: At most this many validated tokens are remembered (least recently used go first).
-_TOKEN_CACHE_SIZE = 10_000
-
-
 class IdentityService:
     """Authenticates users and validates tokens."""
 
@@ -60,17 +55,7 @@ class IdentityService:
         self._db = db
         self._clock = clock
         self._ttl = token_ttl
-        # Validated tokens, briefly (as Keystone's middleware caches them): a busy client
-        # then costs no database round trip per call. A revocation through this process
-        # takes effect at once; one through another process within `token_cache_seconds`.
-        self._cache_seconds = token_cache_seconds
-        self._cache: collections.OrderedDict[str, tuple[float, Principal]] = (
-            collections.OrderedDict()
-        )
-        self._cache_lock = threading.Lock()
-        #: moves on every revocation here: a validation that read the database before it
-        #: must not remember what it read
-        self._revocations = 0
+        self._tokens = TokenCache(clock, token_cache_seconds)
         self._hasher = hasher or argon2.PasswordHasher()
         # Verified against when the user does not exist, so both paths cost the same time.
         self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
@@ -210,40 +195,17 @@ class IdentityService:
         if not _TOKEN_RE.match(secret):
             raise errors.Unauthenticated("The token is malformed.")
         token_hash = hash_token(secret)
-        principal = self._cached(token_hash)
+        principal = self._tokens.get(token_hash)
         if principal is None:
-            revocations = self._revocations
+            generation = self._tokens.generation
             with self._db.read() as s:
                 principal = q.principal_for_token(s, token_hash)
             if principal is None:
                 raise errors.Unauthenticated("The token is invalid or has been revoked.")
-            self._remember(token_hash, principal, revocations)
+            self._tokens.put(token_hash, principal, generation)
         if principal.expires_at <= self._clock.now():
             raise errors.Unauthenticated("The token has expired.")
         return principal
-
-    def _cached(self, token_hash: str) -> Principal | None:
-        if self._cache_seconds <= 0:
-            return None
-        with self._cache_lock:
-            hit = self._cache.get(token_hash)
-            if hit is None:
-                return None
-            if hit[0] <= self._clock.monotonic():
-                del self._cache[token_hash]
-                return None
-            return hit[1]
-
-    def _remember(self, token_hash: str, principal: Principal, revocations: int) -> None:
-        if self._cache_seconds <= 0:
-            return
-        with self._cache_lock:
-            if revocations != self._revocations:
-                return  # a revocation may have committed after this principal was read
-            self._cache[token_hash] = (self._clock.monotonic() + self._cache_seconds, principal)
-            self._cache.move_to_end(token_hash)
-            while len(self._cache) > _TOKEN_CACHE_SIZE:
-                self._cache.popitem(last=False)
 
     def revoke(self, secret: str) -> None:
         """Revoke a token. Raises NotFound when it is unknown or already revoked."""
@@ -256,9 +218,7 @@ class IdentityService:
                     raise errors.NotFound("token not found")
         finally:
             # After the commit, so the next validation here reads the revocation.
-            with self._cache_lock:
-                self._revocations += 1
-                self._cache.pop(token_hash, None)
+            self._tokens.forget(token_hash)
 
     # -- internals --------------------------------------------------------------------------
 
