@@ -1,6 +1,7 @@
 """Deletion benchmark: many DELETE calls against a running `csbs serve` on PostgreSQL.
 
-    python -m bench.deletes [--backups 1000] [--projects 10] [--clients 20] [--separate-worker]
+    python -m bench.deletes [--backups 1000] [--projects 10] [--clients 20] [--rate R]
+                            [--separate-worker [--worker-nice N]] [--client-processes N]
 
 Starts `csbs serve` (embedded workers, PostgreSQL in a fresh schema, loopback only), makes
 the backups (one tiny disk per server), then sends one DELETE per backup record from
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import http.client
 import multiprocessing
 import os
 import statistics
@@ -40,28 +42,98 @@ PROVIDER = "fc4d5750-22e7-4798-8a46-f48f62c4c1da"
 
 
 def _client_share(
-    base: str, jobs: list[tuple[str, str]], tokens: dict[str, str], clients: int
+    base: str,
+    jobs: list[tuple[float | None, str, str]],
+    tokens: dict[str, str],
+    clients: int,
+    start: float,
 ) -> tuple[list[float], dict[int, int]]:
-    """One client process: `clients` clients in threads send `jobs`; latencies and codes."""
-    sessions = [httpx2.Client(base_url=base, timeout=30) for _ in range(clients)]
+    """One client process: `clients` clients in threads send `jobs`; latencies and codes.
+
+    A job is (send at, project, record): `send at` is seconds after the wall-clock `start`,
+    or None to send as soon as the client's previous call is answered. A paced call's
+    latency counts from when it was due, so a client held up by a slow answer does not hide
+    the wait it caused.
+
+    Each client keeps one HTTP/1.1 connection open (keep-alive), as an SDK would. The
+    standard library's client is used because it costs a fraction of the CPU of a full-featured
+    one: on a small machine the load generator shares the cores with the service it measures.
+    """
+    host, port = base.removeprefix("http://").split(":")
     latencies: list[float] = []
     codes: dict[int, int] = defaultdict(int)
 
-    def delete(i: int, job: tuple[str, str]) -> None:
-        pid, cp = job
-        t0 = time.perf_counter()
-        r = sessions[i % clients].delete(
-            f"/v1/{pid}/providers/{PROVIDER}/checkpoints/{cp}",
-            headers={"X-Auth-Token": tokens[pid]},
+    def connect(mine: list[tuple[float | None, str, str]]) -> http.client.HTTPConnection:
+        """Open the client's connection and make one authenticated call, before the clock."""
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        pid = mine[0][1]
+        conn.request(
+            "GET", f"/v1/{pid}/checkpoint_items?limit=1", headers={"X-Auth-Token": tokens[pid]}
         )
-        latencies.append((time.perf_counter() - t0) * 1000)
-        codes[r.status_code] += 1
+        conn.getresponse().read()
+        return conn
+
+    def client(mine: list[tuple[float | None, str, str]], conn: http.client.HTTPConnection) -> None:
+        for due, pid, cp in mine:
+            if due is not None:
+                time.sleep(max(0.0, start + due - time.time()))
+                t0 = time.perf_counter() - max(0.0, time.time() - (start + due))
+            else:
+                t0 = time.perf_counter()
+            conn.request(
+                "DELETE",
+                f"/v1/{pid}/providers/{PROVIDER}/checkpoints/{cp}",
+                headers={"X-Auth-Token": tokens[pid]},
+            )
+            r = conn.getresponse()
+            r.read()
+            latencies.append((time.perf_counter() - t0) * 1000)
+            codes[r.status] += 1
+        conn.close()
 
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
-        list(pool.map(lambda ij: delete(*ij), enumerate(jobs)))
-    for session in sessions:
-        session.close()
+        mine = [jobs[i::clients] for i in range(clients)]
+        conns = list(pool.map(connect, mine))
+        time.sleep(max(0.0, start - time.time()))
+        list(pool.map(client, mine, conns))
     return latencies, dict(codes)
+
+
+def _cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User + system CPU seconds used so far by each of these processes (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        used[pid] = (int(fields[11]) + int(fields[12])) / tick
+    return used
+
+
+def _cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds used between two readings (processes that ended in between are lost)."""
+    return sum(t - before.get(pid, 0.0) for pid, t in after.items())
+
+
+def _machine_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (all cores, /proc/stat)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle and iowait; steal (values[7]) is not ours either
+    return (sum(values[:7]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _postgres_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() in ("postgres", "postmaster"):
+                    pids.append(int(entry.name))
+            except OSError:
+                pass
+    return pids
 
 
 def main() -> None:
@@ -71,6 +143,13 @@ def main() -> None:
     parser.add_argument("--backups", type=int, default=1000)
     parser.add_argument("--projects", type=int, default=10)
     parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0,
+        help="DELETE calls per second offered by all clients together, evenly spaced "
+        "(0: each client sends its next call as soon as the previous one is answered)",
+    )
     parser.add_argument("--port", type=int, default=8911)
     parser.add_argument(
         "--worker-nice",
@@ -222,21 +301,43 @@ def main() -> None:
         # driving 20 clients queues them on its own interpreter lock, and that wait would be
         # counted as DELETE latency. The processes are started before the clock starts.
         procs = max(1, min(args.client_processes, args.clients))
-        shares = [jobs[k::procs] for k in range(procs)]
+        paced = [
+            (k / args.rate if args.rate > 0 else None, pid, cp) for k, (pid, cp) in enumerate(jobs)
+        ]
+        # Job k goes to client k % clients, and client c lives in process c % procs.
+        shares = [
+            [job for k, job in enumerate(paced) if (k % args.clients) % procs == p]
+            for p in range(procs)
+        ]
         threads = [len(range(k, args.clients, procs)) for k in range(procs)]
         latencies: list[float] = []
         codes: dict[int, int] = defaultdict(int)
         ctx = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(procs, mp_context=ctx) as clients:
             list(clients.map(time.sleep, [0.5] * procs))  # all client processes up
-            started = time.monotonic()
+            client_pids = list(clients._processes)
+            worker_pids = [serve.pid] + ([worker.pid] if worker is not None else [])
+            serve_cpu0 = _cpu_seconds(worker_pids)
+            pg_cpu0 = _cpu_seconds(_postgres_pids())
+            client_cpu0 = _cpu_seconds(client_pids)
+            own_cpu0 = _cpu_seconds([os.getpid()])
+            machine_cpu0 = _machine_cpu_seconds()
+            start_at = time.time() + 1.0  # the clients connect and warm up before
+            started = time.monotonic() + 1.0
             for got_latencies, got_codes in clients.map(
-                _client_share, [base] * procs, shares, [tokens] * procs, threads
+                _client_share, [base] * procs, shares, [tokens] * procs, threads, [start_at] * procs
             ):
                 latencies += got_latencies
                 for code, n in got_codes.items():
                     codes[code] += n
-        accepted = time.monotonic() - started
+            accepted = time.monotonic() - started
+            client_cpu = _cpu_delta(client_cpu0, _cpu_seconds(client_pids))
+        serve_cpu = _cpu_seconds(worker_pids)
+        pg_cpu = _cpu_delta(pg_cpu0, _cpu_seconds(_postgres_pids()))
+        machine_cpu = _machine_cpu_seconds() - machine_cpu0
+        own_cpu = _cpu_delta(own_cpu0, _cpu_seconds([os.getpid()]))
+        serve_only = serve_cpu[serve.pid] - serve_cpu0[serve.pid]
+        worker_only = _cpu_delta(serve_cpu0, serve_cpu) - serve_only
         while True:
             with engine.connect() as c:
                 open_ = c.execute(
@@ -279,8 +380,13 @@ def main() -> None:
         ordered = sorted(latencies)
         print()
         topology = "separate worker process" if args.separate_worker else "embedded workers"
+        load = (
+            f"offered at {args.rate:g}/s"
+            if args.rate > 0
+            else "each client sending on as soon as answered"
+        )
         print(
-            f"deletions: {len(jobs)} DELETE calls, {args.clients} clients, "
+            f"deletions: {len(jobs)} DELETE calls, {args.clients} clients ({load}), "
             f"{args.projects} projects, PostgreSQL, limit 5 per project, {topology}"
         )
         print(f"  HTTP status codes          {dict(codes)}")
@@ -290,6 +396,15 @@ def main() -> None:
         )
         print(f"  all DELETEs answered in    {accepted:.1f} s")
         print(f"  all deletions terminal in  {finished:.1f} s")
+        per = 1000 / len(jobs)
+        print(
+            f"  CPU per DELETE call, while answering ({os.cpu_count()} cores): "
+            f"csbs serve {serve_only * per:.1f} ms"
+            + (f", csbs worker {worker_only * per:.1f} ms" if worker is not None else "")
+            + f", PostgreSQL {pg_cpu * per:.1f} ms, clients {client_cpu * per:.1f} ms, "
+            f"this benchmark's sampler {own_cpu * per:.1f} ms, "
+            f"whole machine {machine_cpu * per:.1f} ms"
+        )
         print(
             f"  tasks: {len(rows)} ({sum(1 for r in rows if r.status == 'success')} success), "
             f"run more than once: {sum(1 for r in rows if r.attempts > 1)}"

@@ -6,13 +6,17 @@ from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Header, Path, Request
+from starlette.concurrency import run_in_threadpool
 
 from csbs.domain import errors
 from csbs.domain.identity import Principal
 from csbs.services.container import Services
 
+# The dependencies below that do not block are coroutines: FastAPI runs a plain function
+# dependency on the thread pool, and those hops cost more than the checks themselves.
 
-def get_services(request: Request) -> Services:
+
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -20,26 +24,32 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_principal(
+async def get_principal(
     services: ServicesDep,
     x_auth_token: Annotated[str | None, Header(alias="X-Auth-Token")] = None,
 ) -> Principal:
-    """The caller, from its token. 401 when the token is missing, malformed or not valid."""
-    return services.identity.validate(x_auth_token)
+    """The caller, from its token. 401 when the token is missing, malformed or not valid.
+
+    A recently validated token is answered from memory; otherwise the database is read on
+    the thread pool."""
+    principal = services.identity.remembered(x_auth_token)
+    if principal is None:
+        principal = await run_in_threadpool(services.identity.validate, x_auth_token)
+    return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 ProjectIdPath = Annotated[str, Path(min_length=1, max_length=64, description="Project id")]
 
 
-def project_reader(project_id: ProjectIdPath, principal: PrincipalDep) -> Principal:
+async def project_reader(project_id: ProjectIdPath, principal: PrincipalDep) -> Principal:
     """A caller allowed to read in the path's project (403 otherwise)."""
     if not principal.may_read(project_id):
         raise errors.Forbidden("The token is not valid for this project.")
     return principal
 
 
-def project_actor(project_id: ProjectIdPath, principal: PrincipalDep) -> Principal:
+async def project_actor(project_id: ProjectIdPath, principal: PrincipalDep) -> Principal:
     """A caller allowed to act in the path's project (403 otherwise)."""
     if not principal.may_read(project_id):
         raise errors.Forbidden("The token is not valid for this project.")
@@ -56,7 +66,7 @@ def admin_of(what: str) -> Callable[[Principal], Principal]:
     """A dependency: an administrator allowed in the path's project, who may change `what`
     (403 otherwise)."""
 
-    def admin(principal: Annotated[Principal, Depends(project_reader)]) -> Principal:
+    async def admin(principal: Annotated[Principal, Depends(project_reader)]) -> Principal:
         if not principal.is_admin:
             raise errors.Forbidden(f"Only administrators may change {what}.")
         return principal

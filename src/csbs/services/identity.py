@@ -190,19 +190,34 @@ class IdentityService:
         Raises:
             Unauthenticated: missing, malformed, unknown, revoked or expired token.
         """
+        principal = self.remembered(secret)
+        if principal is not None:
+            return principal
+        assert secret is not None  # `remembered` refused a missing one
+        token_hash = hash_token(secret)
+        generation = self._tokens.generation
+        with self._db.read() as s:
+            principal = q.principal_for_token(s, token_hash)
+        if principal is None:
+            raise errors.Unauthenticated("The token is invalid or has been revoked.")
+        self._tokens.put(token_hash, principal, generation)
+        return self._unexpired(principal)
+
+    def remembered(self, secret: str | None) -> Principal | None:
+        """The principal of a recently validated token, without touching the database;
+        None when only `validate` can tell.
+
+        Raises:
+            Unauthenticated: missing, malformed or expired token.
+        """
         if not secret:
             raise errors.Unauthenticated("Missing X-Auth-Token header.")
         if not _TOKEN_RE.match(secret):
             raise errors.Unauthenticated("The token is malformed.")
-        token_hash = hash_token(secret)
-        principal = self._tokens.get(token_hash)
-        if principal is None:
-            generation = self._tokens.generation
-            with self._db.read() as s:
-                principal = q.principal_for_token(s, token_hash)
-            if principal is None:
-                raise errors.Unauthenticated("The token is invalid or has been revoked.")
-            self._tokens.put(token_hash, principal, generation)
+        principal = self._tokens.get(hash_token(secret))
+        return None if principal is None else self._unexpired(principal)
+
+    def _unexpired(self, principal: Principal) -> Principal:
         if principal.expires_at <= self._clock.now():
             raise errors.Unauthenticated("The token has expired.")
         return principal

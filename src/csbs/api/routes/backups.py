@@ -108,7 +108,7 @@ def resources_action(
     return {key: out}
 
 
-def backup_filter(
+async def backup_filter(
     project_id: str,
     services: ServicesDep,
     principal: ReaderDep,
