@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Header, Path, Request
@@ -62,7 +62,7 @@ ReaderDep = Annotated[Principal, Depends(project_reader)]
 ActorDep = Annotated[Principal, Depends(project_actor)]
 
 
-def admin_of(what: str) -> Callable[[Principal], Principal]:
+def admin_of(what: str) -> Callable[[Principal], Awaitable[Principal]]:
     """A dependency: an administrator allowed in the path's project, who may change `what`
     (403 otherwise)."""
 
