@@ -124,6 +124,20 @@ def _machine_cpu_seconds() -> float:
     return (sum(values[:7]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
+def _children(parent: int) -> list[int]:
+    """Processes whose parent is `parent` (the worker process `csbs serve` starts)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+                found.append(int(entry.name))
+    return found
+
+
 def _postgres_pids() -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
@@ -316,26 +330,30 @@ def main() -> None:
         with concurrent.futures.ProcessPoolExecutor(procs, mp_context=ctx) as clients:
             list(clients.map(time.sleep, [0.5] * procs))  # all client processes up
             client_pids = list(clients._processes)
-            worker_pids = [serve.pid] + ([worker.pid] if worker is not None else [])
+            worker_pids = [serve.pid, *_children(serve.pid)]
+            if worker is not None:
+                worker_pids.append(worker.pid)
+            start_at = time.time() + 1.0  # the clients connect and warm up before
+            answers = clients.map(
+                _client_share, [base] * procs, shares, [tokens] * procs, threads, [start_at] * procs
+            )
+            time.sleep(max(0.0, start_at - time.time()))
+            started = time.monotonic()
             serve_cpu0 = _cpu_seconds(worker_pids)
             pg_cpu0 = _cpu_seconds(_postgres_pids())
             client_cpu0 = _cpu_seconds(client_pids)
             own_cpu0 = _cpu_seconds([os.getpid()])
             machine_cpu0 = _machine_cpu_seconds()
-            start_at = time.time() + 1.0  # the clients connect and warm up before
-            started = time.monotonic() + 1.0
-            for got_latencies, got_codes in clients.map(
-                _client_share, [base] * procs, shares, [tokens] * procs, threads, [start_at] * procs
-            ):
+            for got_latencies, got_codes in answers:
                 latencies += got_latencies
                 for code, n in got_codes.items():
                     codes[code] += n
             accepted = time.monotonic() - started
+            serve_cpu = _cpu_seconds(worker_pids)
+            pg_cpu = _cpu_delta(pg_cpu0, _cpu_seconds(_postgres_pids()))
             client_cpu = _cpu_delta(client_cpu0, _cpu_seconds(client_pids))
-        serve_cpu = _cpu_seconds(worker_pids)
-        pg_cpu = _cpu_delta(pg_cpu0, _cpu_seconds(_postgres_pids()))
-        machine_cpu = _machine_cpu_seconds() - machine_cpu0
-        own_cpu = _cpu_delta(own_cpu0, _cpu_seconds([os.getpid()]))
+            own_cpu = _cpu_delta(own_cpu0, _cpu_seconds([os.getpid()]))
+            machine_cpu = _machine_cpu_seconds() - machine_cpu0
         serve_only = serve_cpu[serve.pid] - serve_cpu0[serve.pid]
         worker_only = _cpu_delta(serve_cpu0, serve_cpu) - serve_only
         while True:
@@ -400,7 +418,7 @@ def main() -> None:
         print(
             f"  CPU per DELETE call, while answering ({os.cpu_count()} cores): "
             f"csbs serve {serve_only * per:.1f} ms"
-            + (f", csbs worker {worker_only * per:.1f} ms" if worker is not None else "")
+            + f", csbs worker {worker_only * per:.1f} ms"
             + f", PostgreSQL {pg_cpu * per:.1f} ms, clients {client_cpu * per:.1f} ms, "
             f"this benchmark's sampler {own_cpu * per:.1f} ms, "
             f"whole machine {machine_cpu * per:.1f} ms"

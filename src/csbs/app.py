@@ -37,6 +37,7 @@ from csbs.services.quotas import QuotaService
 from csbs.services.restores import RestoreService
 from csbs.services.scheduler import Scheduler
 from csbs.services.tags import TagService
+from csbs.worker_process import WorkerProcess
 
 log = logging.getLogger("csbs")
 
@@ -247,9 +248,10 @@ def serve(runtime: Runtime) -> None:
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_seconds)),
     )
     server = _DrainingServer(config, runtime)
-    worker = make_worker(runtime) if settings.embedded_workers else None
+    worker = WorkerProcess(settings) if settings.embedded_workers else None
     if worker is not None:
         worker.start()
+        runtime.services.tasks.add_local_waker(worker)
     scheduler = make_scheduler(runtime) if settings.embedded_scheduler else None
     if scheduler is not None:
         scheduler.start()

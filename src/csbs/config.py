@@ -56,7 +56,10 @@ class Settings(BaseSettings):
     db_connect_timeout_seconds: int = Field(default=3, gt=0)
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
 
+    #: `csbs serve` runs task workers in a child process of its own ...
     embedded_workers: bool = True
+    #: ... at this CPU priority (nice increment): on busy cores API calls go first.
+    worker_nice: int = Field(default=10, ge=0, le=19)
     #: Run the policy scheduler inside `csbs serve` (one instance leads across machines).
     embedded_scheduler: bool = True
     scheduler_tick_seconds: float = Field(default=5.0, gt=0, le=60)

@@ -20,7 +20,7 @@ import dataclasses
 import datetime as dt
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
@@ -92,6 +92,12 @@ def _status_is(status: TaskStatus) -> sa.ColumnElement[bool]:
     return tasks.c.status == sa.literal_column(f"'{status.value}'", sa.String())
 
 
+class Waker(Protocol):
+    """Something `TaskStore.poke` wakes: a worker's event, or a worker process's pipe."""
+
+    def set(self) -> None: ...
+
+
 class TaskStore:
     """The queue's tables, handed an engine; safe to share between threads and processes."""
 
@@ -112,7 +118,7 @@ class TaskStore:
         )
         self._finish_stmt, self._finish_decrement = self._build_finish()
         self._enqueue_stmt, self._enqueue_group = self._build_enqueue()
-        self._local_wakers: list[threading.Event] = []
+        self._local_wakers: list[Waker] = []
         self._wakers_lock = threading.Lock()
 
     @property
@@ -121,11 +127,11 @@ class TaskStore:
 
     # -- waking workers in this process -----------------------------------------------------
 
-    def add_local_waker(self, event: threading.Event) -> None:
+    def add_local_waker(self, event: Waker) -> None:
         with self._wakers_lock:
             self._local_wakers.append(event)
 
-    def remove_local_waker(self, event: threading.Event) -> None:
+    def remove_local_waker(self, event: Waker) -> None:
         with self._wakers_lock:
             if event in self._local_wakers:
                 self._local_wakers.remove(event)

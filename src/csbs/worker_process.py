@@ -1,0 +1,144 @@
+"""The embedded workers of `csbs serve`, in a process of their own.
+
+API calls are short and a caller waits on each; tasks are long and nobody waits on a single
+step. In one process they would share one interpreter lock, and a deletion's database work
+would stall the event loop answering calls. So `csbs serve` starts its workers as a child
+process, at a lower CPU priority (`worker_nice`): when the cores are busy the kernel serves
+the API first, and when they are idle the tasks get all of them.
+
+The child dies with its parent (Linux: PR_SET_PDEATHSIG), like the worker threads it
+replaces did, so a `kill -9` of `csbs serve` leaves no worker behind; the tasks it ran are
+reclaimed by lease as after any crash. The parent's `TaskStore.poke` after an enqueue wakes
+the child at once through a pipe; on PostgreSQL the enqueue's notification does that too, on
+SQLite only the pipe does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+import threading
+from typing import Protocol
+
+from csbs.config import Settings
+
+log = logging.getLogger("csbs.worker_process")
+
+_PR_SET_PDEATHSIG = 1
+#: Seconds the child gets, beyond the shutdown grace, to hand its tasks back before SIGKILL.
+_EXIT_MARGIN_SECONDS = 10.0
+
+
+class WorkerProcess:
+    """One child process running a task worker over the same settings as this process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._wake_fd: int | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def start(self) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        reader, writer = ctx.Pipe(duplex=False)
+        niceness = min(19, os.getpriority(os.PRIO_PROCESS, 0) + self._settings.worker_nice)
+        self._process = ctx.Process(
+            target=_child_main,
+            args=(self._settings, niceness, reader, os.getpid()),
+            name="csbs-worker",
+            daemon=False,
+        )
+        self._process.start()
+        pid = self._process.pid
+        assert pid is not None
+        # Lowered here as well as in the child: at once, before the child has started threads
+        # (on Linux every thread has its own niceness, inherited when it is created).
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, pid, niceness)
+        reader.close()
+        self._wake_fd = writer.fileno()
+        os.set_blocking(self._wake_fd, False)
+        self._writer = writer  # keeps the write end open
+        log.info("worker process started", extra={"pid": pid})
+
+    def set(self) -> None:
+        """Wake the child's idle workers (a `TaskStore` waker; never blocks: a full pipe
+        wakes them anyway)."""
+        if self._wake_fd is None:
+            return
+        with contextlib.suppress(BlockingIOError, BrokenPipeError, OSError):
+            os.write(self._wake_fd, b"\0")
+
+    def stop(self, grace: float) -> None:
+        """Ask the child to stop (its running tasks get `grace` seconds), then wait for it."""
+        process = self._process
+        if process is None:
+            return
+        if process.is_alive():
+            process.terminate()  # SIGTERM: the worker's graceful stop
+        process.join(grace + _EXIT_MARGIN_SECONDS)
+        if process.is_alive():
+            log.warning("worker process did not stop in time; killing it")
+            process.kill()
+            process.join()
+        self._writer.close()
+        self._wake_fd = None
+        self._process = None
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Have the kernel SIGKILL this process when its parent dies (Linux only)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before the line above took effect
+        os._exit(1)
+
+
+class _Pokeable(Protocol):
+    def poke(self) -> None: ...
+
+
+def relay_wake_ups(fd: int, store: _Pokeable) -> None:
+    """Poke `store` for every batch of bytes read from `fd`, until the writer closes it."""
+    while True:
+        try:
+            got = os.read(fd, 4096)
+        except OSError:
+            return
+        if not got:
+            return
+        store.poke()
+
+
+def _child_main(
+    settings: Settings,
+    niceness: int,
+    wake: multiprocessing.connection.Connection,
+    parent_pid: int,
+) -> None:
+    _die_with_parent(parent_pid)
+    os.setpriority(os.PRIO_PROCESS, 0, niceness)
+    from csbs import app, logs  # not at the top: csbs.app imports this module
+
+    logs.configure(settings.log_level, json_lines=settings.log_json)
+    runtime = app.build(settings)
+    worker = app.make_worker(runtime)
+
+    threading.Thread(
+        target=relay_wake_ups,
+        args=(wake.fileno(), runtime.services.tasks),
+        name="csbs-wake-relay",
+        daemon=True,
+    ).start()
+    app.run_worker(runtime, worker)

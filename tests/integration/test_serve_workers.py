@@ -1,0 +1,160 @@
+"""`csbs serve` runs its task workers in a child process: niced, woken at once, and gone
+with the service."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx2
+
+from csbs import worker_process
+from tests.support.processes import free_port, start_serve, wait_ready
+from tests.support.runtime import password_auth
+
+PROVIDER = "fc4d5750-22e7-4798-8a46-f48f62c4c1da"
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _worker_child(serve: subprocess.Popen[bytes]) -> int:
+    for pid in _children(serve.pid):
+        if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return pid
+    raise AssertionError(f"no worker process under {serve.pid}: {_children(serve.pid)}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _nice(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+def test_serve_backs_up_through_a_niced_worker_process_that_dies_with_it(tmp_path: Path) -> None:
+    """SQLite (no notifications): the API's wake-up reaches the child through its pipe, so
+    the backup task starts well before the workers' one-second idle poll would find it."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    data = tmp_path / "data"
+    (data / "disks").mkdir(parents=True)
+    disk = data / "disks" / "vda.img"
+    disk.write_bytes(os.urandom(64 * 1024) + bytes(64 * 1024))
+    serve = start_serve(
+        data,
+        port,
+        log=tmp_path / "serve.log",
+        CSBS_ADMIN_PASSWORD="admin-password-1",
+        CSBS_WORKER_NICE="7",
+    )
+    try:
+        wait_ready(base, serve)
+        child = _worker_child(serve)
+        assert _nice(child) == _nice(serve.pid) + 7
+        r = httpx2.post(
+            f"{base}/v3/auth/tokens",
+            json=password_auth("admin", "admin-password-1", project_name="admin"),
+        )
+        token = r.headers["X-Subject-Token"]
+        pid = r.json()["token"]["project"]["id"]
+        headers = {"X-Auth-Token": token}
+        time.sleep(1.5)  # the child's workers are idle: only a wake-up starts a task promptly
+        server = httpx2.post(
+            f"{base}/v1/{pid}/servers",
+            headers=headers,
+            json={"server": {"name": "web1", "disks": [{"path": str(disk)}]}},
+        ).json()["server"]
+        r = httpx2.post(
+            f"{base}/v1/{pid}/providers/{PROVIDER}/resources/{server['id']}/action",
+            headers=headers,
+            json={"protect": {"backup_name": "b1"}},
+        )
+        assert r.status_code == 200, r.text
+        checkpoint_id = r.json()["checkpoint"]["id"]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            items = httpx2.get(
+                f"{base}/v1/{pid}/checkpoint_items",
+                headers=headers,
+                params={"checkpoint_id": checkpoint_id},
+            ).json()["checkpoint_items"]
+            if items and items[0]["status"] == "available":
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"the backup did not finish: {items}")
+        logs = httpx2.get(
+            f"{base}/v1/{pid}/operation_logs", headers=headers, params={"operation_type": "backup"}
+        ).json()["operation_logs"]
+        assert len(logs) == 1 and logs[0]["status"] == "success"
+        # Claimed in well under the idle poll: the pipe woke the child.
+        from datetime import datetime
+
+        created = datetime.fromisoformat(logs[0]["created_at"])
+        started = datetime.fromisoformat(logs[0]["started_at"])
+        assert (started - created).total_seconds() < 0.5, logs[0]
+
+        serve.send_signal(signal.SIGKILL)
+        serve.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(child), "the worker process outlived csbs serve"
+    finally:
+        if serve.poll() is None:
+            serve.send_signal(signal.SIGTERM)
+            serve.wait(timeout=60)
+
+
+def test_sigterm_stops_the_worker_process_and_serve_exits_zero(tmp_path: Path) -> None:
+    port = free_port()
+    serve = start_serve(
+        tmp_path / "data", port, log=tmp_path / "serve.log", CSBS_ADMIN_PASSWORD="pw-123456789"
+    )
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", serve)
+        child = _worker_child(serve)
+        deadline = time.monotonic() + 30
+        while '"msg": "worker started"' not in (tmp_path / "serve.log").read_text():
+            assert time.monotonic() < deadline, "the worker process did not start"
+            time.sleep(0.05)
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(timeout=60) == 0
+    assert not _alive(child)
+    assert '"msg": "worker stopped"' in (tmp_path / "serve.log").read_text()
+
+
+def test_wake_ups_are_relayed_and_a_closed_pipe_ends_the_relay() -> None:
+    class Store:
+        pokes = 0
+
+        def poke(self) -> None:
+            self.pokes += 1
+
+    store = Store()
+    r, w = os.pipe()
+    os.write(w, b"\0")
+    os.close(w)
+    worker_process.relay_wake_ups(r, store)  # returns once the writer is gone
+    os.close(r)
+    assert store.pokes == 1
