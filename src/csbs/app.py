@@ -119,6 +119,7 @@ def build(
             region=settings.region,
             public_url=settings.public_url,
             max_body_bytes=settings.max_body_bytes,
+            threads=settings.api_threads,
         ),
     )
     return Runtime(settings=settings, services=services)

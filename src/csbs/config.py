@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     sweep_grace_seconds: float = Field(default=900.0, ge=0)
 
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    #: Threads of `csbs serve` that run API calls (calls beyond wait their turn, in order).
+    api_threads: int = Field(default=8, ge=1, le=256)
     db_connect_timeout_seconds: int = Field(default=3, gt=0)
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
 

@@ -28,6 +28,8 @@ class ApiOptions:
     region: str
     public_url: str | None
     max_body_bytes: int
+    #: threads that run the route functions (which block on the database)
+    threads: int = 8
 
 
 class Lifecycle:
