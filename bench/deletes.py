@@ -178,6 +178,9 @@ def main() -> None:
         help="processes the clients are spread over (1: all in the benchmark's process)",
     )
     parser.add_argument(
+        "--api-threads", type=int, default=0, help="the service's api_threads (0: its default)"
+    )
+    parser.add_argument(
         "--separate-worker",
         action="store_true",
         help="run `csbs serve` without embedded workers and one `csbs worker` process beside it",
@@ -217,6 +220,8 @@ def main() -> None:
     log = open(data / "serve.log", "wb")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CSBS_")}
     env.update(CSBS_LOG_LEVEL="WARNING", CSBS_WORKER_CONCURRENCY="8")
+    if args.api_threads:
+        env["CSBS_API_THREADS"] = str(args.api_threads)
     worker = None
     if args.separate_worker:
         env["CSBS_EMBEDDED_WORKERS"] = "false"
