@@ -44,10 +44,6 @@ class WorkerProcess:
         self._process: multiprocessing.process.BaseProcess | None = None
         self._wake_fd: int | None = None
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
-
     def start(self) -> None:
         ctx = multiprocessing.get_context("spawn")
         reader, writer = ctx.Pipe(duplex=False)
@@ -84,6 +80,7 @@ class WorkerProcess:
         process = self._process
         if process is None:
             return
+        self._wake_fd = None  # no more wake-ups: the write end closes below
         if process.is_alive():
             process.terminate()  # SIGTERM: the worker's graceful stop
         process.join(grace + _EXIT_MARGIN_SECONDS)
@@ -92,7 +89,6 @@ class WorkerProcess:
             process.kill()
             process.join()
         self._writer.close()
-        self._wake_fd = None
         self._process = None
 
 
