@@ -99,17 +99,28 @@ def _client_share(
     return latencies, dict(codes)
 
 
+def _processes() -> dict[int, tuple[str, list[str]]]:
+    """pid -> (command name, the fields of /proc/PID/stat after it) for every process."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            name, _, rest = stat.partition("(")[2].rpartition(")")
+            found[int(entry.name)] = (name, rest.split())
+    return found
+
+
 def _cpu_seconds(pids: list[int]) -> dict[int, float]:
-    """User + system CPU seconds used so far by each of these processes (Linux /proc)."""
+    """User + system CPU seconds used so far by each of these processes."""
     tick = os.sysconf("SC_CLK_TCK")
-    used = {}
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        used[pid] = (int(fields[11]) + int(fields[12])) / tick
-    return used
+    return {
+        pid: (int(fields[11]) + int(fields[12])) / tick
+        for pid, (_, fields) in _processes().items()
+        if pid in pids
+    }
 
 
 def _cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
@@ -126,28 +137,11 @@ def _machine_cpu_seconds() -> float:
 
 def _children(parent: int) -> list[int]:
     """Processes whose parent is `parent` (the worker process `csbs serve` starts)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
-                found.append(int(entry.name))
-    return found
+    return [pid for pid, (_, fields) in _processes().items() if int(fields[1]) == parent]
 
 
 def _postgres_pids() -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() in ("postgres", "postmaster"):
-                    pids.append(int(entry.name))
-            except OSError:
-                pass
-    return pids
+    return [pid for pid, (name, _) in _processes().items() if name in ("postgres", "postmaster")]
 
 
 def main() -> None:

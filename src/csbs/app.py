@@ -237,7 +237,8 @@ class _DrainingServer(uvicorn.Server):
 
 
 def serve(runtime: Runtime) -> None:
-    """Run the API (and, per settings, the embedded workers) until SIGINT/SIGTERM."""
+    """Run the API (and, per settings, the worker process and the scheduler) until
+    SIGINT/SIGTERM."""
     settings = runtime.settings
     app = create_app(runtime.services)
     config = uvicorn.Config(

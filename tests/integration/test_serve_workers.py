@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx2
@@ -18,36 +19,34 @@ from tests.support.runtime import password_auth
 PROVIDER = "fc4d5750-22e7-4798-8a46-f48f62c4c1da"
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state, ppid, ...), or None."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
 
 
 def _worker_child(serve: subprocess.Popen[bytes]) -> int:
-    for pid in _children(serve.pid):
-        if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
-            return pid
-    raise AssertionError(f"no worker process under {serve.pid}: {_children(serve.pid)}")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _stat(int(entry.name))
+        if fields is not None and int(fields[1]) == serve.pid:
+            if b"spawn_main" in (entry / "cmdline").read_bytes():
+                return int(entry.name)
+    raise AssertionError(f"no worker process under {serve.pid}")
 
 
 def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    fields = _stat(pid)
+    return fields is not None and fields[0] != "Z"
 
 
 def _nice(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+    fields = _stat(pid)
+    assert fields is not None
+    return int(fields[16])
 
 
 def test_serve_backs_up_through_a_niced_worker_process_that_dies_with_it(tmp_path: Path) -> None:
@@ -107,8 +106,6 @@ def test_serve_backs_up_through_a_niced_worker_process_that_dies_with_it(tmp_pat
         ).json()["operation_logs"]
         assert len(logs) == 1 and logs[0]["status"] == "success"
         # Claimed in well under the idle poll: the pipe woke the child.
-        from datetime import datetime
-
         created = datetime.fromisoformat(logs[0]["created_at"])
         started = datetime.fromisoformat(logs[0]["started_at"])
         assert (started - created).total_seconds() < 0.5, logs[0]

@@ -35,8 +35,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Route functions block (on the database), so FastAPI runs them on anyio's thread pool,
     # 40 threads by default. Each holds the interpreter lock for most of a call: with more
     # threads than calls that can make progress, they only take the lock from one another,
-    # and under load a call waits its turn at random instead of in order (DELETE p99 under
-    # 20 clients 226 ms with 40 threads, 116 ms with 8; `python -m bench.deletes`).
+    # and under load a call waits its turn at random instead of in order (measured with
+    # `python -m bench.deletes --api-threads N`, see docs/benchmarks.md).
     services: Services = app.state.services
     anyio.to_thread.current_default_thread_limiter().total_tokens = services.options.threads
     yield

@@ -206,19 +206,21 @@ def run(command: list[str], *, env: dict[str, str] | None = None, cwd: Path | No
     return Run(seconds, int(lines[-1]) if lines else 0, done.stdout)
 
 
-def fsync_seconds(path: Path) -> float:
-    """Seconds to flush `path` to disk.
+def _on_disk(seconds: float, target_dir: Path, image: Path) -> tuple[float, Path]:
+    """A restore that left `image` (restored under `target_dir` at its own path) in the page
+    cache, timed until it is on disk; and where it is.
 
     A restore is done when the image is on disk: csbs fsyncs the image it wrote before it
-    reports success, restic and borg leave it in the page cache. Their restores are timed up
-    to the same point, by adding the fsync they leave out."""
+    reports success, restic and borg do not. Their restores are timed up to the same point,
+    by adding the fsync they leave out."""
+    restored = target_dir / str(image).lstrip("/")
     started = time.monotonic()
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(restored, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-    return time.monotonic() - started
+    return seconds + time.monotonic() - started, restored
 
 
 class Tool:
@@ -296,9 +298,7 @@ class Restic(Tool):
 
     def restore(self, name: str, target_dir: Path, image: Path) -> tuple[float, Path]:
         command = ["restic", "restore", "latest", "--tag", name, "--target", str(target_dir)]
-        seconds = self._run(command, env=self._env()).seconds
-        restored = target_dir / str(image).lstrip("/")
-        return seconds + fsync_seconds(restored), restored
+        return _on_disk(self._run(command, env=self._env()).seconds, target_dir, image)
 
     def delete(self, name: str) -> float:
         return self._run(["restic", "forget", "--tag", name, "--prune"], env=self._env()).seconds
@@ -326,8 +326,7 @@ class Borg(Tool):
     def restore(self, name: str, target_dir: Path, image: Path) -> tuple[float, Path]:
         command = ["borg", "extract", "--sparse", f"{self.repo}::{name}"]
         seconds = self._run(command, env=self._env(), cwd=target_dir).seconds
-        restored = target_dir / str(image).lstrip("/")
-        return seconds + fsync_seconds(restored), restored
+        return _on_disk(seconds, target_dir, image)
 
     def delete(self, name: str) -> float:
         first = self._run(["borg", "delete", f"{self.repo}::{name}"], env=self._env()).seconds

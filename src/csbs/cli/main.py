@@ -46,7 +46,7 @@ def serve(
         int | None, typer.Option("--port", help="Port (env CSBS_PORT).", show_default=False)
     ] = None,
 ) -> None:
-    """Run the API server (with embedded workers), creating the schema and admin on first start."""
+    """Run the API server (and its task workers), creating the schema and admin on first start."""
     settings = settings_from(data_dir=data_dir, database_url=database_url, host=host, port=port)
     runtime = composition.build(settings)
     generated = composition.prepare(runtime)

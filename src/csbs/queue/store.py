@@ -127,14 +127,14 @@ class TaskStore:
 
     # -- waking workers in this process -----------------------------------------------------
 
-    def add_local_waker(self, event: Waker) -> None:
+    def add_local_waker(self, waker: Waker) -> None:
         with self._wakers_lock:
-            self._local_wakers.append(event)
+            self._local_wakers.append(waker)
 
-    def remove_local_waker(self, event: Waker) -> None:
+    def remove_local_waker(self, waker: Waker) -> None:
         with self._wakers_lock:
-            if event in self._local_wakers:
-                self._local_wakers.remove(event)
+            if waker in self._local_wakers:
+                self._local_wakers.remove(waker)
 
     def poke(self) -> None:
         """Wake this process's idle workers (call after committing an enqueue)."""

@@ -29,7 +29,7 @@ class ApiOptions:
     public_url: str | None
     max_body_bytes: int
     #: threads that run the route functions (which block on the database)
-    threads: int = 8
+    threads: int
 
 
 class Lifecycle:

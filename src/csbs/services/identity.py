@@ -40,6 +40,15 @@ def _check_name(kind: str, name: str) -> None:
         raise errors.InvalidInput(f"{kind} name must be 1-255 characters of [A-Za-z0-9_.@-]")
 
 
+def _checked_hash(secret: str | None) -> str:
+    """The stored form of a well-formed token (401 for a missing or malformed one)."""
+    if not secret:
+        raise errors.Unauthenticated("Missing X-Auth-Token header.")
+    if not _TOKEN_RE.match(secret):
+        raise errors.Unauthenticated("The token is malformed.")
+    return hash_token(secret)
+
+
 class IdentityService:
     """Authenticates users and validates tokens."""
 
@@ -190,11 +199,10 @@ class IdentityService:
         Raises:
             Unauthenticated: missing, malformed, unknown, revoked or expired token.
         """
-        principal = self.remembered(secret)
+        token_hash = _checked_hash(secret)
+        principal = self._tokens.get(token_hash)
         if principal is not None:
-            return principal
-        assert secret is not None  # `remembered` refused a missing one
-        token_hash = hash_token(secret)
+            return self._unexpired(principal)
         generation = self._tokens.generation
         with self._db.read() as s:
             principal = q.principal_for_token(s, token_hash)
@@ -210,11 +218,7 @@ class IdentityService:
         Raises:
             Unauthenticated: missing, malformed or expired token.
         """
-        if not secret:
-            raise errors.Unauthenticated("Missing X-Auth-Token header.")
-        if not _TOKEN_RE.match(secret):
-            raise errors.Unauthenticated("The token is malformed.")
-        principal = self._tokens.get(hash_token(secret))
+        principal = self._tokens.get(_checked_hash(secret))
         return None if principal is None else self._unexpired(principal)
 
     def _unexpired(self, principal: Principal) -> Principal:
