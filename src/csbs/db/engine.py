@@ -174,6 +174,7 @@ class Database:
         self._read = orm.sessionmaker(
             bind=engine.execution_options(csbs_write=False), expire_on_commit=False
         )
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @property
     def is_sqlite(self) -> bool:
@@ -190,6 +191,13 @@ class Database:
         """A read-only transaction (never blocks on SQLite's writer lock)."""
         with translate_errors(), self._read() as session, session.begin():
             yield session
+
+    @contextlib.contextmanager
+    def statement(self) -> Iterator[sa.Connection]:
+        """A connection on which every statement is a transaction of its own (PostgreSQL):
+        a write done in one statement then costs one round trip, not three."""
+        with translate_errors(), self._autocommit.connect() as conn:
+            yield conn
 
     def ping(self) -> None:
         """Raise ServiceUnavailable unless the database answers `SELECT 1`."""

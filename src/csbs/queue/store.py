@@ -174,6 +174,94 @@ class TaskStore:
             conn.execute(self._enqueue_group, params)
         return Task.from_row(conn.execute(self._enqueue_stmt, params).one())
 
+    #: The columns, in this order, of the rows `enqueue_each` makes tasks of.
+    EACH_COLUMNS = (
+        "id",
+        "project_id",
+        "params",
+        "provider_id",
+        "checkpoint_id",
+        "checkpoint_item_id",
+        "plan_id",
+        "resource_id",
+        "resource_name",
+    )
+
+    def enqueue_each(
+        self, rows: sa.Select[Any], operation_type: str
+    ) -> tuple[list[sa.CTE], sa.ScalarSelect[Any]]:
+        """PostgreSQL: enqueue a waiting task for each row of `rows`, inside a statement of
+        the caller's.
+
+        `rows` selects `EACH_COLUMNS`, in that order and in queue order. Returns the
+        data-modifying CTEs to add to the statement (they run once, whether or not it reads
+        them) and a column to select: it wakes listening workers when a task was added. The
+        statement binds `e_now`.
+        """
+        b = sa.bindparam
+        now = b("e_now", type_=UTCDateTime())
+        each = rows.add_columns(
+            sa.literal(operation_type, sa.String()),
+            sa.literal(TaskStatus.WAITING.value, sa.String()),
+            sa.literal(0, sa.Integer()),
+            sa.literal({}, sa.JSON()),
+            now,
+            sa.literal(0, sa.Integer()),
+            sa.literal(self.config.max_attempts, sa.Integer()),
+            sa.literal(self.config.deadline_for(operation_type), sa.Float()),
+            now,
+            sa.literal(False, sa.Boolean()),
+        )
+        added = (
+            tasks.insert()
+            .from_select(
+                [
+                    *self.EACH_COLUMNS,
+                    "operation_type",
+                    "status",
+                    "progress",
+                    "extra_info",
+                    "created_at",
+                    "attempts",
+                    "max_attempts",
+                    "deadline_seconds",
+                    "not_before",
+                    "cancel_requested",
+                ],
+                each,
+            )
+            .returning(tasks.c.project_id)
+            .cte("added")
+        )
+        # As in `_build_enqueue`: the group row is inserted only where it does not exist.
+        projects = sa.select(added.c.project_id).distinct().subquery("projects")
+        groups = (
+            pg_dialect.insert(task_queues)
+            .from_select(
+                ["project_id", "operation_type", "running"],
+                sa.select(
+                    projects.c.project_id,
+                    sa.literal(operation_type, sa.String()),
+                    sa.literal(0, sa.Integer()),
+                ).where(
+                    ~sa.select(task_queues.c.project_id)
+                    .where(
+                        task_queues.c.project_id == projects.c.project_id,
+                        task_queues.c.operation_type == operation_type,
+                    )
+                    .exists()
+                ),
+            )
+            .on_conflict_do_nothing()
+            .cte("add_groups")
+        )
+        notify = (
+            sa.select(sa.func.pg_notify(CHANNEL, operation_type))
+            .where(sa.exists(sa.select(added.c.project_id)))
+            .scalar_subquery()
+        )
+        return [added, groups], notify
+
     def _build_enqueue(self) -> tuple[sa.Executable, sa.Executable | None]:
         """The enqueue statements, built once (a DELETE call enqueues on its hot path)."""
         b = sa.bindparam

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import orm
@@ -58,11 +59,50 @@ def parse_item_ids(values: Sequence[str]) -> list[str] | None:
     return ids
 
 
+_REF_COLUMNS = (
+    "id",
+    "project_id",
+    "checkpoint_id",
+    "status",
+    "plan_id",
+    "resource_id",
+    "resource_name",
+)
+
+
+def _targets(
+    backups: list[BackupRef], project_id: str, checkpoint_id: str, item_ids: list[str] | None
+) -> list[BackupRef]:
+    """The backups a DELETE targets among its record's `backups`, if it may go ahead.
+
+    Raises:
+        CheckpointNotFound / BackupNotFound: unknown record, or an id not in it (404).
+        BackupBusy: a targeted backup is not `available` or `error` (400 CSBS.2003).
+    """
+    by_id = {b.id: b for b in backups}
+    if not by_id or any(b.project_id != project_id for b in backups):
+        raise CheckpointNotFound(checkpoint_id)
+    if item_ids is None:
+        targets = backups
+    else:
+        unknown = [i for i in item_ids if i not in by_id]
+        if unknown:
+            raise errors.BackupNotFound(unknown[0])
+        targets = [by_id[i] for i in item_ids]
+    busy = [b for b in targets if b.status not in DELETABLE]
+    if busy:
+        raise BackupBusy(f"Backup ({busy[0].id}) is {busy[0].status.value}; item in executing")
+    return targets
+
+
 class DeletionService:
     def __init__(self, db: Database, clock: Clock, tasks: TaskStore) -> None:
         self._db = db
         self._clock = clock
         self._tasks = tasks
+        # PostgreSQL accepts a DELETE in one statement: one round trip instead of five
+        # (BEGIN, lock, mark, enqueue, COMMIT), the hot path of the DELETE benchmark.
+        self._accept = None if db.is_sqlite else self._build_accept()
 
     def delete(self, project_id: str, checkpoint_id: str, item_ids: list[str] | None) -> list[str]:
         """Accept the deletion of backups of a record (all of them when `item_ids` is None).
@@ -74,25 +114,83 @@ class DeletionService:
             CheckpointNotFound / BackupNotFound: unknown record, or an id not in it (404).
             BackupBusy: a targeted backup is not `available` or `error` (400 CSBS.2003).
         """
-        with self._db.write() as s:
-            backups = {b.id: b for b in q.refs_for_update(s, checkpoint_id=checkpoint_id)}
-            if not backups or any(b.project_id != project_id for b in backups.values()):
-                raise CheckpointNotFound(checkpoint_id)
-            if item_ids is None:
-                targets = list(backups.values())
-            else:
-                unknown = [i for i in item_ids if i not in backups]
-                if unknown:
-                    raise errors.BackupNotFound(unknown[0])
-                targets = [backups[i] for i in item_ids]
-            busy = [b for b in targets if b.status not in DELETABLE]
-            if busy:
-                raise BackupBusy(
-                    f"Backup ({busy[0].id}) is {busy[0].status.value}; item in executing"
-                )
-            task_ids = self.enqueue(s, targets)
+        if self._accept is not None:
+            task_ids = self._delete_in_one_statement(project_id, checkpoint_id, item_ids)
+        else:
+            with self._db.write() as s:
+                backups = q.refs_for_update(s, checkpoint_id=checkpoint_id)
+                targets = _targets(backups, project_id, checkpoint_id, item_ids)
+                task_ids = self.enqueue(s, targets)
         self._tasks.poke()
         return task_ids
+
+    def _build_accept(self) -> sa.Select[Any]:
+        parts = q.deletion_accept()
+        t = parts.targets
+        rows = (
+            sa.select(
+                t.c.task_id,
+                t.c.project_id,
+                sa.func.json_build_object("backup_id", t.c.id, type_=sa.JSON()),
+                sa.literal(CSBS_PROVIDER_ID, sa.String()),
+                t.c.checkpoint_id,
+                t.c.id,
+                t.c.plan_id,
+                t.c.resource_id,
+                t.c.resource_name,
+            )
+            .where(parts.ok)
+            .order_by(*parts.target_order)
+        )
+        enqueued, notify = self._tasks.enqueue_each(rows, OperationType.DELETE)
+        locked = parts.locked
+        return (
+            sa.select(
+                *(locked.c[name] for name in _REF_COLUMNS),
+                t.c.task_id,
+                parts.ok.label("ok"),
+                notify.label("notified"),
+            )
+            .select_from(locked.outerjoin(t, t.c.id == locked.c.id))
+            .order_by(locked.c.created_at, locked.c.id)
+            .add_cte(parts.marked, *enqueued)
+        )
+
+    def _delete_in_one_statement(
+        self, project_id: str, checkpoint_id: str, item_ids: list[str] | None
+    ) -> list[str]:
+        assert self._accept is not None
+        now = self._clock.now()
+        with self._db.statement() as conn:
+            rows = conn.execute(
+                self._accept,
+                {
+                    "r_checkpoint": checkpoint_id,
+                    "d_ids": item_ids,
+                    "d_project": project_id,
+                    "d_now": now,
+                    "e_now": now,
+                },
+            ).all()
+        backups = [
+            BackupRef(
+                id=r.id,
+                project_id=r.project_id,
+                checkpoint_id=r.checkpoint_id,
+                status=BackupStatus(r.status),
+                plan_id=r.plan_id,
+                resource_id=r.resource_id,
+                resource_name=r.resource_name,
+            )
+            for r in rows
+        ]
+        # The statement wrote only if its own checks passed; the same checks in Python say
+        # which error to answer, and that they agree.
+        targets = _targets(backups, project_id, checkpoint_id, item_ids)
+        if not rows[0].ok:
+            raise RuntimeError("the deletion statement refused what its checks accept")
+        task_of = {r.id: r.task_id for r in rows}
+        return [task_of[b.id] for b in targets]
 
     def enqueue(self, s: orm.Session, targets: Sequence[BackupRef]) -> list[str]:
         """Move `targets` to `waiting_delete` with one deletion task each, in `s`'s

@@ -9,9 +9,11 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import orm
+from sqlalchemy.dialects import postgresql as pg
 
 from csbs.db import tables
 from csbs.domain.backups import (
+    DELETABLE,
     Backup,
     BackupRef,
     BackupStatus,
@@ -278,6 +280,59 @@ _MARK = (
         task_id=sa.bindparam("m_task"),
     )
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class DeletionAccept:
+    """The parts of a DELETE call accepted in one PostgreSQL statement.
+
+    Binds: `r_checkpoint` (the record), `d_ids` (the targeted backup ids, or None for all of
+    them), `d_project` (the caller's project), `d_now`. Data-modifying CTEs run once, whether
+    or not the statement reads them, and only `marked` writes here, when `ok` holds.
+    """
+
+    locked: sa.CTE  #: the record's backups, locked (columns of BackupRef, plus created_at)
+    targets: sa.CTE  #: those targeted, each with a new `task_id`
+    target_order: tuple[sa.ColumnElement[Any], ...]  #: the order the ids were given in, else age
+    ok: sa.ScalarSelect[bool]  #: the record is the project's, every id in it, all deletable
+    marked: sa.CTE  #: the targets, moved to waiting_delete with their task ids when ok
+
+
+def deletion_accept() -> DeletionAccept:
+    """Build the parts of `DeletionAccept` (once: they are on the hot path of DELETE)."""
+    locked = _REFS_OF_CHECKPOINT.add_columns(_BT.c.created_at).cte("locked")
+    ids = sa.cast(sa.bindparam("d_ids"), pg.ARRAY(sa.String()))
+    targets = (
+        sa.select(*locked.c, sa.cast(sa.func.gen_random_uuid(), sa.String()).label("task_id"))
+        .where(sa.or_(ids.is_(None), locked.c.id == sa.any_(ids)))
+        .cte("targets")
+    )
+    deletable = sa.or_(*(targets.c.status == v for v in sorted(s.value for s in DELETABLE)))
+    n_targets = sa.select(sa.func.count()).select_from(targets).scalar_subquery()
+    verdict = sa.select(
+        sa.and_(
+            sa.exists(sa.select(locked.c.id)),
+            ~sa.exists(
+                sa.select(locked.c.id).where(locked.c.project_id != sa.bindparam("d_project"))
+            ),
+            sa.or_(ids.is_(None), n_targets == sa.func.cardinality(ids)),
+            ~sa.exists(sa.select(targets.c.id).where(~deletable)),
+        ).label("ok")
+    ).cte("verdict")
+    ok = sa.select(verdict.c.ok).scalar_subquery()
+    marked = (
+        _BT.update()
+        .where(_BT.c.id == targets.c.id, ok)
+        .values(
+            status=BackupStatus.WAITING_DELETE.value,
+            updated_at=sa.bindparam("d_now", type_=UTCDateTime()),
+            task_id=targets.c.task_id,
+        )
+        .returning(_BT.c.id)
+        .cte("marked")
+    )
+    order = (sa.func.array_position(ids, targets.c.id), targets.c.created_at, targets.c.id)
+    return DeletionAccept(locked=locked, targets=targets, target_order=order, ok=ok, marked=marked)
 
 
 def refs_for_update(
