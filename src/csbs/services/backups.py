@@ -281,6 +281,18 @@ class BackupService:
             raise errors.BackupNotFound(backup_id)
         return b
 
+    def repository_record(self, backup_id: str) -> tuple[str, str]:
+        """A backup's project and the repository backup its last attempt recorded ('' when
+        none did); only what deleting it needs.
+
+        Raises BackupNotFound (CSBS.3001) when unknown or deleted."""
+        with self._db.read() as s:
+            found = q.project_and_extra(s, backup_id)
+        if found is None:
+            raise errors.BackupNotFound(backup_id)
+        project_id, extra = found
+        return project_id, str(extra.get("repository_backup_id", ""))
+
     def search(self, f: BackupFilter, page: PageRequest) -> Page[Backup]:
         with self._db.read() as s:
             return q.search(s, f, page)

@@ -7,20 +7,19 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from csbs.domain.backups import Backup
 from csbs.queue import Task, TaskContext
 from csbs.repository.reclaim import DeleteProgress
 from csbs.services.container import Services
 from csbs.services.deletions import DeletionRecorder
 
 
-def repository_backups(backup: Backup) -> list[str]:
-    """Every repository backup the backup's attempts may have written (`<id>.<n>`)."""
-    recorded = str(backup.extra.get("repository_backup_id", ""))
+def repository_backups(backup_id: str, recorded: str) -> list[str]:
+    """Every repository backup the backup's attempts may have written (`<id>.<n>`), given
+    the one its last attempt `recorded`."""
     _, _, attempt = recorded.rpartition(".")
     last = int(attempt) if attempt.isdigit() else 0
     # A backup task that died before recording its attempt may have written one more.
-    return [f"{backup.id}.{n}" for n in range(1, max(last, 1) + 2)]
+    return [f"{backup_id}.{n}" for n in range(1, max(last, 1) + 2)]
 
 
 class DeleteHandler:
@@ -30,10 +29,10 @@ class DeleteHandler:
 
     def run(self, ctx: TaskContext) -> Mapping[str, Any] | None:
         s = self._s
-        backup = s.backups.get(None, str(ctx.params["backup_id"]))
-        project = backup.project_id
+        backup_id = str(ctx.params["backup_id"])
+        project, recorded = s.backups.repository_record(backup_id)
         before = s.repository.usage(project)
-        names = repository_backups(backup)
+        names = repository_backups(backup_id, recorded)
         for i, name in enumerate(names):
 
             def on_progress(p: DeleteProgress, i: int = i) -> None:

@@ -237,6 +237,18 @@ def get_backup(s: orm.Session, backup_id: str, *, for_update: bool = False) -> B
     return _assemble(s, [row])[0] if row else None
 
 
+_RECORDED = sa.select(B.project_id, B.extra).where(
+    B.id == sa.bindparam("g_id"), B.status != BackupStatus.DELETED.value
+)
+
+
+def project_and_extra(s: orm.Session, backup_id: str) -> tuple[str, Mapping[str, Any]] | None:
+    """A live backup's project and `extra`, without its disks and tags (a prebuilt
+    statement: every deletion task reads this)."""
+    row = s.execute(_RECORDED, {"g_id": backup_id}).one_or_none()
+    return (row.project_id, row.extra or {}) if row else None
+
+
 def backups_by_ids(s: orm.Session, backup_ids: Sequence[str]) -> list[Backup]:
     """The live backups among `backup_ids`, in that order."""
     if not backup_ids:
