@@ -128,11 +128,13 @@ def _cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
     return sum(t - before.get(pid, 0.0) for pid, t in after.items())
 
 
-def _machine_cpu_seconds() -> float:
-    """CPU seconds the whole machine has spent busy (all cores, /proc/stat)."""
+def _machine_cpu_seconds() -> tuple[float, float]:
+    """CPU seconds the whole machine has spent busy, and those the hypervisor took from it
+    (steal), all cores (/proc/stat)."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = values[3] + values[4]  # idle and iowait; steal (values[7]) is not ours either
-    return (sum(values[:7]) - idle) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(values[:7]) - idle) / tick, values[7] / tick
 
 
 def _children(parent: int) -> list[int]:
@@ -352,7 +354,9 @@ def main() -> None:
             pg_cpu = _cpu_delta(pg_cpu0, _cpu_seconds(_postgres_pids()))
             client_cpu = _cpu_delta(client_cpu0, _cpu_seconds(client_pids))
             own_cpu = _cpu_delta(own_cpu0, _cpu_seconds([os.getpid()]))
-            machine_cpu = _machine_cpu_seconds() - machine_cpu0
+            machine_cpu1 = _machine_cpu_seconds()
+            machine_cpu = machine_cpu1[0] - machine_cpu0[0]
+            steal = (machine_cpu1[1] - machine_cpu0[1]) / (accepted * (os.cpu_count() or 1))
         serve_only = serve_cpu[serve.pid] - serve_cpu0[serve.pid]
         worker_only = _cpu_delta(serve_cpu0, serve_cpu) - serve_only
         while True:
@@ -420,7 +424,8 @@ def main() -> None:
             + f", csbs worker {worker_only * per:.1f} ms"
             + f", PostgreSQL {pg_cpu * per:.1f} ms, clients {client_cpu * per:.1f} ms, "
             f"this benchmark's sampler {own_cpu * per:.1f} ms, "
-            f"whole machine {machine_cpu * per:.1f} ms"
+            f"whole machine {machine_cpu * per:.1f} ms; "
+            f"taken by the hypervisor (steal) {steal:.0%} of the cores' time"
         )
         print(
             f"  tasks: {len(rows)} ({sum(1 for r in rows if r.status == 'success')} success), "
