@@ -3,9 +3,6 @@ backup task handler)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from csbs.db.queries.backups import BackupFilter
@@ -16,15 +13,7 @@ from csbs.domain.paging import PageRequest, SortKey
 from csbs.queue import TaskFilter, TaskStatus
 from csbs.services.backups import ProtectRequest
 from csbs.services.inventory import DiskSpec
-from tests.support.runtime import Env, make_env
-
-
-@pytest.fixture
-def env(tmp_path: Path, db_url: str) -> Iterator[Env]:
-    e = make_env(tmp_path, db_url)
-    yield e
-    e.client.close()
-    e.runtime.close()
+from tests.support.runtime import Env
 
 
 def _server(env: Env, project_id: str, name: str, host: str | None = None) -> str:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,15 +19,7 @@ from csbs.queue import TaskFilter
 from csbs.queue.schema import task_queues, tasks
 from csbs.services.backups import ProtectRequest
 from csbs.services.inventory import DiskSpec
-from tests.support.runtime import Env, make_env
-
-
-@pytest.fixture
-def env(tmp_path: Path, db_url: str) -> Iterator[Env]:
-    e = make_env(tmp_path, db_url)
-    yield e
-    e.client.close()
-    e.runtime.close()
+from tests.support.runtime import Env
 
 
 def _record(env: Env, project_id: str, name: str, statuses: list[BackupStatus]) -> list[str]:
@@ -164,14 +154,6 @@ def test_concurrent_deletes_of_one_record_are_accepted_once(env: Env) -> None:
     states, n = _state(env, pid)
     assert n == 3
     assert [states[i] for i in ids] == [("waiting_delete", t) for t in accepted[0]]
-
-
-@pytest.fixture
-def pg_env(tmp_path: Path, pg_url: str) -> Iterator[Env]:
-    e = make_env(tmp_path, pg_url)
-    yield e
-    e.client.close()
-    e.runtime.close()
 
 
 def test_one_statement_accept_writes_what_the_general_path_writes(pg_env: Env) -> None:

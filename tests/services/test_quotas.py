@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -15,16 +13,8 @@ from csbs.domain.quotas import GB, Quotas
 from csbs.services.backups import ProtectRequest
 from csbs.services.inventory import DiskSpec
 from csbs.services.quotas import QuotaService
-from tests.support.runtime import Env, make_env
+from tests.support.runtime import Env
 from tests.support.seed import seed_backup
-
-
-@pytest.fixture
-def env(tmp_path: Path, db_url: str) -> Iterator[Env]:
-    e = make_env(tmp_path, db_url)
-    yield e
-    e.client.close()
-    e.runtime.close()
 
 
 def _server(env: Env, project_id: str, name: str) -> str:

@@ -172,18 +172,7 @@ class DeletionService:
                     "e_now": now,
                 },
             ).all()
-        backups = [
-            BackupRef(
-                id=r.id,
-                project_id=r.project_id,
-                checkpoint_id=r.checkpoint_id,
-                status=BackupStatus(r.status),
-                plan_id=r.plan_id,
-                resource_id=r.resource_id,
-                resource_name=r.resource_name,
-            )
-            for r in rows
-        ]
+        backups = [q.ref_of(r) for r in rows]
         # The statement wrote only if its own checks passed; the same checks in Python say
         # which error to answer, and that they agree.
         targets = _targets(backups, project_id, checkpoint_id, item_ids)

@@ -356,18 +356,20 @@ def refs_for_update(
         rows = conn.execute(_REFS_OF_CHECKPOINT, {"r_checkpoint": checkpoint_id})
     else:
         rows = conn.execute(_REFS_BY_ID, {"r_ids": list(ids)})
-    return [
-        BackupRef(
-            id=r.id,
-            project_id=r.project_id,
-            checkpoint_id=r.checkpoint_id,
-            status=BackupStatus(r.status),
-            plan_id=r.plan_id,
-            resource_id=r.resource_id,
-            resource_name=r.resource_name,
-        )
-        for r in rows
-    ]
+    return [ref_of(r) for r in rows]
+
+
+def ref_of(row: Any) -> BackupRef:
+    """The BackupRef of a row with the columns of `_REFS`."""
+    return BackupRef(
+        id=row.id,
+        project_id=row.project_id,
+        checkpoint_id=row.checkpoint_id,
+        status=BackupStatus(row.status),
+        plan_id=row.plan_id,
+        resource_id=row.resource_id,
+        resource_name=row.resource_name,
+    )
 
 
 def mark(
