@@ -78,6 +78,9 @@ def delete_backup(
             released += 1
             if progress is not None:
                 progress(DeleteProgress(*step))
+            if step[0] >= step[1]:
+                # All released: no batch can be added once `start_delete` returned.
+                break
         for manifest in index.manifests(project_id, backup_id):
             store.delete(layout.disk_manifest_name(project_id, backup_id, manifest.disk_id))
         index.finish_delete(project_id, backup_id)

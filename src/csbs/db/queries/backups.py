@@ -395,6 +395,11 @@ def count(s: orm.Session, f: BackupFilter) -> int:
 def set_status(
     s: orm.Session, backup_id: str, status: BackupStatus, now: dt.datetime, **values: Any
 ) -> None:
+    if not values:  # a prebuilt statement for the common case (every task's start)
+        s.connection().execute(
+            _SET_STATUS, {"x_id": backup_id, "x_status": status.value, "x_now": now}
+        )
+        return
     s.execute(
         sa.update(B).where(B.id == backup_id).values(status=status.value, updated_at=now, **values)
     )
@@ -496,15 +501,25 @@ def _checkpoint(s: orm.Session, rows: Sequence[tables.Checkpoint]) -> list[Check
     ]
 
 
+# Every deletion task ends with these: Core statements, built once.
+_CT: sa.Table = tables.Checkpoint.__table__  # type: ignore[assignment]
+_ANY_IN_CHECKPOINT = sa.select(_BT.c.id).where(_BT.c.checkpoint_id == sa.bindparam("x_cp")).limit(1)
+_DELETE_CHECKPOINT = _CT.delete().where(_CT.c.id == sa.bindparam("x_cp"))
+_DELETE_BACKUP = _BT.delete().where(_BT.c.id == sa.bindparam("x_id"))
+_SET_STATUS = (
+    _BT.update()
+    .where(_BT.c.id == sa.bindparam("x_id"))
+    .values(status=sa.bindparam("x_status"), updated_at=sa.bindparam("x_now", type_=UTCDateTime()))
+)
+
+
 def delete_checkpoint_if_empty(s: orm.Session, checkpoint_id: str) -> bool:
-    left = s.execute(
-        sa.select(sa.func.count()).select_from(B).where(B.checkpoint_id == checkpoint_id)
-    ).scalar_one()
-    if left:
+    conn = s.connection()
+    if conn.execute(_ANY_IN_CHECKPOINT, {"x_cp": checkpoint_id}).first() is not None:
         return False
-    s.execute(sa.delete(tables.Checkpoint).where(tables.Checkpoint.id == checkpoint_id))
+    conn.execute(_DELETE_CHECKPOINT, {"x_cp": checkpoint_id})
     return True
 
 
 def delete_backup(s: orm.Session, backup_id: str) -> None:
-    s.execute(sa.delete(B).where(B.id == backup_id))
+    s.connection().execute(_DELETE_BACKUP, {"x_id": backup_id})
