@@ -78,7 +78,10 @@ class _Running:
     ctx: TaskContext
     extra: dict[str, Any]
     progress: int = 0
-    last_report: float = 0.0
+    #: Progress is written at most every REPORT_INTERVAL_SECONDS, the first time that long
+    #: after the claim: a task shorter than that (most deletions) writes it only with its
+    #: outcome, one transaction instead of two.
+    last_report: float = dataclasses.field(default_factory=time.monotonic)
     cancelled_at: float | None = None
     #: Set once the outcome is recorded (or the task is known lost); guarded by the lock.
     settled: bool = False
