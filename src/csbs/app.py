@@ -164,6 +164,7 @@ def make_worker(
         clock=runtime.services.clock,
         concurrency=concurrency or settings.worker_concurrency,
         host=host or settings.worker_host,
+        idle_poll=settings.worker_idle_poll_seconds,
     )
 
 

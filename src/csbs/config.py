@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     scheduler_lease_seconds: float = Field(default=30.0, ge=5, le=50)
     worker_concurrency: int = Field(default=4, ge=1)
     worker_host: str | None = None
+    #: An idle worker looks for tasks this often; enqueues also wake it at once (a pipe from
+    #: `csbs serve`, PostgreSQL's notifications), so this only bounds a missed wake-up.
+    worker_idle_poll_seconds: float = Field(default=1.0, gt=0, le=60)
     delete_concurrency_per_project: int = Field(default=5, ge=1)
     backup_concurrency_per_project: int = Field(default=10, ge=1)
     restore_concurrency_per_project: int = Field(default=5, ge=1)

@@ -99,6 +99,7 @@ class Worker:
         host: str | None = None,
         deadline_grace: float = 10.0,
         reap_interval: float | None = None,
+        idle_poll: float = IDLE_POLL_SECONDS,
     ) -> None:
         self.store = store
         self.handlers = dict(handlers)
@@ -107,6 +108,7 @@ class Worker:
         self.host = host or socket.gethostname()
         self.worker_id = f"{self.host}:{os.getpid()}:{new_hex_id()[:8]}"
         self.deadline_grace = deadline_grace
+        self.idle_poll = idle_poll
         lease = store.config.lease_seconds
         self.heartbeat_interval = max(0.05, lease / 3)
         self.reap_interval = reap_interval if reap_interval is not None else max(0.1, lease / 2)
@@ -190,7 +192,7 @@ class Worker:
                 for task in claimed:
                     self._launch(task)
             if not claimed or len(claimed) < free:
-                self._wake.wait(IDLE_POLL_SECONDS)
+                self._wake.wait(self.idle_poll)
                 self._wake.clear()
 
     def _running_snapshot(self) -> list[_Running]:
