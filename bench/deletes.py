@@ -177,6 +177,12 @@ def main() -> None:
         "--api-threads", type=int, default=0, help="the service's api_threads (0: its default)"
     )
     parser.add_argument(
+        "--worker-concurrency",
+        type=int,
+        default=8,
+        help="task slots of the workers (the service's default is 4)",
+    )
+    parser.add_argument(
         "--separate-worker",
         action="store_true",
         help="run `csbs serve` without embedded workers and one `csbs worker` process beside it",
@@ -215,7 +221,7 @@ def main() -> None:
 
     log = open(data / "serve.log", "wb")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CSBS_")}
-    env.update(CSBS_LOG_LEVEL="WARNING", CSBS_WORKER_CONCURRENCY="8")
+    env.update(CSBS_LOG_LEVEL="WARNING", CSBS_WORKER_CONCURRENCY=str(args.worker_concurrency))
     if args.api_threads:
         env["CSBS_API_THREADS"] = str(args.api_threads)
     worker = None
@@ -233,7 +239,7 @@ def main() -> None:
                 "--database-url",
                 url,
                 "--concurrency",
-                "8",
+                str(args.worker_concurrency),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -408,7 +414,8 @@ def main() -> None:
         )
         print(
             f"deletions: {len(jobs)} DELETE calls, {args.clients} clients ({load}), "
-            f"{args.projects} projects, PostgreSQL, limit 5 per project, {topology}"
+            f"{args.projects} projects, PostgreSQL, limit 5 per project, {topology}, "
+            f"{args.worker_concurrency} worker slots"
         )
         print(f"  HTTP status codes          {dict(codes)}")
         print(
