@@ -92,6 +92,36 @@ def _status_is(status: TaskStatus) -> sa.ColumnElement[bool]:
     return tasks.c.status == sa.literal_column(f"'{status.value}'", sa.String())
 
 
+def _add_missing_group(
+    insert: Callable[[sa.Table], Any],
+    project: sa.ColumnElement[Any],
+    operation_type: sa.ColumnElement[Any],
+) -> Any:
+    """INSERT the queue group row of (`project`, `operation_type`) unless it exists.
+
+    A plain `INSERT ... ON CONFLICT DO NOTHING` waits for any open transaction that updated
+    the existing row (a claim or a finish of the same group), and those go on to lock backup
+    and policy rows the enqueuing transaction may hold: a deadlock. The NOT EXISTS reads
+    without locking; only the very first enqueue of a group can still meet a concurrent one.
+    """
+    exists = (
+        sa.select(task_queues.c.project_id)
+        .where(
+            task_queues.c.project_id == project,
+            task_queues.c.operation_type == operation_type,
+        )
+        .exists()
+    )
+    return (
+        insert(task_queues)
+        .from_select(
+            ["project_id", "operation_type", "running"],
+            sa.select(project, operation_type, sa.literal(0, sa.Integer())).where(~exists),
+        )
+        .on_conflict_do_nothing()
+    )
+
+
 class Waker(Protocol):
     """Something `TaskStore.poke` wakes: a worker's event, or a worker process's pipe."""
 
@@ -233,28 +263,10 @@ class TaskStore:
             .returning(tasks.c.project_id)
             .cte("added")
         )
-        # As in `_build_enqueue`: the group row is inserted only where it does not exist.
         projects = sa.select(added.c.project_id).distinct().subquery("projects")
-        groups = (
-            pg_dialect.insert(task_queues)
-            .from_select(
-                ["project_id", "operation_type", "running"],
-                sa.select(
-                    projects.c.project_id,
-                    sa.literal(operation_type, sa.String()),
-                    sa.literal(0, sa.Integer()),
-                ).where(
-                    ~sa.select(task_queues.c.project_id)
-                    .where(
-                        task_queues.c.project_id == projects.c.project_id,
-                        task_queues.c.operation_type == operation_type,
-                    )
-                    .exists()
-                ),
-            )
-            .on_conflict_do_nothing()
-            .cte("add_groups")
-        )
+        groups = _add_missing_group(
+            pg_dialect.insert, projects.c.project_id, sa.literal(operation_type, sa.String())
+        ).cte("add_groups")
         notify = (
             sa.select(sa.func.pg_notify(CHANNEL, operation_type))
             .where(sa.exists(sa.select(added.c.project_id)))
@@ -265,25 +277,8 @@ class TaskStore:
     def _build_enqueue(self) -> tuple[sa.Executable, sa.Executable | None]:
         """The enqueue statements, built once (a DELETE call enqueues on its hot path)."""
         b = sa.bindparam
-        # The group row is inserted only when it does not exist yet. A plain `INSERT ... ON
-        # CONFLICT DO NOTHING` waits for any open transaction that updated the existing row
-        # (a claim or a finish of the same group), and those go on to lock backup and policy
-        # rows the enqueuing transaction may hold: a deadlock. The NOT EXISTS reads without
-        # locking; only the very first enqueue of a group can still meet a concurrent one.
-        exists = (
-            sa.select(task_queues.c.project_id)
-            .where(
-                task_queues.c.project_id == b("e_project"),
-                task_queues.c.operation_type == b("e_type"),
-            )
-            .exists()
-        )
-        new_group = sa.select(
-            sa.cast(b("e_project"), sa.String()),
-            sa.cast(b("e_type"), sa.String()),
-            sa.literal(0, sa.Integer()),
-        ).where(~exists)
-        group_columns = ["project_id", "operation_type", "running"]
+        project = sa.cast(b("e_project"), sa.String())
+        operation_type = sa.cast(b("e_type"), sa.String())
         add_task = tasks.insert().values(
             id=b("e_id"),
             project_id=b("e_project"),
@@ -309,19 +304,13 @@ class TaskStore:
             cancel_requested=False,
         )
         if not self.is_postgres:
-            add_group = (
-                sqlite_dialect.insert(task_queues)
-                .from_select(group_columns, new_group)
-                .on_conflict_do_nothing()
-            )
+            add_group = _add_missing_group(sqlite_dialect.insert, project, operation_type)
             return add_task.returning(*tasks.c), add_group
         # PostgreSQL: one round trip for the group row, the task and the wake-up
         # (data-modifying CTEs run exactly once, whether or not the outer select reads them).
-        add_group_cte = (
-            pg_dialect.insert(task_queues)
-            .from_select(group_columns, new_group)
-            .on_conflict_do_nothing()
-        ).cte("add_group")
+        add_group_cte = _add_missing_group(pg_dialect.insert, project, operation_type).cte(
+            "add_group"
+        )
         added = add_task.returning(*tasks.c).cte("added")
         notify = sa.func.pg_notify(CHANNEL, added.c.operation_type).label("notified")
         return sa.select(*added.c, notify).add_cte(add_group_cte), None

@@ -501,7 +501,7 @@ def _checkpoint(s: orm.Session, rows: Sequence[tables.Checkpoint]) -> list[Check
     ]
 
 
-# Every deletion task ends with these: Core statements, built once.
+# A task's start (status) and a deletion's end (the rows removed): Core statements, built once.
 _CT: sa.Table = tables.Checkpoint.__table__  # type: ignore[assignment]
 _ANY_IN_CHECKPOINT = sa.select(_BT.c.id).where(_BT.c.checkpoint_id == sa.bindparam("x_cp")).limit(1)
 _DELETE_CHECKPOINT = _CT.delete().where(_CT.c.id == sa.bindparam("x_cp"))
