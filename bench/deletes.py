@@ -379,6 +379,12 @@ def main() -> None:
                 break
             time.sleep(0.2)
         finished = time.monotonic() - started
+        # From the first DELETE until every deletion is terminal: what the deletions cost.
+        total_serve = _cpu_seconds(worker_pids)
+        total_worker = _cpu_delta(serve_cpu0, total_serve) - (
+            total_serve[serve.pid] - serve_cpu0[serve.pid]
+        )
+        total_pg = _cpu_delta(pg_cpu0, _cpu_seconds(_postgres_pids()))
         stop.set()
         sampler.join()
         with engine.connect() as c:
@@ -433,6 +439,11 @@ def main() -> None:
             f"this benchmark's sampler {own_cpu * per:.1f} ms, "
             f"whole machine {machine_cpu * per:.1f} ms; "
             f"taken by the hypervisor (steal) {steal:.0%} of the cores' time"
+        )
+        print(
+            f"  CPU per deletion, from the first DELETE until all are terminal: "
+            f"csbs worker {total_worker * per:.1f} ms, PostgreSQL {total_pg * per:.1f} ms "
+            "(the DELETE calls' and this benchmark's sampler's share included)"
         )
         print(
             f"  tasks: {len(rows)} ({sum(1 for r in rows if r.status == 'success')} success), "

@@ -63,7 +63,7 @@ def test_incremental_backup_reuses_chunks_and_deletion_is_exact(
     assert same_file(image, out)
 
     result = repo.delete_backup("p1", "b2")
-    assert result.existed and result.pending_chunks == 1
+    assert result.existed and repo.pending_sweep("p1")[0] == 1
     assert repo.usage("p1") == usage_one  # exact at the end of the deletion
     assert repo.delete_backup("p1", "b2").existed is False  # idempotent
     clock.advance(61)

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy import event, exc, orm
 from sqlalchemy.engine import make_url
 
+from csbs import sqlreads
 from csbs.domain import errors
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -171,9 +172,7 @@ class Database:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self._write = orm.sessionmaker(bind=engine, expire_on_commit=False)
-        self._read = orm.sessionmaker(
-            bind=engine.execution_options(csbs_write=False), expire_on_commit=False
-        )
+        self._read = orm.sessionmaker(bind=sqlreads.reader(engine), expire_on_commit=False)
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @property
@@ -188,7 +187,8 @@ class Database:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[orm.Session]:
-        """A read-only transaction (never blocks on SQLite's writer lock)."""
+        """A read-only scope: a transaction that never blocks on SQLite's writer lock; on
+        PostgreSQL, statements in autocommit mode (`csbs.sqlreads`)."""
         with translate_errors(), self._read() as session, session.begin():
             yield session
 

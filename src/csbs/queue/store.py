@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
+from csbs import sqlreads
 from csbs.domain import errors
 from csbs.domain.clock import Clock
 from csbs.domain.ids import new_id
@@ -133,7 +134,7 @@ class TaskStore:
 
     def __init__(self, engine: sa.Engine, clock: Clock, config: QueueConfig) -> None:
         self._engine = engine
-        self._reader = engine.execution_options(csbs_write=False)
+        self._reader = sqlreads.reader(engine)
         self._clock = clock
         self.config = config
         self.is_postgres = engine.dialect.name == "postgresql"

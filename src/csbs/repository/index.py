@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
+from csbs import sqlreads
 from csbs.domain.clock import Clock
 from csbs.repository import errors
 from csbs.repository.schema import (
@@ -183,7 +184,7 @@ class ChunkIndex:
 
     def __init__(self, engine: sa.Engine, clock: Clock) -> None:
         self._engine = engine
-        self._reader = engine.execution_options(csbs_write=False)
+        self._reader = sqlreads.reader(engine)
         self._clock = clock
         self.is_postgres = engine.dialect.name == "postgresql"
         insert = pg_dialect.insert if self.is_postgres else sqlite_dialect.insert

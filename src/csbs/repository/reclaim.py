@@ -32,13 +32,11 @@ class DeleteProgress:
 
 @dataclasses.dataclass(frozen=True)
 class DeleteResult:
-    """What a deletion did, and what the sweep will still free."""
+    """What a deletion did. The chunks it dropped to zero wait for the sweep
+    (`ChunkIndex.pending_sweep` counts them)."""
 
     existed: bool
     batches_released: int
-    pending_chunks: int  # chunks at refcount zero in the project, waiting for the sweep
-    pending_bytes: int
-    sweep_after: dt.datetime  # when the sweep may free them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,8 +51,6 @@ class SweepResult:
 def delete_backup(
     index: ChunkIndex,
     store: BlobStore,
-    clock: Clock,
-    grace: dt.timedelta,
     project_id: str,
     backup_id: str,
     progress: Callable[[DeleteProgress], None] | None = None,
@@ -84,8 +80,7 @@ def delete_backup(
         for manifest in index.manifests(project_id, backup_id):
             store.delete(layout.disk_manifest_name(project_id, backup_id, manifest.disk_id))
         index.finish_delete(project_id, backup_id)
-    chunks, size = index.pending_sweep(project_id)
-    return DeleteResult(record is not None, released, chunks, size, clock.now() + grace)
+    return DeleteResult(record is not None, released)
 
 
 def sweep(

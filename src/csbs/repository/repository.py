@@ -208,14 +208,16 @@ class Repository:
         return reclaim.delete_backup(
             self.index,
             self.store,
-            self.clock,
-            self.grace,
             project_id,
             backup_id,
             progress,
             cancel,
             release_refs=self.settings.release_refs,
         )
+
+    def pending_sweep(self, project_id: str) -> tuple[int, int]:
+        """(chunks, stored bytes) of the project at refcount zero, waiting for the sweep."""
+        return self.index.pending_sweep(project_id)
 
     def sweep(self, project_id: str) -> reclaim.SweepResult:
         """Remove the project's chunks that have been unreferenced for longer than the grace."""
