@@ -64,13 +64,22 @@ def _client_share(
     codes: dict[int, int] = defaultdict(int)
 
     def connect(mine: list[tuple[float | None, str, str]]) -> http.client.HTTPConnection:
-        """Open the client's connection and make one authenticated call, before the clock."""
+        """Open the client's connection and make two authenticated calls, before the clock:
+        a list, and a DELETE of a record that does not exist (answered 404). The DELETE
+        runs the same statement as the measured ones, so the service has compiled it and
+        PostgreSQL has planned it on the pooled connections, as in a service that has
+        been up for more than its first second."""
         conn = http.client.HTTPConnection(host, int(port), timeout=30)
         pid = mine[0][1]
-        conn.request(
-            "GET", f"/v1/{pid}/checkpoint_items?limit=1", headers={"X-Auth-Token": tokens[pid]}
-        )
+        headers = {"X-Auth-Token": tokens[pid]}
+        conn.request("GET", f"/v1/{pid}/checkpoint_items?limit=1", headers=headers)
         conn.getresponse().read()
+        conn.request(
+            "DELETE", f"/v1/{pid}/providers/{PROVIDER}/checkpoints/{uuid.uuid4()}", headers=headers
+        )
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 404, r.status
         return conn
 
     def client(mine: list[tuple[float | None, str, str]], conn: http.client.HTTPConnection) -> None:
