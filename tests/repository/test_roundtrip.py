@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 import os
 import pathlib
+import shutil
+import subprocess
 
 import pytest
 
 from csbs.blobstore import BlobStore
 from csbs.domain.clock import FrozenClock
-from csbs.repository import errors, layout
+from csbs.repository import errors, layout, reader
 from csbs.repository.writer import BackupProgress
 from tests.repository.conftest import SMALL_CHUNK, RepoFactory, change_image, same_file, write_image
 
@@ -41,6 +43,43 @@ def test_round_trip_bit_exact_and_sparse(
     assert repo.verify("p1", "b1")[0].position == SIZE
     report = repo.check("p1", read_data=True)
     assert report.ok, report
+
+
+def _resident_bytes(path: pathlib.Path) -> int:
+    """Bytes of `path` in the page cache (util-linux's fincore)."""
+    out = subprocess.run(
+        ["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return int(out.strip() or 0)
+
+
+@pytest.mark.skipif(shutil.which("fincore") is None, reason="needs util-linux's fincore")
+def test_restore_to_a_file_does_not_keep_the_image_in_the_page_cache(
+    make_repo: RepoFactory,
+    local_store: BlobStore,
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ranges already written back are dropped while the restore runs (DONTNEED cannot
+    drop dirty pages, so each range is advised again later), and the rest once the image
+    is on disk."""
+    monkeypatch.setattr(reader, "_WRITEBACK_BYTES", 1024 * 1024)
+    size = 24 * 1024 * 1024
+    image = write_image(tmp_path / "disk.img", size, extents=[(0, size, "random")])
+    repo = make_repo(local_store)
+    repo.backup_writer("p1", "b1").write_disk("vda", image)
+    repo.seal_backup("p1", "b1")
+
+    out = tmp_path / "restored.img"
+    resident: list[int] = []
+    repo.restore("p1", "b1", "vda", out, progress=lambda _: resident.append(_resident_bytes(out)))
+    assert _resident_bytes(out) < 1024 * 1024  # before reading it back below
+    assert len(resident) > 10
+    assert max(resident) < size // 2, resident
+    assert same_file(image, out)
 
 
 def test_incremental_backup_reuses_chunks_and_deletion_is_exact(
