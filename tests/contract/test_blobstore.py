@@ -13,6 +13,7 @@ import errno
 import http.server
 import os
 import pathlib
+import shutil
 import socket
 import subprocess
 import sys
@@ -325,6 +326,21 @@ def test_local_skips_temp_files_left_by_a_crash(tmp_path: pathlib.Path) -> None:
     (tmp_path / "x" / "other~tmp.0123456789abcdef").write_bytes(b"partial")
     assert list(store.list("")) == ["x/blob"]
     assert not store.exists("x/other")
+
+
+@pytest.mark.skipif(shutil.which("fincore") is None, reason="needs util-linux's fincore")
+def test_local_put_leaves_the_blob_on_disk_not_in_the_page_cache(tmp_path: pathlib.Path) -> None:
+    store = LocalStore(tmp_path)
+    data = os.urandom(4 * 1024 * 1024)
+    store.put("x/blob", data)
+    resident = subprocess.run(
+        ["fincore", "--bytes", "--noheadings", "--output", "RES", str(tmp_path / "x" / "blob")],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert int(resident.strip() or 0) == 0
+    assert store.get("x/blob") == data
 
 
 def test_local_failed_put_leaves_nothing(

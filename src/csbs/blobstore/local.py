@@ -28,6 +28,7 @@ class LocalStore:
     an fsync of the directory, so neither a reader nor a crash ever exposes a partial
     blob. New directories are fsynced into their parents too. Empty directories are left
     in place after deletes: removing them would race with a concurrent put into them.
+    A written blob's pages leave the page cache once it is fsynced (`_drop_cached`).
 
     The store keeps no mutable state, so one object may be shared by threads and any
     number of processes may use the same root at once.
@@ -55,6 +56,7 @@ class LocalStore:
                 try:
                     _write_all(fd, data)
                     os.fsync(fd)
+                    _drop_cached(fd)
                 finally:
                     os.close(fd)
                 os.replace(tmp, path)
@@ -204,6 +206,18 @@ def _pread_exact(fd: int, length: int, offset: int) -> bytes:
         parts.append(piece)
         got += len(piece)
     return b"".join(parts)
+
+
+def _drop_cached(fd: int) -> None:
+    """Drop a file's pages from the page cache once it is on disk (they are clean then).
+
+    A blob is written once and read rarely (a restore, an audit), so its pages are better
+    reused for the next blob than kept: on a virtual machine whose free memory the host
+    backs only when first touched, writing every blob into fresh pages cost a first backup
+    of 1 GiB up to 0.6 s of kernel CPU (`python -m bench.pipeline`)."""
+    if hasattr(os, "posix_fadvise"):
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
 def _fsync_dir(path: str) -> None:
