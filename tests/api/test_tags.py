@@ -396,6 +396,10 @@ QUERIES: list[dict[str, Any]] = [
         "matches": [{"key": "resource_name", "value": "bk"}],
     },
     {"tags": [{"key": " env ", "values": [" prod "]}]},
+    # `%` and `_` are literal in fuzzy values and in matches, never wildcards.
+    {"matches": [{"key": "resource_name", "value": "k_"}]},
+    {"matches": [{"key": "resource_name", "value": "%"}]},
+    {"tags": [{"key": "ten", "values": ["*x_"]}]},
 ]
 
 

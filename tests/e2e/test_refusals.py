@@ -214,6 +214,10 @@ def test_list_query_paging(cloud: Cloud) -> None:
     assert cloud.env.client.get(f"{base}/count?name=a2", headers=cloud.headers()).json() == {
         "count": 1
     }
+    # The name filter is a substring: `%` and `_` in it are literal, never wildcards.
+    for name, count in (("k_a", 3), ("b_", 0), ("%", 0), ("bk%a", 0), ("/", 0)):
+        r = cloud.env.client.get(f"{base}/count", params={"name": name}, headers=cloud.headers())
+        assert r.json() == {"count": count}, name
     assert cloud.env.client.get(
         f"{base}/count?status=available", headers=cloud.headers()
     ).json() == {"count": 3}

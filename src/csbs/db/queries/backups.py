@@ -56,10 +56,6 @@ class BackupFilter:
     tags: tuple[Tag, ...] = ()
 
 
-def _like(value: str) -> str:
-    return "%" + value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
 def _where(f: BackupFilter) -> list[sa.ColumnElement[bool]]:
     c = B.__table__.c
     conds: list[sa.ColumnElement[bool]] = []
@@ -78,9 +74,9 @@ def _where(f: BackupFilter) -> list[sa.ColumnElement[bool]]:
         if value is not None:
             conds.append(col == value)
     if f.name:
-        conds.append(c.name.like(_like(f.name), escape="\\"))
+        conds.append(c.name.contains(f.name, autoescape=True))
     if f.resource_name:
-        conds.append(c.resource_name.like(_like(f.resource_name), escape="\\"))
+        conds.append(c.resource_name.contains(f.resource_name, autoescape=True))
     if f.created_from is not None:
         conds.append(c.created_at >= f.created_from)
     if f.created_to is not None:

@@ -128,9 +128,9 @@ def project_tags(s: orm.Session, kind: TagKind, project_id: str) -> list[Project
 
 
 def _contains(column: sa.ColumnElement[str], text: str) -> sa.ColumnElement[bool]:
-    """Case-insensitive substring match, the same on SQLite and PostgreSQL."""
-    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return sa.func.lower(column).like(f"%{escaped}%", escape="\\")
+    """Case-insensitive substring match, the same on SQLite and PostgreSQL; `%` and `_` in
+    `text` are literal (autoescape)."""
+    return sa.func.lower(column).contains(text.lower(), autoescape=True)
 
 
 def _term(b: _Binding, kv: KeyValues) -> sa.ColumnElement[bool]:
