@@ -90,6 +90,7 @@ def build(
             chunk_size=settings.chunk_size,
             zstd_level=settings.zstd_level,
             sweep_grace_seconds=settings.sweep_grace_seconds,
+            release_refs=settings.release_refs,
         ),
     )
     quotas = QuotaService(

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     chunk_size: int = Field(default=4 * 1024 * 1024, ge=64 * 1024, le=8 * 1024 * 1024)
     zstd_level: int = Field(default=1, ge=1, le=19)
     sweep_grace_seconds: float = Field(default=900.0, ge=0)
+    #: Chunk references a deletion releases per transaction (whole reference batches, at
+    #: least one): fewer commits against a shorter step to redo after a crash.
+    release_refs: int = Field(default=2048, ge=1, le=1_000_000)
 
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     #: Threads of `csbs serve` that run API calls (calls beyond wait their turn, in order).

@@ -146,11 +146,13 @@ def test_kill_9_during_deletion_then_restart(cloud: Cloud) -> None:
     )
     assert r.status_code == 200
     task_id = r.headers["X-Operation-Log-Id"]
-    # Small reference batches make the deletion long enough to be killed in the middle.
-    procs = _workers(cloud, 1, 1, CSBS_TASK_LEASE_SECONDS="1")
+    # One reference batch per transaction makes the deletion long enough to be killed in
+    # the middle (with the default, this deletion is one step of a few milliseconds).
+    procs = _workers(cloud, 1, 1, CSBS_TASK_LEASE_SECONDS="1", CSBS_RELEASE_REFS="1")
     store = cloud.env.services.tasks
     deadline = time.monotonic() + 60
-    while store.get(task_id).status is not TaskStatus.RUNNING:  # type: ignore[union-attr]
+    while (status := store.get(task_id).status) is not TaskStatus.RUNNING:  # type: ignore[union-attr]
+        assert not status.terminal, f"the deletion ended ({status}) before it could be killed"
         assert time.monotonic() < deadline
         time.sleep(0.005)
     procs[0].kill()
@@ -163,7 +165,9 @@ def test_kill_9_during_deletion_then_restart(cloud: Cloud) -> None:
             time.sleep(0.1)
     finally:
         _stop(procs)
-    assert store.get(task_id).status is TaskStatus.SUCCESS  # type: ignore[union-attr]
+    done = store.get(task_id)
+    assert done is not None and done.status is TaskStatus.SUCCESS
+    assert done.attempts == 2  # the killed run, then the one that finished
     repo = cloud.env.services.repository
     assert repo.check(cloud.pid, read_data=True).ok
     target = cloud.server("t", [cloud.blank("t", 2)])
