@@ -48,6 +48,7 @@ _p: sa.BindParameter[str] = sa.bindparam("p", type_=sa.String())
 _b: sa.BindParameter[str] = sa.bindparam("b", type_=sa.String())
 _OF_BACKUP = (repo_backups.c.project_id == _p, repo_backups.c.backup_id == _b)
 _REFS_OF_BACKUP = (repo_backup_refs.c.project_id == _p, repo_backup_refs.c.backup_id == _b)
+_MANIFESTS_OF = (repo_manifests.c.project_id == _p, repo_manifests.c.backup_id == _b)
 _USAGE = sa.select(repo_usage.c.stored_bytes, repo_usage.c.logical_bytes).where(
     repo_usage.c.project_id == _p
 )
@@ -86,16 +87,12 @@ _DROP_STEP_REFS = repo_backup_refs.delete().where(
     repo_backup_refs.c.seq < sa.bindparam("end"),
 )
 _MOVE_CURSOR = repo_backups.update().where(*_OF_BACKUP).values(released_seq=sa.bindparam("end"))
-_FORGET_MANIFESTS = repo_manifests.delete().where(
-    repo_manifests.c.project_id == _p, repo_manifests.c.backup_id == _b
-)
+_FORGET_MANIFESTS = repo_manifests.delete().where(*_MANIFESTS_OF)
 _FORGET_BACKUP = repo_backups.delete().where(
     *_OF_BACKUP, repo_backups.c.released_seq >= repo_backups.c.next_seq
 )
 _MANIFESTS_OF_BACKUP = (
-    sa.select(repo_manifests)
-    .where(repo_manifests.c.project_id == _p, repo_manifests.c.backup_id == _b)
-    .order_by(repo_manifests.c.disk_id)
+    sa.select(repo_manifests).where(*_MANIFESTS_OF).order_by(repo_manifests.c.disk_id)
 )
 _PENDING_SWEEP = sa.select(
     sa.func.count(), sa.func.coalesce(sa.func.sum(repo_chunks.c.stored_size), 0)
