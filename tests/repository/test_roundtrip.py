@@ -101,10 +101,14 @@ def test_incremental_backup_reuses_chunks_and_deletion_is_exact(
     repo.restore("p1", "b2", "vda", out)
     assert same_file(image, out)
 
+    usage_two = repo.usage("p1")
     result = repo.delete_backup("p1", "b2")
     assert result.existed and repo.pending_sweep("p1")[0] == 1
     assert repo.usage("p1") == usage_one  # exact at the end of the deletion
-    assert repo.delete_backup("p1", "b2").existed is False  # idempotent
+    assert result.freed.stored_bytes == usage_two.stored_bytes - usage_one.stored_bytes > 0
+    assert result.freed.logical_bytes == SMALL_CHUNK
+    again = repo.delete_backup("p1", "b2")
+    assert again.existed is False and again.freed.stored_bytes == 0  # idempotent
     clock.advance(61)
     assert repo.sweep("p1").chunks == 1
     assert repo.check("p1").ok

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy import orm
 
 from csbs.db.queries import backups as q
 from csbs.domain import errors
@@ -189,3 +190,48 @@ def test_one_statement_accept_writes_what_the_general_path_writes(pg_env: Env) -
     states, _ = _state(env, pid)
     assert [states[i] for i in one] == [("waiting_delete", t) for t in one_ids]
     assert [states[i] for i in general] == [("waiting_delete", t) for t in general_ids]
+
+
+def _checkpoint_exists(env: Env, checkpoint_id: str) -> bool:
+    with env.services.db.read() as s:
+        found = s.execute(sa.text("SELECT 1 FROM checkpoints WHERE id = :c"), {"c": checkpoint_id})
+        return found.first() is not None
+
+
+def test_a_record_goes_with_its_last_backup(env: Env) -> None:
+    pid = env.project_id("admin")
+    a, b = _record(env, pid, "web", [BackupStatus.AVAILABLE] * 2)
+    checkpoint = env.services.backups.get(pid, a).checkpoint_id
+    with env.services.db.write() as s:
+        assert q.forget_backup(s, a, checkpoint) is False
+    assert _checkpoint_exists(env, checkpoint)
+    with env.services.db.write() as s:
+        assert q.forget_backup(s, b, checkpoint) is True
+    assert not _checkpoint_exists(env, checkpoint)
+
+
+def test_two_deletions_ending_at_once_remove_the_record(pg_env: Env) -> None:
+    """The last two backups of a record, forgotten by two transactions at the same time:
+    the second waits for the first's lock on the record, then sees the record empty. Without
+    the lock each sees the other's backup still there and the empty record stays forever."""
+    env = pg_env
+    pid = env.project_id("admin")
+    a, b = _record(env, pid, "web", [BackupStatus.AVAILABLE] * 2)
+    checkpoint = env.services.backups.get(pid, a).checkpoint_id
+    engine = env.services.db.engine
+    second_done = threading.Event()
+    gone: list[bool] = []
+
+    def second() -> None:
+        with engine.begin() as conn, orm.Session(bind=conn) as s:
+            gone.append(q.forget_backup(s, b, checkpoint))
+            second_done.set()
+
+    with engine.begin() as conn, orm.Session(bind=conn) as s:
+        assert q.forget_backup(s, a, checkpoint) is False
+        t = threading.Thread(target=second)
+        t.start()
+        assert not second_done.wait(0.5), "the second deletion did not wait for the first"
+    t.join(10)
+    assert gone == [True]
+    assert not _checkpoint_exists(env, checkpoint)

@@ -129,6 +129,16 @@ class Usage:
 
 
 @dataclasses.dataclass(frozen=True)
+class ReleaseStep:
+    """One step of a deletion: reference batches released so far and in all, and the bytes
+    of the chunks this step dropped to zero (what the project's usage went down by)."""
+
+    released: int
+    total: int
+    freed: Usage
+
+
+@dataclasses.dataclass(frozen=True)
 class ChunkRef:
     """The answer to a reference: where the chunk lives and whether its blob is confirmed."""
 
@@ -588,13 +598,11 @@ class ChunkIndex:
             return None
         return BackupRecord(backup_id, DELETING, int(row[0]), int(row[1]))
 
-    def release_next(
-        self, project_id: str, backup_id: str, max_refs: int
-    ) -> tuple[int, int] | None:
+    def release_next(self, project_id: str, backup_id: str, max_refs: int) -> ReleaseStep | None:
         """Release the backup's next reference batches, as many as fit in `max_refs` chunk
-        references (at least one batch); returns (released, total) in batches, or None when
-        all are released. The cursor moves in the same transaction as the decrements, so a
-        crash either keeps or undoes the whole step."""
+        references (at least one batch); None when all are released. The cursor moves in
+        the same transaction as the decrements, so a crash either keeps or undoes the whole
+        step."""
         now = self._clock.now()
         of_backup = {"p": project_id, "b": backup_id}
         with self._engine.begin() as conn:
@@ -609,7 +617,7 @@ class ChunkIndex:
             conn.execute(_DROP_STEP_REFS, {**of_backup, "first": first, "end": end})
             conn.execute(_MOVE_CURSOR, {**of_backup, "end": end})
             self._add_usage(conn, project_id, -stored, -logical)
-        return end, int(row.next_seq)
+        return ReleaseStep(end, int(row.next_seq), Usage(stored, logical))
 
     def _step_refs(
         self,

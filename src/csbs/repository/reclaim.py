@@ -17,7 +17,7 @@ from collections.abc import Callable
 from csbs.blobstore import BlobStore
 from csbs.domain.clock import Clock
 from csbs.repository import errors, layout
-from csbs.repository.index import ChunkIndex
+from csbs.repository.index import ChunkIndex, Usage
 
 _SWEEP_BATCH = 500
 
@@ -37,6 +37,9 @@ class DeleteResult:
 
     existed: bool
     batches_released: int
+    #: The bytes of the chunks this call dropped to zero: what the project's usage went
+    #: down by (a resumed deletion counts only what it released itself).
+    freed: Usage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +66,7 @@ def delete_backup(
     Each step releases whole reference batches, up to `release_refs` chunk references, in
     one transaction."""
     record = index.start_delete(project_id, backup_id)
-    released = 0
+    released = stored = logical = 0
     if record is not None:
         while True:
             if cancel is not None and cancel():
@@ -72,15 +75,17 @@ def delete_backup(
             if step is None:
                 break
             released += 1
+            stored += step.freed.stored_bytes
+            logical += step.freed.logical_bytes
             if progress is not None:
-                progress(DeleteProgress(*step))
-            if step[0] >= step[1]:
+                progress(DeleteProgress(step.released, step.total))
+            if step.released >= step.total:
                 # All released: no batch can be added once `start_delete` returned.
                 break
         for manifest in index.manifests(project_id, backup_id):
             store.delete(layout.disk_manifest_name(project_id, backup_id, manifest.disk_id))
         index.finish_delete(project_id, backup_id)
-    return DeleteResult(record is not None, released)
+    return DeleteResult(record is not None, released, Usage(stored, logical))
 
 
 def sweep(

@@ -227,9 +227,7 @@ class DeletionRecorder:
         with joined_session(conn) as s:
             if task.status is TaskStatus.SUCCESS:
                 # Gone: GET answers 404; when a record's last backup is gone, so is the record.
-                q.delete_backup(s, backup_id)
-                if task.refs.checkpoint_id:
-                    q.delete_checkpoint_if_empty(s, task.refs.checkpoint_id)
+                q.forget_backup(s, backup_id, task.refs.checkpoint_id or None)
             else:
                 info = task.error_info or {}
                 q.set_status(

@@ -31,7 +31,7 @@ class DeleteHandler:
         s = self._s
         backup_id = str(ctx.params["backup_id"])
         project, recorded = s.backups.repository_record(backup_id)
-        before = s.repository.usage(project)
+        reclaimed = 0
         names = repository_backups(backup_id, recorded)
         for i, name in enumerate(names):
 
@@ -40,20 +40,21 @@ class DeleteHandler:
                 ctx.report(min(99, int(share * 100)), batches_released=p.released)
 
             try:
-                s.repository.delete_backup(
+                result = s.repository.delete_backup(
                     project, name, progress=on_progress, cancel=lambda: ctx.cancelled
                 )
             except Exception:
                 ctx.check_cancelled()  # a cancelled deletion reads as cancelled, not failed
                 raise
             ctx.check_cancelled()
+            reclaimed += result.freed.stored_bytes
         # Chunks unreferenced for longer than the grace go now; this deletion's own go with
         # a later sweep (the grace protects uploads in flight), and that is reported.
         swept = s.repository.sweep(project)
-        after = s.repository.usage(project)
         return {
-            "bytes_reclaimed": max(0, before.stored_bytes - after.stored_bytes),
-            "usage_stored_bytes": after.stored_bytes,
+            # The project's usage went down by this much (its own releases only: deletions
+            # running beside it in the project do not count here).
+            "bytes_reclaimed": reclaimed,
             "swept_chunks": swept.chunks,
             "swept_bytes": swept.bytes,
             "sweep_grace_seconds": s.repository.settings.sweep_grace_seconds,

@@ -499,9 +499,18 @@ def _checkpoint(s: orm.Session, rows: Sequence[tables.Checkpoint]) -> list[Check
 
 # A task's start (status) and a deletion's end (the rows removed): Core statements, built once.
 _CT: sa.Table = tables.Checkpoint.__table__  # type: ignore[assignment]
-_ANY_IN_CHECKPOINT = sa.select(_BT.c.id).where(_BT.c.checkpoint_id == sa.bindparam("x_cp")).limit(1)
-_DELETE_CHECKPOINT = _CT.delete().where(_CT.c.id == sa.bindparam("x_cp"))
 _DELETE_BACKUP = _BT.delete().where(_BT.c.id == sa.bindparam("x_id"))
+# PostgreSQL: the backup's row goes and its record's row is locked, in one statement.
+_DELETE_BACKUP_LOCK_RECORD = (
+    sa.select(_CT.c.id)
+    .where(_CT.c.id == sa.bindparam("x_cp"))
+    .with_for_update()
+    .add_cte(_DELETE_BACKUP.cte("gone"))
+)
+_DELETE_EMPTY_CHECKPOINT = _CT.delete().where(
+    _CT.c.id == sa.bindparam("x_cp"),
+    ~sa.exists().where(_BT.c.checkpoint_id == sa.bindparam("x_cp")),
+)
 _SET_STATUS = (
     _BT.update()
     .where(_BT.c.id == sa.bindparam("x_id"))
@@ -509,13 +518,21 @@ _SET_STATUS = (
 )
 
 
-def delete_checkpoint_if_empty(s: orm.Session, checkpoint_id: str) -> bool:
+def forget_backup(s: orm.Session, backup_id: str, checkpoint_id: str | None) -> bool:
+    """Remove a deleted backup's row, and its record's row when it was the record's last
+    backup; returns whether the record went too.
+
+    Two deletions ending at once that remove a record's last two backups must not each see
+    the other's backup and both keep the record: on PostgreSQL the record's row is locked
+    first, so the second waits and checks after the first has committed (its next
+    statement sees that commit). SQLite runs one writer at a time."""
     conn = s.connection()
-    if conn.execute(_ANY_IN_CHECKPOINT, {"x_cp": checkpoint_id}).first() is not None:
+    if checkpoint_id is None:
+        conn.execute(_DELETE_BACKUP, {"x_id": backup_id})
         return False
-    conn.execute(_DELETE_CHECKPOINT, {"x_cp": checkpoint_id})
-    return True
-
-
-def delete_backup(s: orm.Session, backup_id: str) -> None:
-    s.connection().execute(_DELETE_BACKUP, {"x_id": backup_id})
+    values = {"x_id": backup_id, "x_cp": checkpoint_id}
+    if conn.dialect.name == "postgresql":
+        conn.execute(_DELETE_BACKUP_LOCK_RECORD, values)
+    else:
+        conn.execute(_DELETE_BACKUP, values)
+    return conn.execute(_DELETE_EMPTY_CHECKPOINT, values).rowcount > 0
