@@ -7,12 +7,14 @@ import os
 import pathlib
 import shutil
 import subprocess
+from collections.abc import Callable
 
+import blake3
 import pytest
 
 from csbs.blobstore import BlobStore
 from csbs.domain.clock import FrozenClock
-from csbs.repository import errors, layout, reader
+from csbs.repository import Repository, errors, layout, manifest, reader
 from csbs.repository.writer import BackupProgress
 from tests.repository.conftest import SMALL_CHUNK, RepoFactory, change_image, same_file, write_image
 
@@ -43,6 +45,65 @@ def test_round_trip_bit_exact_and_sparse(
     assert repo.verify("p1", "b1")[0].position == SIZE
     report = repo.check("p1", read_data=True)
     assert report.ok, report
+
+
+def _restore_with(
+    repo: Repository,
+    monkeypatch: pytest.MonkeyPatch,
+    change: Callable[[manifest.Manifest], manifest.Manifest],
+    out: pathlib.Path,
+) -> None:
+    """Restore p1/b1/vda with the manifest as `change` makes it, after it is read."""
+    load = reader.BackupReader.load_manifest
+
+    def changed(self: reader.BackupReader, backup_id: str, disk_id: str) -> manifest.Manifest:
+        return change(load(self, backup_id, disk_id))
+
+    with monkeypatch.context() as m:
+        m.setattr(reader.BackupReader, "load_manifest", changed)
+        repo.restore("p1", "b1", "vda", out)
+
+
+def test_restore_checks_the_image_digest_of_v2_and_v1_manifests(
+    make_repo: RepoFactory,
+    local_store: BlobStore,
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A v2 manifest's digest is its chunk table's; v1 manifests (plain BLAKE3 of the whole
+    image) written before v2 still restore, and both fail loudly on a wrong digest."""
+    repo = make_repo(local_store)
+    image = write_image(tmp_path / "disk.img", SIZE)
+    repo.backup_writer("p1", "b1").write_disk("vda", image)
+    repo.seal_backup("p1", "b1")
+    written = repo.reader("p1").load_manifest("b1", "vda")
+    assert written.version == manifest.MANIFEST_V2
+    table = manifest.TableDigest(written.logical_size, written.chunk_size)
+    for entry in written.entries():
+        if entry is None:
+            table.update_holes(1)
+        else:
+            table.update_chunk(entry)
+    assert written.image_digest == table.digest()
+
+    def with_digest(
+        digest: bytes, version: int
+    ) -> Callable[[manifest.Manifest], manifest.Manifest]:
+        def change(m: manifest.Manifest) -> manifest.Manifest:
+            return manifest.Manifest.from_entries(
+                m.logical_size, m.chunk_size, m.entries(), digest, version
+            )
+
+        return change
+
+    out = tmp_path / "out.img"
+    flat = blake3.blake3(image.read_bytes()).digest()
+    _restore_with(repo, monkeypatch, with_digest(flat, manifest.MANIFEST_V1), out)
+    assert same_file(image, out)
+    wrong = bytes(a ^ b for a, b in zip(flat, b"\x01" + bytes(31), strict=True))
+    for digest, version in ((wrong, manifest.MANIFEST_V1), (flat, manifest.MANIFEST_V2)):
+        with pytest.raises(errors.ImageDigestMismatch):
+            _restore_with(repo, monkeypatch, with_digest(digest, version), out)
 
 
 def _resident_bytes(path: pathlib.Path) -> int:

@@ -1,11 +1,11 @@
 """The restore pipeline: fetch a disk's chunks in parallel, write them in order, check the digest.
 
 A pool fetches and opens envelopes (every chunk's id is verified by `envelope.open_`);
-the calling thread writes them in image order and feeds the image digest. At most
-`window` chunks are in flight. Holes are left unwritten in a regular file (which is
-truncated first, so they read as zeros and stay sparse) and written as zeros to block
-devices and streams. The digest of the whole image is compared at the end; a mismatch
-raises `ImageDigestMismatch` (the caller must not trust the target).
+the calling thread writes them in image order and feeds the image digest (v2 manifests:
+the chunk table's; v1: the whole image's). At most `window` chunks are in flight. Holes
+are left unwritten in a regular file (which is truncated first, so they read as zeros and
+stay sparse) and written as zeros to block devices and streams. The digest is compared at
+the end; a mismatch raises `ImageDigestMismatch` (the caller must not trust the target).
 """
 
 from __future__ import annotations
@@ -214,24 +214,25 @@ class BackupReader:
         chunk_size = the_manifest.chunk_size
         size = the_manifest.logical_size
         progress = RestoreProgress(total_bytes=size)
-        digest = manifest.ImageDigest()
+        digest = manifest.restore_digest(the_manifest)
         # Chunks in flight, each held as envelope and plaintext: about 48 MiB at most.
         window = max(2, min(2 * self._threads, _IN_FLIGHT_BYTES // chunk_size))
-        pending: collections.deque[tuple[int, int, concurrent.futures.Future[bytes] | None]] = (
-            collections.deque()
-        )
+        pending: collections.deque[
+            tuple[int, int, str | None, concurrent.futures.Future[bytes] | None]
+        ] = collections.deque()
 
         def write_head() -> None:
-            index, count, future = pending.popleft()
+            index, count, chunk_id, future = pending.popleft()
             offset = index * chunk_size
             if future is None:
                 length = min(size, offset + count * chunk_size) - offset
                 sink.zeros(offset, length)
-                digest.update_zeros(length)
+                digest.add_holes(count, length)
             else:
-                data = future.result()
+                assert chunk_id is not None
+                data = future.result()  # checked against its chunk id
                 sink.data(offset, data)
-                digest.update(data)
+                digest.add_chunk(chunk_id, data)
                 length = len(data)
             progress.position = offset + length
             if progress_cb is not None and future is not None and index % 16 == 0:
@@ -245,17 +246,16 @@ class BackupReader:
                     if cancel is not None and cancel():
                         raise errors.Cancelled()
                     if chunk_id is None:
-                        pending.append((index, count, None))
+                        pending.append((index, count, None, None))
                     else:
-                        pending.append(
-                            (index, 1, pool.submit(self._fetch, chunk_id, generation, progress))
-                        )
-                    while len(pending) > window or (pending and _ready(pending[0][2])):
+                        fetch = pool.submit(self._fetch, chunk_id, generation, progress)
+                        pending.append((index, 1, chunk_id, fetch))
+                    while len(pending) > window or (pending and _ready(pending[0][3])):
                         write_head()
                 while pending:
                     write_head()
             except BaseException:
-                for _, _, future in pending:
+                for _, _, _, future in pending:
                     if future is not None:
                         future.cancel()
                 raise

@@ -191,7 +191,7 @@ class _DiskRun:
         self.w = writer
         self.size = size
         self.builder = manifest.ManifestBuilder(size, writer._chunk_size)
-        self.digest = manifest.ImageDigest()
+        self.digest = manifest.TableDigest(size, writer._chunk_size)
         self.progress = BackupProgress(total_bytes=size)
         self.pool: concurrent.futures.ThreadPoolExecutor | None = None
         # (index, data, hash future) or (hole count, None, None), in image order.
@@ -214,13 +214,10 @@ class _DiskRun:
             if self.w._cancel():
                 raise errors.Cancelled()
             if isinstance(item, chunking.Data):
-                self.digest.update(item.data)
                 self.progress.read_bytes += len(item.data)
                 future = self.pool.submit(self.w._keys.chunk_id, item.data)
                 self.hashing.append((item.index, item.data, future))
             else:
-                end = min((item.start + item.count) * chunk_size, self.size)
-                self.digest.update_zeros(end - item.start * chunk_size)
                 self.hashing.append((item.count, None, None))
             self._drain(wait_first=len(self.hashing) > limits.window)
         self._drain(wait_first=True, everything=True)
@@ -239,10 +236,15 @@ class _DiskRun:
                 return
             wait_first = False
             self.hashing.popleft()
+            # The digest takes the entries in the order the image was read, apart from
+            # the batches and the manifest builder, which it checks on restore.
             if future is None:
+                self.digest.update_holes(first)
                 self.batch.append((first, None, None))
                 continue
-            self.batch.append((first, data, future.result()))
+            chunk_id = future.result()
+            self.digest.update_chunk(chunk_id)
+            self.batch.append((first, data, chunk_id))
             self.batch_data += 1
             if self.batch_data >= self.w._limits.batch_chunks:
                 self._flush()

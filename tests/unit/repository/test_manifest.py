@@ -54,6 +54,19 @@ def test_round_trip(case: tuple[int, int, list[keys.ChunkId | None], bytes]) -> 
     assert (decoded.logical_size, decoded.chunk_size) == (logical_size, chunk_size)
     assert decoded.entry_count == len(entries)
     assert decoded.image_digest == digest
+    assert decoded.version == manifest.MANIFEST_V2
+
+
+def test_a_v1_manifest_keeps_its_version() -> None:
+    entries = [an_id(1), None]
+    v1 = manifest.Manifest.from_entries(2 * MIB, MIB, entries, bytes(32), manifest.MANIFEST_V1)
+    decoded = manifest.decode(v1.encode())
+    assert decoded.version == manifest.MANIFEST_V1
+    assert isinstance(manifest.restore_digest(decoded), manifest.ImageDigest)
+    v2 = manifest.Manifest.from_entries(2 * MIB, MIB, entries, bytes(32))
+    assert isinstance(manifest.restore_digest(v2), manifest.TableDigest)
+    with pytest.raises(ValueError, match="unknown manifest version"):
+        manifest.ManifestBuilder(0, MIB).finish(bytes(32), version=3)
 
 
 @given(manifests(), st.data())
@@ -147,7 +160,7 @@ def test_hand_made_encoding_decodes() -> None:
         (b"", "too short"),
         (_header()[:-1], "too short"),
         (_header(magic=b"CSBSCHNK") + _holes(3), "bad magic"),
-        (_header(version=2) + _holes(3), "unsupported manifest version"),
+        (_header(version=3) + _holes(3), "unsupported manifest version"),
         (_header(chunk_size=3 * 64 * KIB) + _holes(3), "power of two"),
         (_header(chunk_size=32 * KIB, logical_size=96 * KIB) + _holes(3), "power of two"),
         (_header(entry_count=4) + _holes(4), "expected 3"),
@@ -231,6 +244,57 @@ def test_image_digest_of_a_long_hole_without_a_big_buffer() -> None:
     assert digest.digest() == reference.digest()
     with pytest.raises(ValueError):
         digest.update_zeros(-1)
+
+
+def _table_reference(logical_size: int, chunk_size: int, entries: list[str | None]) -> bytes:
+    hasher = blake3.blake3(struct.pack("<16sQI", b"csbs chunk table", logical_size, chunk_size))
+    for entry in entries:
+        hasher.update(bytes(32) if entry is None else bytes.fromhex(entry))
+    return hasher.digest()
+
+
+@given(manifests(), st.data())
+@settings(max_examples=100)
+def test_table_digest_hashes_the_geometry_and_each_entry(
+    case: tuple[int, int, list[keys.ChunkId | None], bytes], data: st.DataObject
+) -> None:
+    logical_size, chunk_size, entries, _ = case
+    digest = manifest.TableDigest(logical_size, chunk_size)
+    i = 0
+    while i < len(entries):  # holes fed in runs of any length
+        if entries[i] is None:
+            run = data.draw(st.integers(1, len(entries) - i))
+            run = next((k for k in range(run) if entries[i + k] is not None), run)
+            digest.update_holes(run)
+            i += run
+        else:
+            digest.update_chunk(str(entries[i]))
+            i += 1
+    assert digest.digest() == _table_reference(logical_size, chunk_size, entries)
+
+
+def test_table_digest_tells_order_holes_and_geometry_apart() -> None:
+    def of(entries: list[str | None], size: int = 3 * MIB, chunk: int = MIB) -> bytes:
+        digest = manifest.TableDigest(size, chunk)
+        for entry in entries:
+            if entry is None:
+                digest.add_holes(1, chunk)
+            else:
+                digest.add_chunk(entry, b"")
+        return digest.digest()
+
+    base = of([an_id(1), an_id(2), None])
+    assert base == _table_reference(3 * MIB, MIB, [an_id(1), an_id(2), None])
+    assert base != of([an_id(2), an_id(1), None])  # moved
+    assert base != of([an_id(1), an_id(1), None])  # repeated
+    assert base != of([an_id(1), None, None])  # lost
+    assert base != of([an_id(1), an_id(2), None], size=3 * MIB - 1)
+    assert base != of([an_id(1), an_id(2), None], chunk=2 * MIB, size=6 * MIB)
+    holes = manifest.TableDigest(64 * 1024 * MIB, MIB)  # 64 Ki holes: 2 MiB of zeros fed
+    holes.update_holes(64 * 1024)
+    assert holes.digest() == _table_reference(64 * 1024 * MIB, MIB, [None] * 64 * 1024)
+    with pytest.raises(ValueError):
+        holes.update_holes(-1)
 
 
 # --- Sealed manifests -----------------------------------------------------------------
