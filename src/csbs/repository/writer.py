@@ -1,7 +1,8 @@
 """The backup pipeline: read a disk, hash, dedup against the project, seal and upload new chunks.
 
 Threads: the calling thread reads (holes skipped with SEEK_DATA/SEEK_HOLE) and feeds the
-image digest; a pool hashes chunks and seals + uploads new ones (BLAKE3, zstd and
+image digest (the chunk table's, as the ids come back in image order); a pool hashes chunks
+and seals + uploads new ones (BLAKE3, zstd and
 AES-GCM release the GIL; each thread has its own zstd context through `envelope.Codec`).
 Every stage is bounded: at most `window` chunks wait for their hash, `batch` chunks for
 their dedup decision, and `uploads` envelopes for the store, so memory does not depend on
@@ -72,7 +73,9 @@ class PipelineLimits:
             threads=max(threads, 4),
             sealers=threads,
             batch_chunks=batch,
-            window=threads + 1,
+            # Chunks read ahead of the oldest unhashed one: one per hashing thread (a
+            # larger window measured no faster, and costs a chunk buffer each).
+            window=threads,
             uploads=max(3, threads + 1),
         )
 
