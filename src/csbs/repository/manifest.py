@@ -306,6 +306,15 @@ class ManifestBuilder:
             _RUN.pack_into(self._body, self._run_at, self._run_kind, self._run_count)
 
 
+def _hash_zeros(hasher: blake3.blake3, count: int) -> None:
+    """Feed `count` zero bytes to `hasher` from the shared buffer, in pieces."""
+    full, rest = divmod(count, len(_ZEROS))
+    for _ in range(full):
+        hasher.update(_ZEROS)
+    if rest:
+        hasher.update(memoryview(_ZEROS)[:rest])
+
+
 class ImageDigest:
     """Incremental BLAKE3 of a whole disk image, fed with data and with hole lengths.
 
@@ -330,12 +339,7 @@ class ImageDigest:
         if count < 0:
             raise ValueError(f"count must be >= 0, got {count}")
         self.length += count
-        step = len(_ZEROS)
-        full, rest = divmod(count, step)
-        for _ in range(full):
-            self._hasher.update(_ZEROS)
-        if rest:
-            self._hasher.update(memoryview(_ZEROS)[:rest])
+        _hash_zeros(self._hasher, count)
 
     def digest(self) -> bytes:
         """Return the 32-byte digest of everything absorbed so far."""
@@ -380,11 +384,7 @@ class TableDigest:
         """Absorb the next `count` entries: holes."""
         if count < 0:
             raise ValueError(f"count must be >= 0, got {count}")
-        full, rest = divmod(count * _ID_SIZE, len(_ZEROS))
-        for _ in range(full):
-            self._hasher.update(_ZEROS)
-        if rest:
-            self._hasher.update(memoryview(_ZEROS)[:rest])
+        _hash_zeros(self._hasher, count * _ID_SIZE)
 
     def digest(self) -> bytes:
         """Return the 32-byte digest of every entry absorbed so far."""
