@@ -1,9 +1,9 @@
 """The backup pipeline: read a disk, hash, dedup against the project, seal and upload new chunks.
 
 Threads: the calling thread reads (holes skipped with SEEK_DATA/SEEK_HOLE) and feeds the
-image digest (the chunk table's, as the ids come back in image order); a pool hashes chunks
-and seals + uploads new ones (BLAKE3, zstd and
-AES-GCM release the GIL; each thread has its own zstd context through `envelope.Codec`).
+image digest (the chunk table's, as the ids come back in image order); a pool hashes
+chunks and seals + uploads new ones (BLAKE3, zstd and AES-GCM release the GIL; each
+thread has its own zstd context through `envelope.Codec`).
 Every stage is bounded: at most `window` chunks wait for their hash, `batch` chunks for
 their dedup decision, and `uploads` envelopes for the store, so memory does not depend on
 the disk's size. Decisions are taken one batch at a time in one transaction that takes
