@@ -156,8 +156,10 @@ def make_worker(
     concurrency: int | None = None,
     host: str | None = None,
     handlers: Mapping[str, Handler] | None = None,
+    api_busy: Callable[[], bool] | None = None,
 ) -> Worker:
-    """A worker over this runtime's queue with the production handlers (or `handlers`)."""
+    """A worker over this runtime's queue with the production handlers (or `handlers`);
+    `api_busy` tells it when the API beside it is answering calls (embedded workers)."""
     settings = runtime.settings
     return Worker(
         runtime.services.tasks,
@@ -166,6 +168,8 @@ def make_worker(
         concurrency=concurrency or settings.worker_concurrency,
         host=host or settings.worker_host,
         idle_poll=settings.worker_idle_poll_seconds,
+        api_busy=api_busy,
+        busy_claim_interval=settings.worker_busy_claim_seconds,
     )
 
 
@@ -252,7 +256,9 @@ def serve(runtime: Runtime) -> None:
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_seconds)),
     )
     server = _DrainingServer(config, runtime)
-    worker = WorkerProcess(settings) if settings.embedded_workers else None
+    worker = (
+        WorkerProcess(settings, runtime.services.activity) if settings.embedded_workers else None
+    )
     if worker is not None:
         worker.start()
         runtime.services.tasks.add_local_waker(worker)

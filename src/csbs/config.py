@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     embedded_workers: bool = True
     #: ... at this CPU priority (nice increment): on busy cores API calls go first.
     worker_nice: int = Field(default=10, ge=0, le=19)
+    #: ... and while the API answers calls, they start at most one task per this many
+    #: seconds (0: as many as they have slots), so accepting work goes before doing it.
+    worker_busy_claim_seconds: float = Field(default=0.25, ge=0, le=60)
     #: Run the policy scheduler inside `csbs serve` (one instance leads across machines).
     embedded_scheduler: bool = True
     scheduler_tick_seconds: float = Field(default=5.0, gt=0, le=60)

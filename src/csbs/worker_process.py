@@ -4,7 +4,10 @@ API calls are short and a caller waits on each; tasks are long and nobody waits 
 step. In one process they would share one interpreter lock, and a deletion's database work
 would stall the event loop answering calls. So `csbs serve` starts its workers as a child
 process, at a lower CPU priority (`worker_nice`): when the cores are busy the kernel serves
-the API first, and when they are idle the tasks get all of them.
+the API first, and when they are idle the tasks get all of them. The child also sees how many
+calls the API has in flight (`ApiActivity`, shared memory) and, while there are some, starts
+at most one task per `worker_busy_claim_seconds`: its database sessions, which niceness
+does not reach, then stay off the cores the calls need.
 
 The child dies with its parent (Linux: PR_SET_PDEATHSIG), like the worker threads it
 replaces did, so a `kill -9` of `csbs serve` leaves no worker behind; the tasks it ran are
@@ -25,9 +28,10 @@ import os
 import signal
 import sys
 import threading
-from typing import Protocol
+from typing import Any, Protocol
 
 from csbs.config import Settings
+from csbs.services.activity import ApiActivity
 
 log = logging.getLogger("csbs.worker_process")
 
@@ -39,8 +43,9 @@ _EXIT_MARGIN_SECONDS = 10.0
 class WorkerProcess:
     """One child process running a task worker over the same settings as this process."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, activity: ApiActivity | None = None) -> None:
         self._settings = settings
+        self._activity = activity
         self._process: multiprocessing.process.BaseProcess | None = None
         self._wake_fd: int | None = None
 
@@ -50,7 +55,13 @@ class WorkerProcess:
         niceness = min(19, os.getpriority(os.PRIO_PROCESS, 0) + self._settings.worker_nice)
         self._process = ctx.Process(
             target=_child_main,
-            args=(self._settings, niceness, reader, os.getpid()),
+            args=(
+                self._settings,
+                niceness,
+                reader,
+                os.getpid(),
+                None if self._activity is None else self._activity.shared,
+            ),
             name="csbs-worker",
             daemon=False,
         )
@@ -122,6 +133,7 @@ def _child_main(
     niceness: int,
     wake: multiprocessing.connection.Connection,
     parent_pid: int,
+    activity: Any | None,
 ) -> None:
     _die_with_parent(parent_pid)
     os.setpriority(os.PRIO_PROCESS, 0, niceness)
@@ -129,7 +141,8 @@ def _child_main(
 
     logs.configure(settings.log_level, json_lines=settings.log_json)
     runtime = app.build(settings)
-    worker = app.make_worker(runtime)
+    api = None if activity is None else ApiActivity(activity)
+    worker = app.make_worker(runtime, api_busy=None if api is None else api.busy)
 
     threading.Thread(
         target=relay_wake_ups,

@@ -139,7 +139,11 @@ def test_sigterm_stops_the_worker_process_and_serve_exits_zero(tmp_path: Path) -
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(timeout=60) == 0
     assert not _alive(child)
-    assert '"msg": "worker stopped"' in (tmp_path / "serve.log").read_text()
+    log = (tmp_path / "serve.log").read_text()
+    assert '"msg": "worker stopped"' in log
+    # The child reads the API's calls in flight (shared memory) and yields to them.
+    started = next(line for line in log.splitlines() if '"msg": "worker started"' in line)
+    assert '"yields_to_api": true' in started, started
 
 
 def test_wake_ups_are_relayed_and_a_closed_pipe_ends_the_relay() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -170,3 +171,41 @@ def test_no_task_runs_twice_at_once_over_thousands(store: TaskStore) -> None:
             w.stop()
     assert overlaps == []
     assert len(runs) == n and set(runs.values()) == {1}
+
+
+def _start_times(store: TaskStore, api_busy: Any, interval: float) -> list[float]:
+    """Start times (monotonic) of 4 quick tasks enqueued at once, with 4 free slots."""
+    started: list[float] = []
+    lock = threading.Lock()
+
+    def record(ctx: TaskContext) -> None:
+        with lock:
+            started.append(time.monotonic())
+
+    w = run_worker(
+        store,
+        {"delete": FunctionHandler(record)},
+        concurrency=4,
+        api_busy=api_busy,
+        busy_claim_interval=interval,
+    )
+    try:
+        ids = [store.enqueue_one(EnqueueRequest(f"p{i}", "delete", {})).id for i in range(4)]
+        wait_terminal(store, ids)
+    finally:
+        w.stop(grace=5)
+    assert all(store.get(i).status is TaskStatus.SUCCESS for i in ids)  # type: ignore[union-attr]
+    return sorted(started)
+
+
+def test_a_busy_api_slows_the_start_of_tasks_but_never_stops_it(store: TaskStore) -> None:
+    # While the API answers calls, one task starts per interval; all of them still run.
+    busy = _start_times(store, lambda: True, 0.3)
+    gaps = [b - a for a, b in itertools.pairwise(busy)]
+    assert len(busy) == 4 and min(gaps) >= 0.25, gaps
+    # An idle API: the free slots are filled at once.
+    idle = _start_times(store, lambda: False, 0.3)
+    assert idle[-1] - idle[0] < 0.25, idle
+    # Interval 0 turns the deferral off even with a busy API.
+    off = _start_times(store, lambda: True, 0)
+    assert off[-1] - off[0] < 0.25, off

@@ -76,6 +76,7 @@ def create_app(services: Services) -> FastAPI:
     app.add_middleware(
         RequestContextMiddleware,
         lifecycle=services.lifecycle,
+        activity=services.activity,
         max_body_bytes=services.options.max_body_bytes,
         metrics=metrics,
     )

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from csbs.api import errors as api_errors
 from csbs.api.metrics import ApiMetrics
+from csbs.services.activity import ApiActivity
 from csbs.services.container import Lifecycle
 
 log = logging.getLogger("csbs.api.request")
@@ -27,10 +28,17 @@ _ALWAYS_OPEN = frozenset({"/healthz", "/readyz", "/metrics"})
 
 class RequestContextMiddleware:
     def __init__(
-        self, app: ASGIApp, *, lifecycle: Lifecycle, max_body_bytes: int, metrics: ApiMetrics
+        self,
+        app: ASGIApp,
+        *,
+        lifecycle: Lifecycle,
+        activity: ApiActivity,
+        max_body_bytes: int,
+        metrics: ApiMetrics,
     ) -> None:
         self.app = app
         self.lifecycle = lifecycle
+        self.activity = activity
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
 
@@ -43,6 +51,10 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         path: str = scope.get("path", "")
         status_holder = {"status": 500, "started": False}
+        # Probes and scrapes are not callers: they do not hold back the embedded worker.
+        counted = path not in _ALWAYS_OPEN
+        if counted:
+            self.activity.call_started()
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -92,6 +104,8 @@ class RequestContextMiddleware:
                     resp = api_errors.internal_error_response(request_id)
                     await resp(scope, receive, send_wrapper)
         finally:
+            if counted:
+                self.activity.call_ended()
             duration = time.monotonic() - started
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"

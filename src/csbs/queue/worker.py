@@ -36,6 +36,8 @@ T = TypeVar("T")
 IDLE_POLL_SECONDS = 1.0
 #: Progress is written at most this often per task.
 REPORT_INTERVAL_SECONDS = 0.5
+#: A worker holding back for a busy API looks again this often (it may have gone quiet).
+_BUSY_RECHECK_SECONDS = 0.05
 _TRANSIENT = (
     sqlalchemy.exc.OperationalError,
     sqlalchemy.exc.InterfaceError,
@@ -100,6 +102,8 @@ class Worker:
         deadline_grace: float = 10.0,
         reap_interval: float | None = None,
         idle_poll: float = IDLE_POLL_SECONDS,
+        api_busy: Callable[[], bool] | None = None,
+        busy_claim_interval: float = 0.25,
     ) -> None:
         self.store = store
         self.handlers = dict(handlers)
@@ -109,6 +113,11 @@ class Worker:
         self.worker_id = f"{self.host}:{os.getpid()}:{new_hex_id()[:8]}"
         self.deadline_grace = deadline_grace
         self.idle_poll = idle_poll
+        #: While this says the API beside the worker is answering calls, the worker starts
+        #: at most one task per `busy_claim_interval` seconds (running tasks go on).
+        self.api_busy = api_busy if busy_claim_interval > 0 else None
+        self.busy_claim_interval = busy_claim_interval
+        self._last_busy_claim = -busy_claim_interval
         lease = store.config.lease_seconds
         self.heartbeat_interval = max(0.05, lease / 3)
         self.reap_interval = reap_interval if reap_interval is not None else max(0.1, lease / 2)
@@ -131,7 +140,12 @@ class Worker:
             t.start()
             self._threads.append(t)
         log.info(
-            "worker started", extra={"worker_id": self.worker_id, "types": sorted(self.handlers)}
+            "worker started",
+            extra={
+                "worker_id": self.worker_id,
+                "types": sorted(self.handlers),
+                "yields_to_api": self.api_busy is not None,
+            },
         )
 
     def stop(self, grace: float = 30.0) -> None:
@@ -176,6 +190,15 @@ class Worker:
         while not self._stopping.is_set():
             free = self.concurrency - len(self._running_snapshot())
             claimed: list[Task] = []
+            if free > 0 and self.api_busy is not None and self.api_busy():
+                # Calls are being answered: they go first. One task per interval still
+                # starts, so a service that is never idle still runs its tasks.
+                wait = self._last_busy_claim + self.busy_claim_interval - time.monotonic()
+                if wait > 0:
+                    self._stopping.wait(min(wait, _BUSY_RECHECK_SECONDS))
+                    continue
+                free = 1
+                self._last_busy_claim = time.monotonic()
             if free > 0:
                 try:
                     claimed = self.store.claim_many(

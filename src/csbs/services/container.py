@@ -10,6 +10,7 @@ from csbs.db.engine import Database
 from csbs.domain.clock import Clock
 from csbs.queue import TaskStore
 from csbs.repository import Repository
+from csbs.services.activity import ApiActivity
 from csbs.services.backups import BackupService
 from csbs.services.deletions import DeletionService
 from csbs.services.identity import IdentityService
@@ -64,3 +65,5 @@ class Services:
     tags: TagService
     options: ApiOptions
     lifecycle: Lifecycle = dataclasses.field(default_factory=Lifecycle)
+    #: Calls in flight in this process's API (shared with the embedded worker process).
+    activity: ApiActivity = dataclasses.field(default_factory=ApiActivity)
