@@ -12,6 +12,7 @@ from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTO
 
 from csbs import __version__
 from csbs.api import errors as api_errors
+from csbs.api.fast_delete import FastDelete
 from csbs.api.metrics import ApiMetrics
 from csbs.api.middleware import RequestContextMiddleware
 from csbs.api.routes import (
@@ -73,6 +74,9 @@ def create_app(services: Services) -> FastAPI:
         tags,
     ):
         app.include_router(module.router)
+    # Inside the request context (added later, so it wraps this): request id, draining,
+    # body limit, metrics and the log line apply to the fast DELETE as to every call.
+    app.add_middleware(FastDelete, services=services)
     app.add_middleware(
         RequestContextMiddleware,
         lifecycle=services.lifecycle,

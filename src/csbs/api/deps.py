@@ -28,13 +28,18 @@ async def get_principal(
     services: ServicesDep,
     x_auth_token: Annotated[str | None, Header(alias="X-Auth-Token")] = None,
 ) -> Principal:
-    """The caller, from its token. 401 when the token is missing, malformed or not valid.
+    """The caller, from its token. 401 when the token is missing, malformed or not valid."""
+    return await principal_of(services, x_auth_token)
+
+
+async def principal_of(services: Services, token: str | None) -> Principal:
+    """The principal of `token` (401 when it is missing, malformed or not valid).
 
     A recently validated token is answered from memory; otherwise the database is read on
     the thread pool."""
-    principal = services.identity.remembered(x_auth_token)
+    principal = services.identity.remembered(token)
     if principal is None:
-        principal = await run_in_threadpool(services.identity.validate, x_auth_token)
+        principal = await run_in_threadpool(services.identity.validate, token)
     return principal
 
 
@@ -51,6 +56,11 @@ async def project_reader(project_id: ProjectIdPath, principal: PrincipalDep) -> 
 
 async def project_actor(project_id: ProjectIdPath, principal: PrincipalDep) -> Principal:
     """A caller allowed to act in the path's project (403 otherwise)."""
+    return actor_in(principal, project_id)
+
+
+def actor_in(principal: Principal, project_id: str) -> Principal:
+    """`principal`, if it may act in `project_id` (403 otherwise)."""
     if not principal.may_read(project_id):
         raise errors.Forbidden("The token is not valid for this project.")
     if not principal.may_act(project_id):

@@ -21,6 +21,7 @@ from csbs.domain.backups import BackupStatus
 from csbs.domain.paging import page_request
 from csbs.domain.providers import require_provider
 from csbs.services.backups import DEFAULT_SORT, SORT_KEYS, ProtectRequest
+from csbs.services.container import Services
 from csbs.services.deletions import parse_item_ids
 from csbs.services.operation_logs import parse_time
 
@@ -216,8 +217,26 @@ def delete_backups(
         Query(description="Backup ids: one, comma-separated, or the parameter repeated."),
     ] = None,
 ) -> JSONResponse:
+    return accept_deletion(
+        services,
+        project_id,
+        provider_id,
+        checkpoint_id,
+        request.query_params.getlist("checkpoint_items"),
+    )
+
+
+def accept_deletion(
+    services: Services,
+    project_id: str,
+    provider_id: str,
+    checkpoint_id: str,
+    checkpoint_items: list[str],
+) -> JSONResponse:
+    """The body of `delete_backups` once the caller may act in the project (it blocks on
+    the database); `csbs.api.fast_delete` calls it too."""
     require_provider(provider_id)
-    ids = parse_item_ids(request.query_params.getlist("checkpoint_items"))
+    ids = parse_item_ids(checkpoint_items)
     task_ids = services.deletions.delete(project_id, checkpoint_id, ids)
     return JSONResponse({}, headers={"X-Operation-Log-Id": ",".join(task_ids)})
 
