@@ -261,7 +261,11 @@ def serve(runtime: Runtime) -> None:
     )
     if worker is not None:
         worker.start()
-        runtime.services.tasks.add_local_waker(worker)
+        if runtime.services.db.is_sqlite:
+            # SQLite has no notifications: the pipe is what wakes the child at once. On
+            # PostgreSQL every enqueue notifies it already; a second wake-up per call would
+            # only cost both processes a system call.
+            runtime.services.tasks.add_local_waker(worker)
     scheduler = make_scheduler(runtime) if settings.embedded_scheduler else None
     if scheduler is not None:
         scheduler.start()

@@ -11,9 +11,9 @@ does not reach, then stay off the cores the calls need.
 
 The child dies with its parent (Linux: PR_SET_PDEATHSIG), like the worker threads it
 replaces did, so a `kill -9` of `csbs serve` leaves no worker behind; the tasks it ran are
-reclaimed by lease as after any crash. The parent's `TaskStore.poke` after an enqueue wakes
-the child at once through a pipe; on PostgreSQL the enqueue's notification does that too, on
-SQLite only the pipe does.
+reclaimed by lease as after any crash. On PostgreSQL the enqueue's notification wakes the
+child at once; on SQLite, which has none, the parent's `TaskStore.poke` after an enqueue
+does, through a pipe.
 """
 
 from __future__ import annotations
