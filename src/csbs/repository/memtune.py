@@ -19,9 +19,10 @@ _MMAP_THRESHOLD = 64 * 1024 * 1024  # bytes
 # Free memory kept at the top of a heap before it is given back to the system. It must
 # hold what the pipeline frees between two peaks: with 16 MiB, a 1 GiB first backup gave
 # back and faulted in again 80,000-160,000 pages (0.3 s of kernel CPU on a virtual
-# machine); with 32 MiB, 2,700 once the process has run one backup. Peak RSS is unchanged
-# (the pipeline's bounds set it); an idle worker keeps at most this much per arena.
-_TRIM_THRESHOLD = 32 * 1024 * 1024  # bytes
+# machine); with 24 MiB, 25,000-39,000 in a fresh process. What is kept counts towards
+# the peak RSS (132-133 MiB with 16, 134-137 with 24, 141 with 32 for the same backup),
+# so not more; an idle worker keeps at most this much per arena.
+_TRIM_THRESHOLD = 24 * 1024 * 1024  # bytes
 
 _lock = threading.Lock()
 _done: bool | None = None
