@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -99,3 +100,12 @@ def test_errors_are_translated_and_a_broken_connection_is_not_reused(
         statement.rows({"t_id": "lost", "t_at": now, "t_other": "x"})
     # The pool's only connection was invalidated: the next call gets a new one.
     assert [r.id for r in statement.rows({"t_id": "next", "t_at": now, "t_other": "ok"})] == ["ok"]
+
+
+def test_sqlite_is_refused(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    try:
+        with pytest.raises(ValueError, match="PostgreSQL"):
+            DriverStatement(Database(engine), _insert_returning())
+    finally:
+        engine.dispose()

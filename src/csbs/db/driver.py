@@ -30,9 +30,12 @@ from csbs.db.engine import Database, translate_errors
 
 
 class DriverStatement:
-    """One prebuilt statement, each run a transaction of its own (autocommit)."""
+    """One prebuilt statement, each run a transaction of its own (autocommit); PostgreSQL
+    (psycopg) only."""
 
     def __init__(self, db: Database, statement: sa.Select[Any]) -> None:
+        if db.engine.dialect.name != "postgresql":
+            raise ValueError("a DriverStatement runs on PostgreSQL (psycopg) only")
         self._db = db
         compiled = statement.compile(dialect=db.engine.dialect)
         self._sql = compiled.string
