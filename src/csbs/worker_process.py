@@ -141,8 +141,8 @@ def _child_main(
 
     logs.configure(settings.log_level, json_lines=settings.log_json)
     runtime = app.build(settings)
-    api = None if activity is None else ApiActivity(activity)
-    worker = app.make_worker(runtime, api_busy=None if api is None else api.busy)
+    api_busy = None if activity is None else ApiActivity(activity).busy
+    worker = app.make_worker(runtime, api_busy=api_busy)
 
     threading.Thread(
         target=relay_wake_ups,

@@ -49,9 +49,7 @@ ProjectIdPath = Annotated[str, Path(min_length=1, max_length=64, description="Pr
 
 async def project_reader(project_id: ProjectIdPath, principal: PrincipalDep) -> Principal:
     """A caller allowed to read in the path's project (403 otherwise)."""
-    if not principal.may_read(project_id):
-        raise errors.Forbidden("The token is not valid for this project.")
-    return principal
+    return reader_in(principal, project_id)
 
 
 async def project_actor(project_id: ProjectIdPath, principal: PrincipalDep) -> Principal:
@@ -59,11 +57,16 @@ async def project_actor(project_id: ProjectIdPath, principal: PrincipalDep) -> P
     return actor_in(principal, project_id)
 
 
-def actor_in(principal: Principal, project_id: str) -> Principal:
-    """`principal`, if it may act in `project_id` (403 otherwise)."""
+def reader_in(principal: Principal, project_id: str) -> Principal:
+    """`principal`, if it may read in `project_id` (403 otherwise)."""
     if not principal.may_read(project_id):
         raise errors.Forbidden("The token is not valid for this project.")
-    if not principal.may_act(project_id):
+    return principal
+
+
+def actor_in(principal: Principal, project_id: str) -> Principal:
+    """`principal`, if it may act in `project_id` (403 otherwise)."""
+    if not reader_in(principal, project_id).may_act(project_id):
         raise errors.Forbidden("Your role may only read in this project.")
     return principal
 

@@ -3,7 +3,7 @@
 This call is what the service is specified around, and the one clients send in bursts: its
 latency is a target (`python -m bench.deletes`). Through FastAPI, route matching across every
 router, solving the dependency tree and the exception middlewares cost about half of the
-call's CPU in the API process (0.55-0.65 ms against 0.28-0.33 ms with this path, in
+call's CPU in the API process (0.55-0.69 ms against 0.28-0.34 ms with this path, in
 process, without the database), and the API process's interpreter lock is what 20 clients
 queue on. So this middleware takes the plain form of the call itself:
 `DELETE /v1/{project_id}/providers/{provider_id}/checkpoints/{checkpoint_id}`, each segment
@@ -15,7 +15,7 @@ token (`deps.principal_of`, 401), its right to act in the project (`deps.actor_i
 `routes.backups.accept_deletion` on the thread pool (400, 404, or 200 with the task ids).
 Domain errors become the answers the application's handlers give (`errors.response_for`).
 The route `routes.backups.delete_backups` stays the documented definition of the call (the
-OpenAPI schema); `tests/api/test_fast_delete.py` checks that both answer alike.
+OpenAPI schema); `tests/e2e/test_fast_delete.py` checks that both answer alike.
 """
 
 from __future__ import annotations

@@ -32,14 +32,11 @@ class ApiActivity:
     """Calls in flight in this process's API, in memory shared with child processes."""
 
     def __init__(self, shared: Any | None = None) -> None:
-        #: The shared array: pass it to a child process (spawn) and wrap it there again.
-        self.shared: Any = (
-            shared
-            if shared is not None
-            else multiprocessing.sharedctypes.RawArray(ctypes.c_double, 2)
-        )
         if shared is None:
-            self.shared[_LAST_END] = -QUIET_SECONDS
+            shared = multiprocessing.sharedctypes.RawArray(ctypes.c_double, 2)
+            shared[_LAST_END] = -QUIET_SECONDS  # quiet from the start
+        #: The shared array: pass it to a child process (spawn) and wrap it there again.
+        self.shared: Any = shared
 
     def call_started(self) -> None:
         self.shared[_IN_FLIGHT] += 1
