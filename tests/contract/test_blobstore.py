@@ -329,18 +329,28 @@ def test_local_skips_temp_files_left_by_a_crash(tmp_path: pathlib.Path) -> None:
 
 
 @pytest.mark.skipif(shutil.which("fincore") is None, reason="needs util-linux's fincore")
-def test_local_put_leaves_the_blob_on_disk_not_in_the_page_cache(tmp_path: pathlib.Path) -> None:
+def test_local_put_and_get_leave_the_blob_on_disk_not_in_the_page_cache(
+    tmp_path: pathlib.Path,
+) -> None:
+    """A blob is written once and read by a restore or an audit: neither keeps it cached."""
     store = LocalStore(tmp_path)
     data = os.urandom(4 * 1024 * 1024)
+
+    def resident() -> int:
+        out = subprocess.run(
+            ["fincore", "--bytes", "--noheadings", "--output", "RES", str(tmp_path / "x" / "blob")],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        return int(out.strip() or 0)
+
     store.put("x/blob", data)
-    resident = subprocess.run(
-        ["fincore", "--bytes", "--noheadings", "--output", "RES", str(tmp_path / "x" / "blob")],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    assert int(resident.strip() or 0) == 0
+    assert resident() == 0
     assert store.get("x/blob") == data
+    assert resident() == 0
+    assert store.get("x/blob", 4096, 8192) == data[4096 : 4096 + 8192]
+    assert resident() == 0
 
 
 def test_local_failed_put_leaves_nothing(

@@ -28,7 +28,9 @@ class LocalStore:
     an fsync of the directory, so neither a reader nor a crash ever exposes a partial
     blob. New directories are fsynced into their parents too. Empty directories are left
     in place after deletes: removing them would race with a concurrent put into them.
-    A written blob's pages leave the page cache once it is fsynced (`_drop_cached`).
+    A written blob's pages leave the page cache once it is fsynced, and a read blob's
+    once it is read (`_drop_cached`): blobs are read again rarely, by a restore or an
+    audit, and dropped pages are reused for the next blob instead of fresh ones.
 
     The store keeps no mutable state, so one object may be shared by threads and any
     number of processes may use the same root at once.
@@ -83,7 +85,9 @@ class LocalStore:
                 # The file behind `fd` never changes: puts replace the directory entry,
                 # never the content, so st_size is exact for the whole read.
                 end = st.st_size if length is None else min(st.st_size, offset + length)
-                return _pread_exact(fd, max(0, end - offset), offset)
+                data = _pread_exact(fd, max(0, end - offset), offset)
+                _drop_cached(fd)
+                return data
             finally:
                 os.close(fd)
 

@@ -1,0 +1,187 @@
+"""Restore targets: direct I/O to files, its fallbacks, the caller's fd, character devices."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import pathlib
+import shutil
+import subprocess
+
+import pytest
+
+from csbs.blobstore import BlobStore
+from csbs.repository import Repository, reader
+from tests.repository.conftest import SMALL_CHUNK, RepoFactory, same_file, write_image
+
+# Not a multiple of 4096: the image's last chunk cannot be written direct.
+SIZE = 40 * SMALL_CHUNK + 12345
+
+
+def _direct_available(directory: pathlib.Path) -> bool:
+    probe = directory / "probe"
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        writes = reader._DirectWrites.start(fd, 4096)
+        if writes is None:
+            return False
+        writes.close()
+        return True
+    finally:
+        os.close(fd)
+        probe.unlink()
+
+
+@pytest.fixture
+def backed_up(
+    make_repo: RepoFactory, local_store: BlobStore, tmp_path: pathlib.Path
+) -> tuple[Repository, pathlib.Path]:
+    image = write_image(tmp_path / "disk.img", SIZE)
+    repo = make_repo(local_store)
+    repo.backup_writer("p1", "b1").write_disk("vda", image)
+    repo.seal_backup("p1", "b1")
+    return repo, image
+
+
+def _count_pwrites(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bool, int]]:
+    """Record (fd in direct mode?, length) of every pwrite the restore makes."""
+    seen: list[tuple[bool, int]] = []
+    pwrite = os.pwrite
+
+    def counting(fd: int, data: memoryview, offset: int) -> int:
+        direct = bool(fcntl.fcntl(fd, fcntl.F_GETFL) & reader._DIRECT)
+        seen.append((direct, len(data)))
+        return pwrite(fd, data, offset)
+
+    monkeypatch.setattr(reader.os, "pwrite", counting)
+    return seen
+
+
+def test_a_file_is_written_direct_but_for_its_unaligned_tail(
+    backed_up: tuple[Repository, pathlib.Path],
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if not _direct_available(tmp_path):
+        pytest.skip("the file system of the test directory has no direct I/O")
+    repo, image = backed_up
+    seen = _count_pwrites(monkeypatch)
+    out = tmp_path / "restored.img"
+    repo.restore("p1", "b1", "vda", out)
+    assert same_file(image, out)
+    assert os.path.getsize(out) == SIZE
+    direct = [length for is_direct, length in seen if is_direct]
+    buffered = [length for is_direct, length in seen if not is_direct]
+    assert sum(direct) >= SIZE // 2, seen  # every data chunk but the last went direct
+    assert all(length % reader._ALIGN == 0 for length in direct)
+    assert buffered == [SIZE % reader._ALIGN], seen  # only the tail through the page cache
+
+
+@pytest.mark.skipif(shutil.which("fincore") is None, reason="needs util-linux's fincore")
+def test_a_direct_restore_never_fills_the_page_cache(
+    backed_up: tuple[Repository, pathlib.Path], tmp_path: pathlib.Path
+) -> None:
+    if not _direct_available(tmp_path):
+        pytest.skip("the file system of the test directory has no direct I/O")
+    repo, image = backed_up
+    out = tmp_path / "restored.img"
+
+    def resident() -> int:
+        done = subprocess.run(
+            ["fincore", "--bytes", "--noheadings", "--output", "RES", str(out)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        return int(done.stdout.strip() or 0)
+
+    seen: list[int] = []
+    repo.restore("p1", "b1", "vda", out, progress=lambda _: seen.append(resident()))
+    assert seen and max(seen) <= 4096, seen  # at most the buffered tail's page
+    assert same_file(image, out)
+
+
+def test_a_file_system_refusing_direct_writes_gets_buffered_ones(
+    backed_up: tuple[Repository, pathlib.Path],
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Some file systems accept O_DIRECT at open and refuse the write (EINVAL)."""
+    repo, image = backed_up
+    pwrite = os.pwrite
+    refused: list[int] = []
+
+    def refusing(fd: int, data: memoryview, offset: int) -> int:
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & reader._DIRECT:
+            refused.append(offset)
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return pwrite(fd, data, offset)
+
+    monkeypatch.setattr(reader.os, "pwrite", refusing)
+    out = tmp_path / "restored.img"
+    repo.restore("p1", "b1", "vda", out)
+    assert same_file(image, out)
+    if _direct_available(tmp_path):
+        assert refused, "the direct write was tried first"
+
+
+def test_a_file_system_without_direct_io_is_written_through_the_cache(
+    backed_up: tuple[Repository, pathlib.Path],
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    repo, image = backed_up
+    fcntl_ = fcntl.fcntl
+
+    def no_direct(fd: int, cmd: int, arg: int = 0) -> int:
+        if cmd == fcntl.F_SETFL and arg & reader._DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return fcntl_(fd, cmd, arg)
+
+    monkeypatch.setattr(reader.fcntl, "fcntl", no_direct)
+    seen = _count_pwrites(monkeypatch)
+    out = tmp_path / "restored.img"
+    repo.restore("p1", "b1", "vda", out)
+    assert same_file(image, out)
+    assert seen and not any(is_direct for is_direct, _ in seen)
+
+
+def test_a_failing_direct_write_fails_the_restore(
+    backed_up: tuple[Repository, pathlib.Path],
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    repo, _ = backed_up
+
+    def full(fd: int, data: memoryview, offset: int) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(reader.os, "pwrite", full)
+    with pytest.raises(OSError) as failure:
+        repo.restore("p1", "b1", "vda", tmp_path / "restored.img")
+    assert failure.value.errno == errno.ENOSPC
+
+
+def test_the_callers_fd_keeps_its_flags(
+    backed_up: tuple[Repository, pathlib.Path], tmp_path: pathlib.Path
+) -> None:
+    repo, image = backed_up
+    out = tmp_path / "restored.img"
+    fd = os.open(out, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        repo.restore("p1", "b1", "vda", fd)
+        assert fcntl.fcntl(fd, fcntl.F_GETFL) == flags
+    finally:
+        os.close(fd)
+    assert same_file(image, out)
+
+
+def test_a_character_device_path_is_written_without_fsync(
+    backed_up: tuple[Repository, pathlib.Path],
+) -> None:
+    """/dev/null (like a tape or a pipe) cannot be fsynced; the restore still succeeds."""
+    repo, _ = backed_up
+    progress = repo.restore("p1", "b1", "vda", os.devnull)
+    assert progress.position == SIZE
