@@ -38,7 +38,7 @@ class BlobStore(Protocol):
     another name (`a/b` and `a/b/c`): the local filesystem cannot hold both.
     """
 
-    def put(self, name: str, data: bytes) -> None:
+    def put(self, name: str, data: bytes | bytearray) -> None:
         """Store `data` under `name`, atomically replacing any previous value."""
         ...
 

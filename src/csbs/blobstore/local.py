@@ -47,7 +47,7 @@ class LocalStore:
     def _path(self, name: str) -> str:
         return os.path.join(self.root, *base.validate_name(name).split("/"))
 
-    def put(self, name: str, data: bytes) -> None:
+    def put(self, name: str, data: bytes | bytearray) -> None:
         path = self._path(name)
         directory, basename = os.path.split(path)
         self._ensure_dir(directory, name)
@@ -189,7 +189,7 @@ def _os_errors(operation: str, name: str) -> Iterator[None]:
         raise errors.BlobStoreError(message) from exc
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes | bytearray) -> None:
     view = memoryview(data)
     while view:
         written = os.write(fd, view)

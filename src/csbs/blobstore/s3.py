@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import boto3.session
 import botocore.config
@@ -119,10 +119,12 @@ class S3Store:
     def _key(self, name: str) -> str:
         return self.prefix + base.validate_name(name)
 
-    def put(self, name: str, data: bytes) -> None:
+    def put(self, name: str, data: bytes | bytearray) -> None:
         key = self._key(name)
         with translate_errors(name):
-            self._client.put_object(Bucket=self.bucket, Key=key, Body=data)
+            # botocore takes a bytearray as it is (its stubs say bytes only): no copy.
+            body = cast(bytes, data)
+            self._client.put_object(Bucket=self.bucket, Key=key, Body=body)
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         key = self._key(name)

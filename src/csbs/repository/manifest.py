@@ -408,7 +408,7 @@ def restore_digest(the_manifest: Manifest) -> ImageDigest | TableDigest:
 
 def seal_manifest(
     project_keys: keys.ProjectKeys, manifest: Manifest, codec: envelope.Codec
-) -> tuple[keys.ChunkId, bytes]:
+) -> tuple[keys.ChunkId, bytearray]:
     """Return `(manifest_id, envelope)`: the manifest sealed like a chunk.
 
     The id (keyed BLAKE3 of the encoding) can be recorded to detect a swapped manifest;

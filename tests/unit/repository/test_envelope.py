@@ -6,6 +6,7 @@ import concurrent.futures
 import os
 import random
 import threading
+import time
 
 import pytest
 import zstandard
@@ -195,25 +196,51 @@ def test_integrity_error_is_not_a_not_found_error() -> None:
     assert issubclass(errors.IntegrityError, errors.RepositoryError)
 
 
-def test_codec_gives_each_thread_its_own_contexts(codec: envelope.Codec) -> None:
-    assert codec.compressor is codec.compressor
+def test_codec_gives_each_thread_its_own_decompression_context(codec: envelope.Codec) -> None:
     assert codec.decompressor is codec.decompressor
-    seen: list[tuple[object, object]] = []
+    seen: list[object] = []
     barrier = threading.Barrier(4)
 
     def grab() -> None:
         barrier.wait()
-        seen.append((codec.compressor, codec.decompressor))
+        seen.append(codec.decompressor)
 
     threads = [threading.Thread(target=grab) for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    compressors = {id(c) for c, _ in seen} | {id(codec.compressor)}
-    decompressors = {id(d) for _, d in seen} | {id(codec.decompressor)}
-    assert len(compressors) == 5
-    assert len(decompressors) == 5
+    assert len({id(d) for d in seen} | {id(codec.decompressor)}) == 5
+
+
+def test_codec_lends_a_compression_context_to_one_seal_at_a_time(
+    codec: envelope.Codec,
+) -> None:
+    """Seals at once get distinct contexts; a context given back is lent again, so there
+    are only as many as seals ran at once, however many threads sealed."""
+    with codec.compressor() as first, codec.compressor() as second:
+        assert first is not second
+    with codec.compressor() as again:
+        assert again in (first, second)
+    lent: list[object] = []
+    lock = threading.Lock()
+    inside = threading.Semaphore(2)  # at most two seals at once, like a pipeline's sealers
+
+    def seal_once() -> None:
+        with inside, codec.compressor() as compressor:
+            with lock:
+                assert compressor not in lent, "lent to two seals at once"
+                lent.append(compressor)
+            time.sleep(0.01)
+            with lock:
+                lent.remove(compressor)
+
+    threads = [threading.Thread(target=seal_once) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(codec._idle) == 2  # eight threads sealed, two contexts were ever made
 
 
 def test_many_threads_hash_compress_encrypt_at_once(project_keys: keys.ProjectKeys) -> None:
