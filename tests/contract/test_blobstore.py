@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import errno
+import fcntl
 import http.server
 import os
 import pathlib
@@ -39,6 +40,8 @@ from csbs.blobstore import (
     open_store,
     s3,
 )
+from csbs.blobstore import local as local_store
+from csbs.blobstore.aligned import AlignedBuffer
 from csbs.blobstore.base import validate_name
 
 # Mirrors conftest.py: conftest modules are for pytest to load, not for importing.
@@ -84,6 +87,23 @@ def test_put_get_round_trip(store: BlobStore, size: int) -> None:
     assert store.get("projects/p1/chunks/ab/blob.0") == data
     assert store.exists("projects/p1/chunks/ab/blob.0")
     assert store.size("projects/p1/chunks/ab/blob.0") == size
+
+
+@pytest.mark.parametrize("size", [0, 1, 4095, 4096, 4097, 1024 * 1024 + 3])
+def test_put_of_an_aligned_blob_stores_its_bytes_not_its_buffer(
+    store: BlobStore, size: int
+) -> None:
+    """A blob built in an aligned buffer is stored exactly; reusing the buffer after the
+    put changes nothing stored."""
+    data = payload(size, seed=size + 1)
+    buffer = AlignedBuffer(size)
+    buffer.memory[:size] = data
+    buffer.memory[size:] = b"\xff" * (len(buffer.memory) - size)  # no zeros past the end
+    store.put("projects/p1/chunks/ab/blob.1", buffer.blob(size))
+    buffer.memory[:] = bytes(len(buffer.memory))
+    assert store.get("projects/p1/chunks/ab/blob.1") == data
+    assert store.size("projects/p1/chunks/ab/blob.1") == size
+    buffer.close()
 
 
 def test_single_segment_name(store: BlobStore) -> None:
@@ -351,6 +371,84 @@ def test_local_put_and_get_leave_the_blob_on_disk_not_in_the_page_cache(
     assert resident() == 0
     assert store.get("x/blob", 4096, 8192) == data[4096 : 4096 + 8192]
     assert resident() == 0
+
+
+def _writes_seen(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bool, int]]:
+    """Record (fd in direct mode?, length) of every os.write of the local store."""
+    seen: list[tuple[bool, int]] = []
+    write = os.write
+
+    def recording(fd: int, data: memoryview) -> int:
+        direct = bool(fcntl.fcntl(fd, fcntl.F_GETFL) & local_store._DIRECT)
+        seen.append((direct, len(data)))
+        return write(fd, data)
+
+    monkeypatch.setattr(local_store.os, "write", recording)
+    return seen
+
+
+def _direct_io_here(directory: pathlib.Path) -> bool:
+    fd = os.open(directory / "probe", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | local_store._DIRECT)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+        (directory / "probe").unlink()
+
+
+def test_local_writes_an_aligned_blob_with_direct_io(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not local_store._DIRECT or not _direct_io_here(tmp_path):
+        pytest.skip("no direct I/O on the file system of the test directory")
+    store = LocalStore(tmp_path)
+    data = os.urandom(3 * 4096 + 5)
+    buffer = AlignedBuffer(len(data))
+    buffer.memory[: len(data)] = data
+    seen = _writes_seen(monkeypatch)
+    store.put("x/blob", buffer.blob(len(data)))
+    assert seen == [(True, 4 * 4096)]  # whole blocks, around the page cache
+    assert (tmp_path / "x" / "blob").read_bytes() == data  # truncated to the blob
+
+
+@pytest.mark.parametrize("refusal", ["flag", "write", "short"])
+def test_local_aligned_blob_without_direct_io_is_written_plainly(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, refusal: str
+) -> None:
+    """A file system without O_DIRECT, one that refuses the direct write (EINVAL), or a
+    short direct write: the blob is written through the page cache, exactly."""
+    store = LocalStore(tmp_path)
+    data = os.urandom(2 * 4096 + 77)
+    buffer = AlignedBuffer(len(data))
+    buffer.memory[: len(data)] = data
+    seen = _writes_seen(monkeypatch)
+    write, fcntl_ = local_store.os.write, fcntl.fcntl
+    if refusal == "flag":
+
+        def no_direct(fd: int, cmd: int, arg: int = 0) -> int:
+            if cmd == fcntl.F_SETFL and arg & local_store._DIRECT:
+                raise OSError(errno.EINVAL, "Invalid argument")
+            return fcntl_(fd, cmd, arg)
+
+        monkeypatch.setattr(local_store.fcntl, "fcntl", no_direct)
+    else:
+
+        def refusing(fd: int, view: memoryview) -> int:
+            if fcntl_(fd, fcntl.F_GETFL) & local_store._DIRECT:
+                if refusal == "write":
+                    raise OSError(errno.EINVAL, "Invalid argument")
+                return write(fd, view[:4096])
+            return write(fd, view)
+
+        monkeypatch.setattr(local_store.os, "write", refusing)
+    store.put("x/blob", buffer.blob(len(data)))
+    assert (tmp_path / "x" / "blob").read_bytes() == data
+    assert seen and not seen[-1][0]  # the write that counted went through the page cache
+    if refusal == "flag":
+        assert not any(direct for direct, _ in seen)
 
 
 def test_local_failed_put_leaves_nothing(

@@ -185,3 +185,30 @@ def test_a_character_device_path_is_written_without_fsync(
     repo, _ = backed_up
     progress = repo.restore("p1", "b1", "vda", os.devnull)
     assert progress.position == SIZE
+
+
+def test_a_backup_hands_the_store_its_new_chunks_in_aligned_buffers(
+    make_repo: RepoFactory,
+    local_store: BlobStore,
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Sealed straight into page-aligned memory, which the local store writes direct."""
+    image = write_image(tmp_path / "disk.img", SIZE)
+    repo = make_repo(local_store)
+    kinds: list[str] = []
+    put = type(local_store).put
+
+    def spying(self: BlobStore, name: str, data: object) -> None:
+        kinds.append(f"{name.split('/')[2]}:{type(data).__name__}")
+        put(self, name, data)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(type(local_store), "put", spying)
+    result = repo.backup_writer("p1", "b1").write_disk("vda", image)
+    chunks = [k for k in kinds if k.startswith("chunks:")]
+    assert chunks and set(chunks) == {"chunks:AlignedBlob"}, kinds
+    assert result.progress.stored_bytes > 0
+    out = tmp_path / "restored.img"
+    repo.seal_backup("p1", "b1")
+    repo.restore("p1", "b1", "vda", out)
+    assert same_file(image, out)

@@ -7,12 +7,16 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from csbs.blobstore import errors
+from csbs.blobstore.aligned import AlignedBlob
 
 MAX_NAME_LENGTH = 1024  # characters; S3 keys may be 1024 bytes and names are ASCII
 
 _SEGMENT_RE = re.compile(r"[a-z0-9._-]+")
 # The last segment of a prefix may be partial, hence empty is allowed there.
 _PREFIX_RE = re.compile(r"[a-z0-9._/-]*")
+
+# What `put` stores: bytes, or a blob built in page-aligned memory (valid during the call).
+BlobValue = bytes | bytearray | AlignedBlob
 
 
 class BlobStore(Protocol):
@@ -38,8 +42,10 @@ class BlobStore(Protocol):
     another name (`a/b` and `a/b/c`): the local filesystem cannot hold both.
     """
 
-    def put(self, name: str, data: bytes | bytearray) -> None:
-        """Store `data` under `name`, atomically replacing any previous value."""
+    def put(self, name: str, data: BlobValue) -> None:
+        """Store `data` under `name`, atomically replacing any previous value.
+
+        `data` is read during the call only; an `AlignedBlob` may be reused afterwards."""
         ...
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import secrets
 import stat
 from collections.abc import Iterator
 
 from csbs.blobstore import base, errors
+from csbs.blobstore.aligned import AlignedBlob
 
 # Marks temporary files. `~` can never occur in a valid name, so `list` (which yields only
 # valid names) never shows a temp file, and a temp file can never shadow a blob.
 _TEMP_MARK = "~tmp."
+
+_DIRECT = getattr(os, "O_DIRECT", 0)  # Linux; elsewhere blobs go through the page cache
 
 # errno values that a network file system reports for conditions that clear up by
 # themselves; everything else from the OS is a plain BlobStoreError.
@@ -47,7 +51,7 @@ class LocalStore:
     def _path(self, name: str) -> str:
         return os.path.join(self.root, *base.validate_name(name).split("/"))
 
-    def put(self, name: str, data: bytes | bytearray) -> None:
+    def put(self, name: str, data: base.BlobValue) -> None:
         path = self._path(name)
         directory, basename = os.path.split(path)
         self._ensure_dir(directory, name)
@@ -56,7 +60,10 @@ class LocalStore:
             try:
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
                 try:
-                    _write_all(fd, data)
+                    if isinstance(data, AlignedBlob):
+                        _write_aligned(fd, data)
+                    else:
+                        _write_all(fd, data)
                     os.fsync(fd)
                     _drop_cached(fd)
                 finally:
@@ -189,11 +196,42 @@ def _os_errors(operation: str, name: str) -> Iterator[None]:
         raise errors.BlobStoreError(message) from exc
 
 
-def _write_all(fd: int, data: bytes | bytearray) -> None:
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     view = memoryview(data)
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+def _write_aligned(fd: int, blob: AlignedBlob) -> None:
+    """Write `blob` to the new, empty file `fd` with direct I/O where the file system
+    allows it (decision 0012): from the blob's page-aligned memory straight to the disk,
+    without a copy into the page cache (on a virtual machine that copy often lands in
+    pages the host backs only when first touched) and with nothing left for the fsync to
+    write back but metadata. The write covers whole blocks; the file is then truncated to
+    the blob's length. Elsewhere, or if the write is refused, a plain write."""
+    if _DIRECT and blob.length:
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETFL, flags | _DIRECT)
+        except OSError:
+            pass  # this file system has no direct I/O
+        else:
+            try:
+                with blob.padded_view() as view:
+                    written, whole = os.write(fd, view), len(view)
+                if written == whole:
+                    os.ftruncate(fd, blob.length)
+                    return
+                os.ftruncate(fd, 0)  # a short direct write: start again, plainly
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+            finally:
+                fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+            os.lseek(fd, 0, os.SEEK_SET)
+    with blob.view() as view:
+        _write_all(fd, view)
 
 
 def _pread_exact(fd: int, length: int, offset: int) -> bytes:

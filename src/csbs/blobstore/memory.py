@@ -19,7 +19,7 @@ class MemoryStore:
         self._blobs: dict[str, bytes] = {}
         self._lock = threading.Lock()
 
-    def put(self, name: str, data: bytes | bytearray) -> None:
+    def put(self, name: str, data: base.BlobValue) -> None:
         base.validate_name(name)
         # Copy: a caller handing in a bytes subclass or reusing a buffer must not be able
         # to change what is stored.

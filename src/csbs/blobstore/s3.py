@@ -11,6 +11,7 @@ import botocore.config
 import botocore.exceptions
 
 from csbs.blobstore import base, errors
+from csbs.blobstore.aligned import AlignedBlob
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -119,11 +120,12 @@ class S3Store:
     def _key(self, name: str) -> str:
         return self.prefix + base.validate_name(name)
 
-    def put(self, name: str, data: bytes | bytearray) -> None:
+    def put(self, name: str, data: base.BlobValue) -> None:
         key = self._key(name)
         with translate_errors(name):
-            # botocore takes a bytearray as it is (its stubs say bytes only): no copy.
-            body = cast(bytes, data)
+            # botocore takes a bytearray as it is (its stubs say bytes only): no copy. An
+            # aligned blob's memory is reused after put, so it goes as bytes of its own.
+            body = bytes(data) if isinstance(data, AlignedBlob) else cast(bytes, data)
             self._client.put_object(Bucket=self.bucket, Key=key, Body=body)
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:

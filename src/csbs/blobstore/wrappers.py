@@ -58,7 +58,7 @@ class RetryingStore:
         delay = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
         return delay * (0.5 + 0.5 * self._rng.random())
 
-    def put(self, name: str, data: bytes | bytearray) -> None:
+    def put(self, name: str, data: base.BlobValue) -> None:
         self._call(lambda: self.inner.put(name, data))
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
@@ -101,7 +101,7 @@ class ReadOnlyStore:
     def __init__(self, inner: base.BlobStore) -> None:
         self.inner = inner
 
-    def put(self, name: str, data: bytes | bytearray) -> None:
+    def put(self, name: str, data: base.BlobValue) -> None:
         base.validate_name(name)
         raise errors.StoreReadOnly(f"cannot put {name!r}: the store is read-only")
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import mmap
 import secrets
 import threading
 from collections.abc import Callable, Iterator
@@ -74,6 +75,31 @@ def seal(
     vouches that `chunk_id == project_keys.chunk_id(plaintext)` (it has just hashed the
     data to decide whether to upload); `open_` re-checks it on every read.
     """
+    header, payload = _header_and_payload(chunk_id, plaintext, compressor)
+    envelope = bytearray(_PAYLOAD_AT + len(payload) + keys.TAG_SIZE)
+    _encrypt_into(project_keys, header, payload, envelope)
+    return envelope
+
+
+def seal_into(
+    project_keys: keys.ProjectKeys,
+    chunk_id: str,
+    plaintext: bytes,
+    compressor: Compressor | None,
+    out: mmap.mmap | bytearray,
+) -> int:
+    """`seal`, written at the start of `out`; returns the envelope's length.
+
+    `out` must hold `len(plaintext) + OVERHEAD` bytes (the most an envelope takes)."""
+    if len(out) < len(plaintext) + OVERHEAD:
+        raise ValueError(f"{len(out)} bytes cannot hold the envelope of {len(plaintext)}")
+    header, payload = _header_and_payload(chunk_id, plaintext, compressor)
+    return _encrypt_into(project_keys, header, payload, out)
+
+
+def _header_and_payload(
+    chunk_id: str, plaintext: bytes, compressor: Compressor | None
+) -> tuple[bytes, bytes]:
     id_bytes = _id_bytes(chunk_id)
     compression = COMPRESSION_NONE
     payload = plaintext
@@ -81,17 +107,28 @@ def seal(
         compressed = compressor.compress(plaintext)
         if len(compressed) < len(plaintext):
             compression, payload = COMPRESSION_ZSTD, compressed
-    header = MAGIC + bytes((ENVELOPE_V1, compression)) + id_bytes
+    return MAGIC + bytes((ENVELOPE_V1, compression)) + id_bytes, payload
+
+
+def _encrypt_into(
+    project_keys: keys.ProjectKeys,
+    header: bytes,
+    payload: bytes,
+    out: mmap.mmap | bytearray,
+) -> int:
+    """Write header, a fresh nonce and the encrypted payload at the start of `out`.
+
+    Encrypted in place behind header and nonce: no second copy of the payload to join
+    (a seal of 4 MiB 12-18 % faster, and one buffer of a chunk less per seal in flight)."""
+    end = _PAYLOAD_AT + len(payload) + keys.TAG_SIZE
     # Random 96-bit nonces: NIST SP 800-38D allows 2**32 messages per key this way,
     # i.e. 16 PiB of 4 MiB chunks per project.
     nonce = secrets.token_bytes(keys.NONCE_SIZE)
-    # Encrypted in place behind header and nonce: no second copy of the payload to join
-    # (a seal of 4 MiB 12-18 % faster, and one buffer of a chunk less per seal in flight).
-    envelope = bytearray(_PAYLOAD_AT + len(payload) + keys.TAG_SIZE)
-    envelope[:HEADER_SIZE] = header
-    envelope[_NONCE_AT:_PAYLOAD_AT] = nonce
-    project_keys.aead.encrypt_into(nonce, payload, header, memoryview(envelope)[_PAYLOAD_AT:])
-    return envelope
+    out[:HEADER_SIZE] = header
+    out[_NONCE_AT:_PAYLOAD_AT] = nonce
+    with memoryview(out) as view, view[_PAYLOAD_AT:end] as target:
+        project_keys.aead.encrypt_into(nonce, payload, header, target)
+    return end
 
 
 def open_(
@@ -240,6 +277,17 @@ class Codec:
         """`seal` with a compression context of this codec's."""
         with self.compressor() as compressor:
             return seal(project_keys, chunk_id, plaintext, compressor)
+
+    def seal_into(
+        self,
+        project_keys: keys.ProjectKeys,
+        chunk_id: str,
+        plaintext: bytes,
+        out: mmap.mmap | bytearray,
+    ) -> int:
+        """`seal_into` with a compression context of this codec's."""
+        with self.compressor() as compressor:
+            return seal_into(project_keys, chunk_id, plaintext, compressor, out)
 
     def open(
         self,

@@ -18,9 +18,10 @@ import contextlib
 import dataclasses
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from csbs.blobstore import BlobStore
+from csbs.blobstore.aligned import AlignedBuffer
 from csbs.repository import chunking, envelope, errors, keys, layout, manifest, memtune
 from csbs.repository.index import ChunkIndex, Confirmation, ManifestRecord
 
@@ -104,6 +105,38 @@ class _Generations:
         return out
 
 
+class _Buffers:
+    """Aligned buffers lent to uploads; made when none is free, freed with the disk run."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._lock = threading.Lock()
+        self._free: list[AlignedBuffer] = []
+        self._all: list[AlignedBuffer] = []
+
+    @contextlib.contextmanager
+    def lend(self) -> Iterator[AlignedBuffer]:
+        with self._lock:
+            buffer = self._free.pop() if self._free else None
+        if buffer is None:
+            buffer = AlignedBuffer(self._capacity)
+            with self._lock:
+                self._all.append(buffer)
+        try:
+            yield buffer
+        finally:
+            with self._lock:
+                self._free.append(buffer)
+
+    def close(self) -> None:
+        """Give the memory back (call once no upload runs)."""
+        with self._lock:
+            for buffer in self._all:
+                buffer.close()
+            self._all.clear()
+            self._free.clear()
+
+
 class BackupWriter:
     """Writes the disks of one backup into a project's repository.
 
@@ -168,6 +201,8 @@ class BackupWriter:
             except BaseException:
                 run.abandon()
                 raise
+            finally:
+                run.buffers.close()
         built = run.builder.finish(run.digest.digest())
         manifest_id, sealed = manifest.seal_manifest(self._keys, built, self._codec)
         self._store.put(name, sealed)
@@ -208,6 +243,8 @@ class _DiskRun:
         self.batch: list[tuple[int, bytes | None, keys.ChunkId | None]] = []
         self.batch_data = 0
         self.sealing = threading.BoundedSemaphore(writer._limits.sealers)
+        # Envelopes are sealed into these, one per upload running (at most `uploads`).
+        self.buffers = _Buffers(writer._chunk_size + envelope.OVERHEAD)
         self.uploads: dict[concurrent.futures.Future[Confirmation], str] = {}
         # Uploads done but not yet confirmed in the database, by chunk id.
         self.confirmations: list[Confirmation] = []
@@ -310,11 +347,14 @@ class _DiskRun:
             w._progress_cb(dataclasses.replace(self.progress))
 
     def _upload(self, chunk_id: str, generation: int, holder: list[bytes]) -> Confirmation:
+        """Seal a new chunk into an aligned buffer and store it from there (no copy)."""
         w = self.w
-        with self.sealing:
-            sealed = w._codec.seal(w._keys, chunk_id, holder.pop())
-        w._store.put(layout.chunk_name(w._project_id, chunk_id, generation), sealed)
-        return Confirmation(chunk_id, generation, len(sealed))
+        with self.buffers.lend() as buffer:
+            with self.sealing:
+                length = w._codec.seal_into(w._keys, chunk_id, holder.pop(), buffer.memory)
+            name = layout.chunk_name(w._project_id, chunk_id, generation)
+            w._store.put(name, buffer.blob(length))
+        return Confirmation(chunk_id, generation, length)
 
     def _wait_uploads(self, keep: int) -> None:
         while len(self.uploads) > keep:

@@ -78,6 +78,31 @@ def test_no_compressor_means_no_compression(project_keys: keys.ProjectKeys) -> N
     assert envelope.open_(project_keys, chunk_id, blob, zstandard.ZstdDecompressor()) == plaintext
 
 
+@pytest.mark.parametrize("plaintext", [b"", b"x" * 5000, os.urandom(100_000)])
+def test_seal_into_writes_the_envelope_at_the_start_of_a_buffer(
+    project_keys: keys.ProjectKeys, codec: envelope.Codec, plaintext: bytes
+) -> None:
+    chunk_id = project_keys.chunk_id(plaintext)
+    out = bytearray(b"\xee" * (len(plaintext) + envelope.OVERHEAD + 100))
+    length = codec.seal_into(project_keys, chunk_id, plaintext, out)
+    sealed = bytes(out[:length])
+    assert codec.open(project_keys, chunk_id, sealed) == plaintext
+    assert out[length:] == b"\xee" * (len(out) - length)  # nothing written past the end
+    compressed = len(plaintext) == 5000
+    assert (sealed[9] == envelope.COMPRESSION_ZSTD) is compressed
+    assert length < len(plaintext) if compressed else length == len(plaintext) + 70
+
+
+def test_seal_into_refuses_a_buffer_that_may_be_too_small(
+    project_keys: keys.ProjectKeys, codec: envelope.Codec
+) -> None:
+    """Even a plaintext that compresses well needs room for its uncompressed envelope."""
+    plaintext = bytes(10_000)
+    chunk_id = project_keys.chunk_id(plaintext)
+    with pytest.raises(ValueError):
+        codec.seal_into(project_keys, chunk_id, plaintext, bytearray(10_000 + 69))
+
+
 def test_sealing_is_randomised(project_keys: keys.ProjectKeys, codec: envelope.Codec) -> None:
     plaintext = b"same data"
     chunk_id = project_keys.chunk_id(plaintext)
