@@ -32,9 +32,11 @@ class LocalStore:
     an fsync of the directory, so neither a reader nor a crash ever exposes a partial
     blob. New directories are fsynced into their parents too. Empty directories are left
     in place after deletes: removing them would race with a concurrent put into them.
-    A written blob's pages leave the page cache once it is fsynced, and a read blob's
-    once it is read (`_drop_cached`): blobs are read again rarely, by a restore or an
-    audit, and dropped pages are reused for the next blob instead of fresh ones.
+    An `AlignedBlob` is written with direct I/O where the file system allows it
+    (`_write_aligned`), around the page cache. Other written blobs' pages leave the page
+    cache once fsynced, and a read blob's once read (`_drop_cached`): blobs are read again
+    rarely, by a restore or an audit, and dropped pages are reused for the next blob
+    instead of fresh ones.
 
     The store keeps no mutable state, so one object may be shared by threads and any
     number of processes may use the same root at once.
