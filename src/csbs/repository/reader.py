@@ -91,10 +91,6 @@ class _DirectWrites:
             return None
         return cls(fd, flags, buffer_size)
 
-    @property
-    def direct(self) -> bool:
-        return self._direct
-
     def write(self, offset: int, data: bytes) -> None:
         """Queue `data` for `offset`; raises the error of an earlier write, if any."""
         self._reap()
@@ -340,9 +336,13 @@ class BackupReader:
         sink = _Sink(fd, None, regular, direct)
         try:
             result = self._run(the_manifest, backup_id, disk_id, sink, progress, cancel)
-        finally:
+        except BaseException:
             if direct is not None:
-                direct.close()
+                with contextlib.suppress(Exception):  # the restore's own error matters
+                    direct.close()
+            raise
+        if direct is not None:
+            direct.close()  # raises the error of a failed write
         if device:  # a pipe or character device (/dev/null) has nothing to make durable
             os.fsync(fd)
             sink.drop_cached()
