@@ -37,6 +37,7 @@ from csbs.blobstore import (
     RetryingStore,
     StoreReadOnly,
     StoreUnavailable,
+    aligned,
     open_store,
     s3,
 )
@@ -379,7 +380,7 @@ def _writes_seen(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bool, int]]:
     write = os.write
 
     def recording(fd: int, data: memoryview) -> int:
-        direct = bool(fcntl.fcntl(fd, fcntl.F_GETFL) & local_store._DIRECT)
+        direct = bool(fcntl.fcntl(fd, fcntl.F_GETFL) & aligned.O_DIRECT)
         seen.append((direct, len(data)))
         return write(fd, data)
 
@@ -390,7 +391,7 @@ def _writes_seen(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bool, int]]:
 def _direct_io_here(directory: pathlib.Path) -> bool:
     fd = os.open(directory / "probe", os.O_WRONLY | os.O_CREAT, 0o600)
     try:
-        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | local_store._DIRECT)
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | aligned.O_DIRECT)
         return True
     except OSError:
         return False
@@ -402,7 +403,7 @@ def _direct_io_here(directory: pathlib.Path) -> bool:
 def test_local_writes_an_aligned_blob_with_direct_io(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if not local_store._DIRECT or not _direct_io_here(tmp_path):
+    if not aligned.O_DIRECT or not _direct_io_here(tmp_path):
         pytest.skip("no direct I/O on the file system of the test directory")
     store = LocalStore(tmp_path)
     data = os.urandom(3 * 4096 + 5)
@@ -429,15 +430,15 @@ def test_local_aligned_blob_without_direct_io_is_written_plainly(
     if refusal == "flag":
 
         def no_direct(fd: int, cmd: int, arg: int = 0) -> int:
-            if cmd == fcntl.F_SETFL and arg & local_store._DIRECT:
+            if cmd == fcntl.F_SETFL and arg & aligned.O_DIRECT:
                 raise OSError(errno.EINVAL, "Invalid argument")
             return fcntl_(fd, cmd, arg)
 
-        monkeypatch.setattr(local_store.fcntl, "fcntl", no_direct)
+        monkeypatch.setattr(fcntl, "fcntl", no_direct)
     else:
 
         def refusing(fd: int, view: memoryview) -> int:
-            if fcntl_(fd, fcntl.F_GETFL) & local_store._DIRECT:
+            if fcntl_(fd, fcntl.F_GETFL) & aligned.O_DIRECT:
                 if refusal == "write":
                     raise OSError(errno.EINVAL, "Invalid argument")
                 return write(fd, view[:4096])

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from csbs.blobstore import BlobStore
+from csbs.blobstore import BlobStore, aligned
 from csbs.repository import Repository, reader
 from tests.repository.conftest import SMALL_CHUNK, RepoFactory, same_file, write_image
 
@@ -50,7 +50,7 @@ def _count_pwrites(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bool, int]]:
     pwrite = os.pwrite
 
     def counting(fd: int, data: memoryview, offset: int) -> int:
-        direct = bool(fcntl.fcntl(fd, fcntl.F_GETFL) & reader._DIRECT)
+        direct = bool(fcntl.fcntl(fd, fcntl.F_GETFL) & aligned.O_DIRECT)
         seen.append((direct, len(data)))
         return pwrite(fd, data, offset)
 
@@ -74,8 +74,8 @@ def test_a_file_is_written_direct_but_for_its_unaligned_tail(
     direct = [length for is_direct, length in seen if is_direct]
     buffered = [length for is_direct, length in seen if not is_direct]
     assert sum(direct) >= SIZE // 2, seen  # every data chunk but the last went direct
-    assert all(length % reader._ALIGN == 0 for length in direct)
-    assert buffered == [SIZE % reader._ALIGN], seen  # only the tail through the page cache
+    assert all(length % aligned.ALIGNMENT == 0 for length in direct)
+    assert buffered == [SIZE % aligned.ALIGNMENT], seen  # only the tail through the page cache
 
 
 @pytest.mark.skipif(shutil.which("fincore") is None, reason="needs util-linux's fincore")
@@ -116,18 +116,18 @@ def test_a_file_system_refusing_direct_io_is_written_through_the_cache(
     refused: list[int] = []
 
     def no_direct_flag(fd: int, cmd: int, arg: int = 0) -> int:
-        if cmd == fcntl.F_SETFL and arg & reader._DIRECT:
+        if cmd == fcntl.F_SETFL and arg & aligned.O_DIRECT:
             raise OSError(errno.EINVAL, "Invalid argument")
         return fcntl_(fd, cmd, arg)
 
     def no_direct_write(fd: int, data: memoryview, offset: int) -> int:
-        if fcntl_(fd, fcntl.F_GETFL) & reader._DIRECT:
+        if fcntl_(fd, fcntl.F_GETFL) & aligned.O_DIRECT:
             refused.append(offset)
             raise OSError(errno.EINVAL, "Invalid argument")
         return pwrite(fd, data, offset)
 
     if refusal == "flag":
-        monkeypatch.setattr(reader.fcntl, "fcntl", no_direct_flag)
+        monkeypatch.setattr(fcntl, "fcntl", no_direct_flag)
     else:
         monkeypatch.setattr(reader.os, "pwrite", no_direct_write)
     seen = _count_pwrites(monkeypatch)

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import secrets
 import stat
 from collections.abc import Iterator
 
 from csbs.blobstore import base, errors
-from csbs.blobstore.aligned import AlignedBlob
+from csbs.blobstore.aligned import AlignedBlob, end_direct, start_direct
 
 # Marks temporary files. `~` can never occur in a valid name, so `list` (which yields only
 # valid names) never shows a temp file, and a temp file can never shadow a blob.
 _TEMP_MARK = "~tmp."
-
-_DIRECT = getattr(os, "O_DIRECT", 0)  # Linux; elsewhere blobs go through the page cache
 
 # errno values that a network file system reports for conditions that clear up by
 # themselves; everything else from the OS is a plain BlobStoreError.
@@ -211,27 +208,23 @@ def _write_aligned(fd: int, blob: AlignedBlob) -> None:
     without a copy into the page cache (on a virtual machine that copy often lands in
     pages the host backs only when first touched) and with nothing left for the fsync to
     write back but metadata. The write covers whole blocks; the file is then truncated to
-    the blob's length. Elsewhere, or if the write is refused, a plain write."""
-    if _DIRECT and blob.length:
-        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    the blob's length. Elsewhere, or if the write is refused or short, a plain write."""
+    flags = start_direct(fd) if blob.length else None
+    if flags is not None:
         try:
-            fcntl.fcntl(fd, fcntl.F_SETFL, flags | _DIRECT)
-        except OSError:
-            pass  # this file system has no direct I/O
-        else:
-            try:
-                with blob.padded_view() as view:
-                    written, whole = os.write(fd, view), len(view)
-                if written == whole:
-                    os.ftruncate(fd, blob.length)
-                    return
-                os.ftruncate(fd, 0)  # a short direct write: start again, plainly
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:
-                    raise
-            finally:
-                fcntl.fcntl(fd, fcntl.F_SETFL, flags)
-            os.lseek(fd, 0, os.SEEK_SET)
+            with blob.padded_view() as view:
+                whole = os.write(fd, view) == len(view)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            whole = False  # the flag was accepted, the write is not
+        finally:
+            end_direct(fd, flags)
+        if whole:
+            os.ftruncate(fd, blob.length)
+            return
+        os.ftruncate(fd, 0)  # start again, plainly
+        os.lseek(fd, 0, os.SEEK_SET)
     with blob.view() as view:
         _write_all(fd, view)
 

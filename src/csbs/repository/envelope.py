@@ -248,16 +248,13 @@ class Codec:
         self._lock = threading.Lock()
         self._idle: list[Any] = []  # compression contexts not lent out
 
-    def _new_compressor(self) -> Any:
-        return zstandard.ZstdCompressor(level=self.level, write_content_size=True)
-
     @contextlib.contextmanager
     def compressor(self) -> Iterator[Any]:
         """Lend a `zstandard.ZstdCompressor` (content size in every frame) to the caller."""
         with self._lock:
             compressor = self._idle.pop() if self._idle else None
         if compressor is None:
-            compressor = self._new_compressor()
+            compressor = zstandard.ZstdCompressor(level=self.level, write_content_size=True)
         try:
             yield compressor
         finally:

@@ -16,8 +16,6 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import errno
-import fcntl
-import mmap
 import os
 import stat
 import threading
@@ -25,6 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from csbs.blobstore import BlobNotFound, BlobStore
+from csbs.blobstore.aligned import ALIGNMENT, AlignedBuffers, end_direct, start_direct
 from csbs.repository import envelope, errors, keys, layout, manifest, memtune
 from csbs.repository.index import DELETING, ChunkIndex
 
@@ -33,8 +32,6 @@ _IN_FLIGHT_BYTES = 16 * 1024 * 1024  # plaintext of chunks fetched ahead (24: no
 _LOOKUP_BATCH = 256  # chunk ids whose generations are looked up at once
 _WRITEBACK_BYTES = 32 * 1024 * 1024  # restored bytes handed to writeback at once
 _WRITEBACK_LAG = 2  # ranges later, a range handed to writeback is dropped from the cache
-_DIRECT = getattr(os, "O_DIRECT", 0)  # Linux; elsewhere the page cache is used
-_ALIGN = 4096  # bytes; offsets and lengths of direct writes (any logical block size up to it)
 _WRITERS = 2  # direct writes at once
 
 
@@ -53,12 +50,13 @@ RestoreCallback = Callable[[RestoreProgress], None]
 class _DirectWrites:
     """Writes to an fd with direct I/O (`O_DIRECT`, decision 0012), several at once.
 
-    Each piece goes from a page-aligned buffer of a writing thread to the disk without
-    passing through the page cache: no fresh pages are touched (on a virtual machine whose
-    free memory the host backs only when first touched, that alone cost a restore of 1 GiB
-    2-3 s), the image is not left cached, and the final fsync has only metadata left to
-    write. `_WRITERS` threads write at once (one alone leaves the disk idle between
-    requests); the caller waits when all are busy, so at most `_WRITERS` pieces are held.
+    Each piece is copied into a page-aligned buffer lent to its write and goes from there
+    to the disk without passing through the page cache: no fresh pages are touched (on a
+    virtual machine whose free memory the host backs only when first touched, that alone
+    cost a restore of 1 GiB 2-3 s), the image is not left cached, and the final fsync has
+    only metadata left to write. `_WRITERS` threads write at once (one alone leaves the
+    disk idle between requests); the caller waits when all are busy, so at most `_WRITERS`
+    pieces and buffers are held.
 
     What cannot go direct (an unaligned piece, like an image's last; or a file system that
     accepted the flag and refuses the write) is written through the page cache, and the
@@ -68,11 +66,9 @@ class _DirectWrites:
     def __init__(self, fd: int, flags: int, buffer_size: int) -> None:
         self._fd = fd
         self._flags = flags  # the fd's own, given back at the end
-        self._buffer_size = buffer_size
         self._direct = True
         self._lock = threading.Lock()
-        self._local = threading.local()
-        self._buffers: list[mmap.mmap] = []
+        self._buffers = AlignedBuffers(buffer_size)
         self._slots = threading.BoundedSemaphore(_WRITERS)
         self._pool = concurrent.futures.ThreadPoolExecutor(
             _WRITERS, thread_name_prefix="csbs-restore-write"
@@ -82,14 +78,8 @@ class _DirectWrites:
     @classmethod
     def start(cls, fd: int, buffer_size: int) -> _DirectWrites | None:
         """Direct writes to `fd`, or None where its file system has no direct I/O."""
-        if not _DIRECT:
-            return None
-        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-        try:
-            fcntl.fcntl(fd, fcntl.F_SETFL, flags | _DIRECT)
-        except OSError:
-            return None
-        return cls(fd, flags, buffer_size)
+        flags = start_direct(fd)
+        return None if flags is None else cls(fd, flags, buffer_size)
 
     def write(self, offset: int, data: bytes) -> None:
         """Queue `data` for `offset`; raises the error of an earlier write, if any."""
@@ -109,42 +99,36 @@ class _DirectWrites:
 
     def _write(self, offset: int, data: bytes) -> None:
         try:
-            end = offset + len(data)
-            if self._direct and offset % _ALIGN == 0:
-                offset = self._write_aligned(offset, data)
-            if offset < end:
+            view = memoryview(data)
+            done = 0
+            if self._direct and offset % ALIGNMENT == 0:
+                done = self._write_aligned(offset, view)
+            if done < len(view):
                 self._end_direct()
-                _pwrite_all(self._fd, memoryview(data)[len(data) - (end - offset) :], offset)
+                _pwrite_all(self._fd, view[done:], offset + done)
         finally:
             self._slots.release()
 
-    def _write_aligned(self, offset: int, data: bytes) -> int:
-        """Write the aligned head of `data` direct; return where the rest starts."""
-        buffer = self._buffer()
-        aligned = min(len(data), len(buffer)) // _ALIGN * _ALIGN
-        if aligned:
-            buffer[:aligned] = data[:aligned]
-            try:
-                _pwrite_all(self._fd, memoryview(buffer)[:aligned], offset)
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:
-                    raise
-                return offset  # the flag was accepted, the write is not
-        return offset + aligned
-
-    def _buffer(self) -> mmap.mmap:
-        buffer: mmap.mmap | None = getattr(self._local, "buffer", None)
-        if buffer is None:
-            buffer = self._local.buffer = mmap.mmap(-1, self._buffer_size)
-            with self._lock:
-                self._buffers.append(buffer)
-        return buffer
+    def _write_aligned(self, offset: int, view: memoryview) -> int:
+        """Write the aligned head of `view` direct; return how many bytes were written."""
+        with self._buffers.lend() as buffer:
+            aligned = min(len(view), buffer.capacity) // ALIGNMENT * ALIGNMENT
+            if aligned:
+                buffer.memory[:aligned] = view[:aligned]
+                try:
+                    with buffer.blob(aligned).view() as source:
+                        _pwrite_all(self._fd, source, offset)
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL:
+                        raise
+                    return 0  # the flag was accepted, the write is not
+        return aligned
 
     def _end_direct(self) -> None:
         with self._lock:
             if self._direct:
                 self._direct = False
-                fcntl.fcntl(self._fd, fcntl.F_SETFL, self._flags)
+                end_direct(self._fd, self._flags)
 
     def close(self) -> None:
         """Wait for every write (raising the first error); give the fd its flags back."""
@@ -156,12 +140,7 @@ class _DirectWrites:
             self._pending.clear()
             self._pool.shutdown(wait=True)
             self._end_direct()
-            for buffer in self._buffers:
-                # A failed write's traceback may still hold a view of its buffer: the
-                # buffer is then unmapped when that goes.
-                with contextlib.suppress(BufferError):
-                    buffer.close()
-            self._buffers.clear()
+            self._buffers.close()
 
 
 class _Sink:
@@ -323,13 +302,14 @@ class BackupReader:
         progress: RestoreCallback | None,
         cancel: Callable[[], bool] | None,
     ) -> RestoreProgress:
-        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        mode = os.fstat(fd).st_mode
+        regular = stat.S_ISREG(mode)
         if regular:
             # Empty, then sized: every byte not written reads as zero and takes no space.
             os.ftruncate(fd, 0)
             os.ftruncate(fd, the_manifest.logical_size)
-        device = regular or stat.S_ISBLK(os.fstat(fd).st_mode)
-        # One buffer of a chunk per writing thread (a device's holes go 1 MiB at a time).
+        device = regular or stat.S_ISBLK(mode)
+        # Buffers of a chunk, one per write running (a device's holes go 1 MiB at a time).
         direct = (
             _DirectWrites.start(fd, max(the_manifest.chunk_size, len(_ZEROS))) if device else None
         )

@@ -18,10 +18,10 @@ import contextlib
 import dataclasses
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from csbs.blobstore import BlobStore
-from csbs.blobstore.aligned import AlignedBuffer
+from csbs.blobstore.aligned import AlignedBuffers
 from csbs.repository import chunking, envelope, errors, keys, layout, manifest, memtune
 from csbs.repository.index import ChunkIndex, Confirmation, ManifestRecord
 
@@ -104,38 +104,6 @@ class _Generations:
             out.extend(range(self._next, self._next + step))
             self._next += step
         return out
-
-
-class _Buffers:
-    """Aligned buffers lent to uploads; made when none is free, freed with the disk run."""
-
-    def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
-        self._lock = threading.Lock()
-        self._free: list[AlignedBuffer] = []
-        self._all: list[AlignedBuffer] = []
-
-    @contextlib.contextmanager
-    def lend(self) -> Iterator[AlignedBuffer]:
-        with self._lock:
-            buffer = self._free.pop() if self._free else None
-        if buffer is None:
-            buffer = AlignedBuffer(self._capacity)
-            with self._lock:
-                self._all.append(buffer)
-        try:
-            yield buffer
-        finally:
-            with self._lock:
-                self._free.append(buffer)
-
-    def close(self) -> None:
-        """Give the memory back (call once no upload runs)."""
-        with self._lock:
-            for buffer in self._all:
-                buffer.close()
-            self._all.clear()
-            self._free.clear()
 
 
 class BackupWriter:
@@ -245,7 +213,7 @@ class _DiskRun:
         self.batch_data = 0
         self.sealing = threading.BoundedSemaphore(writer._limits.sealers)
         # Envelopes are sealed into these, one per upload running (at most `uploads`).
-        self.buffers = _Buffers(writer._chunk_size + envelope.OVERHEAD)
+        self.buffers = AlignedBuffers(writer._chunk_size + envelope.OVERHEAD)
         self.uploads: dict[concurrent.futures.Future[Confirmation], str] = {}
         # Uploads done but not yet confirmed in the database, by chunk id.
         self.confirmations: list[Confirmation] = []
