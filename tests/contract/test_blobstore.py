@@ -16,6 +16,7 @@ import os
 import pathlib
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -32,12 +33,14 @@ from csbs.blobstore import (
     InvalidBlobName,
     InvalidStoreUrl,
     LocalStore,
+    LooseMode,
     MemoryStore,
     ReadOnlyStore,
     RetryingStore,
     StoreReadOnly,
     StoreUnavailable,
     aligned,
+    file_modes,
     open_store,
     s3,
 )
@@ -327,6 +330,21 @@ def test_read_only_wrapper(store: BlobStore) -> None:
     assert not store.exists("ro/other")
 
 
+def test_file_modes_only_where_blobs_are_files(store: BlobStore) -> None:
+    """Only a store whose blobs are files has modes to check (`FileModes`); a wrapper
+    passes them on, and over any other store finds nothing to check or change."""
+    store.put("m/a/blob", b"x")
+    modes = file_modes(store)
+    assert (modes is not None) == isinstance(store, LocalStore)
+    if modes is not None:
+        assert list(modes.loose_modes()) == []
+    for wrapped in (RetryingStore(store), ReadOnlyStore(store)):
+        wrapped_modes = file_modes(wrapped)
+        assert wrapped_modes is not None
+        assert list(wrapped_modes.loose_modes()) == []
+    assert RetryingStore(store).tighten_mode("m/a/blob") is False
+
+
 # --- Name rules -----------------------------------------------------------------------
 
 
@@ -544,6 +562,97 @@ def test_local_creates_the_root(tmp_path: pathlib.Path) -> None:
     store = LocalStore(root)
     store.put("x", b"1")
     assert (root / "x").read_bytes() == b"1"
+
+
+def _modes(top: pathlib.Path) -> dict[str, int]:
+    """Permission bits of `top` and of everything below it, by path relative to `top`."""
+    found = {".": stat.S_IMODE(top.lstat().st_mode)}
+    for path in top.rglob("*"):
+        found[str(path.relative_to(top))] = stat.S_IMODE(path.lstat().st_mode)
+    return found
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o022, 0o277])
+def test_local_directories_are_0700_and_files_0600_whatever_the_umask(
+    tmp_path: pathlib.Path, umask: int
+) -> None:
+    """Blobs hold wrapped keys and backed-up data: the root (and the parents it needed),
+    every directory and every blob are the owner's alone, also under a umask that would
+    give them to everyone or take the owner's own bits."""
+    data = os.urandom(5000)
+    buffer = AlignedBuffer(len(data))
+    buffer.memory[: len(data)] = data
+    old = os.umask(umask)
+    try:
+        store = LocalStore(tmp_path / "deep" / "root")
+        store.put("projects/p1/key", b"k")
+        store.put("projects/p1/chunks/ab/blob.1", b"c")
+        store.put("projects/p1/chunks/ab/blob.1", b"overwritten")
+        store.put("projects/p1/chunks/cd/blob.2", buffer.blob(len(data)))
+    finally:
+        os.umask(old)
+        buffer.close()
+    modes = _modes(tmp_path / "deep")
+    assert len(modes) == 9
+    for rel, mode in modes.items():
+        is_dir = (tmp_path / "deep" / rel).is_dir()
+        assert mode == (0o700 if is_dir else 0o600), f"{rel}: {mode:04o}"
+    assert list(store.loose_modes()) == []
+    assert store.get("projects/p1/chunks/cd/blob.2") == data
+
+
+def test_local_reports_and_tightens_loose_modes(tmp_path: pathlib.Path) -> None:
+    """What group or others may use is reported, relative to the root, and tightened by
+    taking their bits away; links and special files are neither reported nor followed."""
+    root = tmp_path / "root"
+    store = LocalStore(root)
+    store.put("projects/p1/chunks/ab/blob.1", b"c")
+    store.put("projects/p1/key", b"k")
+    store.put("projects/p2/key", b"k")
+    root.chmod(0o750)
+    (root / "projects/p1/chunks").chmod(0o755)
+    (root / "projects/p1/chunks/ab/blob.1").chmod(0o644)
+    (root / "projects/p1/notes~tmp.1").write_bytes(b"left by a crash")
+    (root / "projects/p1/notes~tmp.1").chmod(0o666)
+    (root / "projects/p2/key").chmod(0o604)
+    outside = tmp_path / "outside"
+    outside.mkdir(mode=0o755)
+    (outside / "file").write_bytes(b"not ours")
+    (outside / "file").chmod(0o644)
+    os.symlink(outside / "file", root / "projects/p1/link")
+    os.symlink(outside, root / "projects/p1/linked-dir")
+    os.mkfifo(root / "projects/p1/fifo", 0o666)
+    expected = [
+        LooseMode("", 0o750, True),
+        LooseMode("projects/p1/chunks", 0o755, True),
+        LooseMode("projects/p1/chunks/ab/blob.1", 0o644, False),
+        LooseMode("projects/p1/notes~tmp.1", 0o666, False),
+        LooseMode("projects/p2/key", 0o604, False),
+    ]
+    assert list(store.loose_modes()) == expected
+    assert list(store.loose_modes("projects/p1")) == expected[:4]
+    assert list(store.loose_modes("projects/p3")) == expected[:1], "only the way there"
+    assert list(RetryingStore(store).loose_modes("projects/p2")) == [expected[0], expected[4]]
+    assert list(ReadOnlyStore(store).loose_modes()) == expected
+    with pytest.raises(StoreReadOnly):
+        ReadOnlyStore(store).tighten_mode("")
+    with pytest.raises(InvalidBlobName):
+        store.loose_modes("../outside")
+    for path in ("../outside/file", "/etc", "projects//p1", "projects/./p1"):
+        with pytest.raises(InvalidBlobName):
+            store.tighten_mode(path)
+
+    for path in ("projects/p1/link", "projects/p1/linked-dir", "projects/p1/linked-dir/file"):
+        assert store.tighten_mode(path) is False
+    assert store.tighten_mode("projects/p1/fifo") is False
+    assert _modes(outside) == {".": 0o755, "file": 0o644}, "a link is never followed"
+    assert [RetryingStore(store).tighten_mode(loose.path) for loose in expected] == [True] * 5
+    assert list(store.loose_modes()) == []
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+    assert stat.S_IMODE((root / "projects/p1/chunks/ab/blob.1").stat().st_mode) == 0o600
+    assert store.tighten_mode("projects/p1/key") is False, "already the owner's alone"
+    assert store.tighten_mode("projects/p1/gone") is False
+    assert store.get("projects/p1/chunks/ab/blob.1") == b"c"
 
 
 # --- S3 specifics -----------------------------------------------------------------------

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from csbs.blobstore.base import BlobStore, validate_name, validate_prefix
+from csbs.blobstore.base import (
+    BlobStore,
+    FileModes,
+    LooseMode,
+    file_modes,
+    validate_name,
+    validate_prefix,
+)
 from csbs.blobstore.errors import (
     BlobNotFound,
     BlobStoreError,
@@ -25,15 +32,18 @@ __all__ = [
     "BlobNotFound",
     "BlobStore",
     "BlobStoreError",
+    "FileModes",
     "InvalidBlobName",
     "InvalidStoreUrl",
     "LocalStore",
+    "LooseMode",
     "MemoryStore",
     "ReadOnlyStore",
     "RetryingStore",
     "S3Store",
     "StoreReadOnly",
     "StoreUnavailable",
+    "file_modes",
     "open_store",
     "register_scheme",
     "validate_name",

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from csbs.blobstore import errors
 from csbs.blobstore.aligned import AlignedBlob
@@ -81,6 +82,46 @@ class BlobStore(Protocol):
     def close(self) -> None:
         """Release connections and other resources; calling it twice is harmless."""
         ...
+
+
+@dataclasses.dataclass(frozen=True)
+class LooseMode:
+    """A directory or file of a store that its owner's group or others may use."""
+
+    #: Relative to the store's root, segments joined by `/`; `""` is the root itself.
+    path: str
+    #: Its permission bits (`stat.S_IMODE`).
+    mode: int
+    is_dir: bool
+
+
+@runtime_checkable
+class FileModes(Protocol):
+    """What a store that keeps its blobs as files on a machine adds: their modes.
+
+    Optional beside `BlobStore`: only a store whose directories and files other users of
+    the machine could open implements it (the local store, and the wrappers pass it on);
+    `file_modes` finds it. Such a store creates every directory 0700 and every file 0600,
+    whatever the umask, since blobs hold wrapped keys and backed-up data.
+    """
+
+    def loose_modes(self, under: str = "") -> Iterator[LooseMode]:
+        """Yield, lazily, each directory and regular file that group or others may use
+        (any of the bits 0o077): the root, the directories from it down to `under` (a
+        valid name; `""` is the root), and everything below `under`. Symbolic links and
+        other special files are skipped, not followed."""
+        ...
+
+    def tighten_mode(self, path: str) -> bool:
+        """Take group's and others' bits off the directory or file `path` (a
+        `LooseMode.path`); False if it is gone, is neither, or had none."""
+        ...
+
+
+def file_modes(store: BlobStore) -> FileModes | None:
+    """The store as `FileModes` if it keeps files with modes (also through a wrapper),
+    else None (memory, S3)."""
+    return store if isinstance(store, FileModes) else None
 
 
 def validate_name(name: str) -> str:

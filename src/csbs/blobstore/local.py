@@ -16,6 +16,11 @@ from csbs.blobstore.aligned import AlignedBlob, end_direct, start_direct
 # valid names) never shows a temp file, and a temp file can never shadow a blob.
 _TEMP_MARK = "~tmp."
 
+# Blobs hold wrapped keys and backed-up data: only the store's owner may use them.
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+_LOOSE_BITS = 0o077  # group and others
+
 # errno values that a network file system reports for conditions that clear up by
 # themselves; everything else from the OS is a plain BlobStoreError.
 _TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.ETIMEDOUT, errno.ESTALE})
@@ -35,6 +40,10 @@ class LocalStore:
     rarely, by a restore or an audit, and dropped pages are reused for the next blob
     instead of fresh ones.
 
+    Every directory the store creates (the root and its missing parents too) is 0700 and
+    every file 0600, whatever the umask; `loose_modes` finds what is not (blobs written
+    before, a root made by someone else) and `tighten_mode` mends it (`FileModes`).
+
     The store keeps no mutable state, so one object may be shared by threads and any
     number of processes may use the same root at once.
     """
@@ -42,7 +51,7 @@ class LocalStore:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = os.path.abspath(os.fspath(root))
         with _os_errors("create root", self.root):
-            os.makedirs(self.root, exist_ok=True)
+            _make_dirs(self.root)
 
     def __repr__(self) -> str:
         return f"LocalStore({self.root!r})"
@@ -57,8 +66,9 @@ class LocalStore:
         tmp = os.path.join(directory, f"{basename}{_TEMP_MARK}{secrets.token_hex(8)}")
         with _os_errors("put", name):
             try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
                 try:
+                    os.fchmod(fd, FILE_MODE)  # the umask may have taken the owner's bits
                     if isinstance(data, AlignedBlob):
                         _write_aligned(fd, data)
                     else:
@@ -161,6 +171,81 @@ class LocalStore:
     def close(self) -> None:
         pass
 
+    def loose_modes(self, under: str = "") -> Iterator[base.LooseMode]:
+        segments = tuple(base.validate_name(under).split("/")) if under else ()
+        return self._loose_modes(segments)
+
+    def _loose_modes(self, segments: tuple[str, ...]) -> Iterator[base.LooseMode]:
+        path, rel = self.root, ""
+        for segment in segments:
+            st = self._lstat(path, rel)
+            if st is None or not stat.S_ISDIR(st.st_mode):
+                return
+            if loose := _loose(rel, st):
+                yield loose
+            path, rel = os.path.join(path, segment), f"{rel}/{segment}" if rel else segment
+        st = self._lstat(path, rel)
+        if st is None:
+            return
+        if loose := _loose(rel, st):
+            yield loose
+        if stat.S_ISDIR(st.st_mode):
+            yield from self._loose_below(path, rel)
+
+    def _loose_below(self, directory: str, rel: str) -> Iterator[base.LooseMode]:
+        # Like `_walk`: depth-first, sorted per directory, one listing in memory at a time.
+        entries = []
+        with _os_errors("check modes", rel or "/"):
+            try:
+                with os.scandir(directory) as it:
+                    for entry in it:
+                        try:
+                            entries.append((entry.name, entry.stat(follow_symlinks=False)))
+                        except FileNotFoundError:
+                            continue  # a temp file renamed meanwhile, a blob deleted
+            except (FileNotFoundError, NotADirectoryError):
+                return
+        entries.sort(key=lambda named: named[0])
+        for entry_name, st in entries:
+            name = f"{rel}/{entry_name}" if rel else entry_name
+            if loose := _loose(name, st):
+                yield loose
+            if stat.S_ISDIR(st.st_mode):
+                yield from self._loose_below(os.path.join(directory, entry_name), name)
+
+    def _lstat(self, path: str, rel: str) -> os.stat_result | None:
+        with _os_errors("check modes", rel or "/"):
+            try:
+                return os.lstat(path)
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+
+    def tighten_mode(self, path: str) -> bool:
+        segments = path.split("/") if path else []
+        if any(segment in ("", ".", "..") or "\0" in segment for segment in segments):
+            raise errors.InvalidBlobName(path, "not a path below the store's root")
+        with _os_errors("tighten mode", path or "/"):
+            try:
+                fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except (FileNotFoundError, NotADirectoryError):
+                return False
+            try:
+                for segment in segments:
+                    fd = _open_below(fd, segment)
+                    if fd < 0:
+                        return False
+                st = os.fstat(fd)
+                mode = stat.S_IMODE(st.st_mode)
+                if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
+                    return False
+                if not mode & _LOOSE_BITS:
+                    return False
+                os.fchmod(fd, mode & DIR_MODE)
+                return True
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+
     def _ensure_dir(self, directory: str, name: str) -> None:
         if os.path.isdir(directory):
             return
@@ -172,7 +257,7 @@ class LocalStore:
         with _os_errors("put", name):
             for path in reversed(missing):
                 try:
-                    os.mkdir(path)
+                    _make_dir(path)
                 except FileExistsError as exc:
                     if not os.path.isdir(path):
                         raise errors.InvalidBlobName(
@@ -181,6 +266,64 @@ class LocalStore:
                 # Also when another writer won the mkdir race: its fsync of the parent
                 # may not have happened yet, and our put must not return before it has.
                 _fsync_dir(os.path.dirname(path))
+
+
+def _make_dir(path: str) -> None:
+    """Create the directory `path` 0700, whatever the umask; FileExistsError if it exists."""
+    os.mkdir(path, DIR_MODE)
+    # Only ever tighter than DIR_MODE until here: the umask can take bits, never add them.
+    os.chmod(path, DIR_MODE)
+
+
+def _make_dirs(path: str) -> None:
+    """Create the directory `path` and its missing parents, each 0700."""
+    missing = []
+    current = path
+    while not os.path.isdir(current):
+        missing.append(current)
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    for directory in reversed(missing):
+        try:
+            _make_dir(directory)
+        except FileExistsError:
+            if not os.path.isdir(directory):
+                raise
+            # Made meanwhile by someone else, with a mode of their choosing.
+
+
+def _open_below(dir_fd: int, name: str) -> int:
+    """Open the directory or regular file `name` of `dir_fd` (closed in any case) without
+    following a link, so that what a check found is what gets changed; -1 if it is gone,
+    a link or a special file."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode):
+            flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        elif stat.S_ISREG(st.st_mode):
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        else:
+            return -1
+        return os.open(name, flags, dir_fd=dir_fd)
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return -1
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return -1  # replaced by a link since
+        raise
+    finally:
+        os.close(dir_fd)
+
+
+def _loose(rel: str, st: os.stat_result) -> base.LooseMode | None:
+    """`rel`'s finding if it is a directory or regular file with group or others' bits."""
+    is_dir = stat.S_ISDIR(st.st_mode)
+    mode = stat.S_IMODE(st.st_mode)
+    if (is_dir or stat.S_ISREG(st.st_mode)) and mode & _LOOSE_BITS:
+        return base.LooseMode(rel, mode, is_dir)
+    return None
 
 
 @contextlib.contextmanager

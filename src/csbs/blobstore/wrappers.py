@@ -90,12 +90,23 @@ class RetryingStore:
     def close(self) -> None:
         self.inner.close()
 
+    # `FileModes`, passed on when the inner store has them (not retried: local only).
+
+    def loose_modes(self, under: str = "") -> Iterator[base.LooseMode]:
+        modes = base.file_modes(self.inner)
+        return iter(()) if modes is None else modes.loose_modes(under)
+
+    def tighten_mode(self, path: str) -> bool:
+        modes = base.file_modes(self.inner)
+        return False if modes is None else modes.tighten_mode(path)
+
 
 class ReadOnlyStore:
     """Passes reads through and refuses `put` and `delete` with `StoreReadOnly`.
 
     For tools that must provably not change a repository (check, restore from a
-    replica). Names are still validated, so errors match the writable store's.
+    replica). Names are still validated, so errors match the writable store's. Modes of
+    files are shown (`loose_modes`), not changed.
     """
 
     def __init__(self, inner: base.BlobStore) -> None:
@@ -123,3 +134,10 @@ class ReadOnlyStore:
 
     def close(self) -> None:
         self.inner.close()
+
+    def loose_modes(self, under: str = "") -> Iterator[base.LooseMode]:
+        modes = base.file_modes(self.inner)
+        return iter(()) if modes is None else modes.loose_modes(under)
+
+    def tighten_mode(self, path: str) -> bool:
+        raise errors.StoreReadOnly(f"cannot change the mode of {path!r}: the store is read-only")
