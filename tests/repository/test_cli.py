@@ -20,19 +20,24 @@ app = typer.Typer()
 app.add_typer(repo_app, name="repo")
 
 
-@pytest.mark.slow
-def test_repo_commands(tmp_path: pathlib.Path) -> None:
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
+def _backed_up(data_dir: pathlib.Path, image: pathlib.Path) -> LocalStore:
+    """A repository in `data_dir` with backup b1 of project p1; its store."""
     engine = create_engine(f"sqlite:///{data_dir / 'csbs.db'}")
     migrations.upgrade(engine)
     store = LocalStore(data_dir / "repository")
     key = load_or_create_master_key(data_dir / "master.key")
     repo = Repository(engine, store, SystemClock(), key, RepositorySettings(chunk_size=SMALL_CHUNK))
-    image = write_image(tmp_path / "disk.img", 40 * SMALL_CHUNK)
     repo.backup_writer("p1", "b1").write_disk("vda", image)
     repo.seal_backup("p1", "b1")
     engine.dispose()
+    return store
+
+
+@pytest.mark.slow
+def test_repo_commands(tmp_path: pathlib.Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    store = _backed_up(data_dir, write_image(tmp_path / "disk.img", 40 * SMALL_CHUNK))
     runner = CliRunner()
     base = ["--data-dir", str(data_dir)]
 
@@ -63,3 +68,27 @@ def test_repo_commands(tmp_path: pathlib.Path) -> None:
         app, ["repo", "check", *base], env={"CSBS_MASTER_KEY_FILE": str(new_key)}
     )
     assert result.exit_code == 0, result.output
+
+
+def test_repo_check_reports_loose_modes_and_repair_tightens_them(tmp_path: pathlib.Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    store = _backed_up(data_dir, write_image(tmp_path / "disk.img", 8 * SMALL_CHUNK))
+    chunk = sorted(store.list(layout.chunks_prefix("p1")))[0]
+    shard = chunk.rsplit("/", 1)[0]
+    (data_dir / "repository" / chunk).chmod(0o644)
+    (data_dir / "repository" / shard).chmod(0o755)
+    runner = CliRunner()
+    base = ["--data-dir", str(data_dir)]
+
+    result = runner.invoke(app, ["repo", "check", *base])
+    assert result.exit_code == 1, result.output
+    assert "0 missing, 0 leaked, 0 corrupt, 0 bookkeeping errors, 2 open to" in result.output
+    assert f"mode: directory {shard} is 0755, want 0700" in result.output
+    assert f"mode: file {chunk} is 0644, want 0600" in result.output
+    result = runner.invoke(app, ["repo", "check", "--project", "p1", "--repair", *base])
+    assert result.exit_code == 1, result.output
+    assert "tightened 2 modes" in result.output
+    result = runner.invoke(app, ["repo", "check", "--read-data", *base])
+    assert result.exit_code == 0, result.output
+    assert "0 open to group or others" in result.output

@@ -67,12 +67,18 @@ def check(
     read_data: Annotated[
         bool, typer.Option("--read-data", help="Also read and verify every chunk.")
     ] = False,
-    repair: Annotated[bool, typer.Option("--repair", help="Remove leaked blobs (only).")] = False,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair", help="Remove leaked blobs and take group's and others' access away."
+        ),
+    ] = False,
     store: StoreOpt = None,
     data_dir: DataDirOpt = None,
     database_url: DatabaseUrlOpt = None,
 ) -> None:
-    """Mark-and-sweep audit: missing, leaked and corrupt chunks; exit 1 on any problem."""
+    """Mark-and-sweep audit: missing, leaked and corrupt chunks, and the directories and
+    files of a local repository that group or others may use; exit 1 on any problem."""
     with open_repository(data_dir, database_url, store) as repo:
         try:
             report = repo.check(project, read_data=read_data)
@@ -82,7 +88,8 @@ def check(
         console.print(
             f"{len(report.projects)} projects, {report.chunks} chunks: "
             f"{len(report.missing)} missing, {len(report.leaked)} leaked, "
-            f"{len(report.corrupt)} corrupt, {len(report.mismatches)} bookkeeping errors",
+            f"{len(report.corrupt)} corrupt, {len(report.mismatches)} bookkeeping errors, "
+            f"{len(report.loose_modes)} open to group or others",
             highlight=False,
         )
         for kind, items in (
@@ -93,8 +100,17 @@ def check(
         ):
             for item in items:
                 console.print(f"{kind}: {item}", highlight=False)
+        for loose in report.loose_modes:
+            what = "directory" if loose.is_dir else "file"
+            console.print(
+                f"mode: {what} {loose.path or '.'} is {loose.mode:04o}, want "
+                f"{loose.mode & 0o700:04o}",
+                highlight=False,
+            )
         if repair and report.leaked:
             console.print(f"removed {repo.repair(report)} leaked blobs", highlight=False)
+        if repair and report.loose_modes:
+            console.print(f"tightened {repo.tighten(report)} modes", highlight=False)
         if not report.ok:
             raise typer.Exit(1)
 

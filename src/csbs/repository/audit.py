@@ -5,7 +5,8 @@ unreleased reference batches are summed. Then every chunk row must carry exactly
 batches' count, every sealed backup's batches must equal its manifests, every chunk a
 manifest names must have a stored row whose blob exists, and usage must equal the sums
 over live rows. Sweep: every chunk blob in the store must belong to a row (or be waiting
-in the garbage list). With `read_data`, every stored chunk is read and verified.
+in the garbage list). With `read_data`, every stored chunk is read and verified. On a
+store of files (`FileModes`), every directory and file must be its owner's alone.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import collections
 import concurrent.futures
 import dataclasses
 
-from csbs.blobstore import BlobNotFound, BlobStore
+from csbs.blobstore import BlobNotFound, BlobStore, LooseMode, file_modes
 from csbs.repository import envelope, errors, keys, layout, manifest
 from csbs.repository.index import DELETING, SEALED, ChunkIndex, Usage
 
@@ -29,10 +30,14 @@ class CheckReport:
     leaked: list[str] = dataclasses.field(default_factory=list)  # blob names
     corrupt: list[str] = dataclasses.field(default_factory=list)  # "project chunk: why"
     mismatches: list[str] = dataclasses.field(default_factory=list)  # bookkeeping errors
+    #: Directories and files of a local store that group or others may use.
+    loose_modes: list[LooseMode] = dataclasses.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.leaked or self.corrupt or self.mismatches)
+        return not (
+            self.missing or self.leaked or self.corrupt or self.mismatches or self.loose_modes
+        )
 
 
 def check_project(
@@ -156,6 +161,22 @@ def _read_all(
         for problem in pool.map(verify, sorted(present)):
             if problem is not None:
                 report.corrupt.append(problem)
+
+
+def check_modes(store: BlobStore, under: str, report: CheckReport) -> None:
+    """Add to `report` what of the store, from its root down to `under` and below, group or
+    others may use; nothing on a store that keeps no files (memory, S3)."""
+    modes = file_modes(store)
+    if modes is not None:
+        report.loose_modes.extend(modes.loose_modes(under))
+
+
+def tighten(store: BlobStore, report: CheckReport) -> int:
+    """Take group's and others' bits off what the report names; returns how many changed."""
+    modes = file_modes(store)
+    if modes is None:
+        return 0
+    return sum(modes.tighten_mode(loose.path) for loose in report.loose_modes)
 
 
 def repair(index: ChunkIndex, store: BlobStore, report: CheckReport) -> int:

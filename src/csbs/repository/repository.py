@@ -224,7 +224,8 @@ class Repository:
         return reclaim.sweep(self.index, self.store, self.clock, self.grace, project_id)
 
     def check(self, project_id: str | None = None, read_data: bool = False) -> audit.CheckReport:
-        """Mark-and-sweep audit of one project or all; see `audit`."""
+        """Mark-and-sweep audit of one project or all, and the modes of a local store's
+        directories and files (of that project, or all); see `audit`."""
         report = audit.CheckReport()
         projects = [project_id] if project_id is not None else self.projects()
         for pid in projects:
@@ -239,8 +240,15 @@ class Repository:
                 read_data=read_data,
                 threads=self.settings.io_threads,
             )
+        under = "" if project_id is None else layout.project_prefix(project_id).rstrip("/")
+        audit.check_modes(self.store, under, report)
         return report
 
     def repair(self, report: audit.CheckReport) -> int:
         """Remove only the leaked blobs of `report`; returns how many."""
         return audit.repair(self.index, self.store, report)
+
+    def tighten(self, report: audit.CheckReport) -> int:
+        """Make the directories and files of `report.loose_modes` their owner's alone;
+        returns how many changed."""
+        return audit.tighten(self.store, report)
