@@ -12,11 +12,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import argon2
+import sqlalchemy as sa
 import uvicorn
 
 from csbs import migrations
 from csbs import tasks as task_handlers
 from csbs.api.app import create_app
+from csbs.blobstore import BlobStore
 from csbs.blobstore.registry import open_store
 from csbs.config import Settings
 from csbs.db.engine import Database, create_engine
@@ -81,18 +83,7 @@ def build(
         hasher=password_hasher,
     )
     store = TaskStore(engine, clock, queue_config(settings))
-    repository = Repository(
-        engine,
-        open_store(settings.effective_repository_url),
-        clock,
-        master_key(settings),
-        RepositorySettings(
-            chunk_size=settings.chunk_size,
-            zstd_level=settings.zstd_level,
-            sweep_grace_seconds=settings.sweep_grace_seconds,
-            release_refs=settings.release_refs,
-        ),
-    )
+    repository = build_repository(settings, engine, clock)
     quotas = QuotaService(
         db,
         clock,
@@ -124,6 +115,31 @@ def build(
         ),
     )
     return Runtime(settings=settings, services=services)
+
+
+def repository_settings(settings: Settings) -> RepositorySettings:
+    """The repository's part of the settings: among them what a project's repository is
+    created with (its chunk size), so it is the same whichever process creates it."""
+    return RepositorySettings(
+        chunk_size=settings.chunk_size,
+        zstd_level=settings.zstd_level,
+        sweep_grace_seconds=settings.sweep_grace_seconds,
+        release_refs=settings.release_refs,
+    )
+
+
+def build_repository(
+    settings: Settings, engine: sa.Engine, clock: Clock, store: BlobStore | None = None
+) -> Repository:
+    """The Repository of every csbs process (services, workers, `csbs repo`): on `store`,
+    else the one `repository_url` names."""
+    return Repository(
+        engine,
+        store if store is not None else open_store(settings.effective_repository_url),
+        clock,
+        master_key(settings),
+        repository_settings(settings),
+    )
 
 
 def master_key(settings: Settings) -> bytes:

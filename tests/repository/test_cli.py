@@ -1,4 +1,5 @@
-"""`csbs repo check / verify / rotate-master-key` through typer, on SQLite and a file store."""
+"""`csbs repo check / verify / rotate-master-key` through typer, on SQLite and a file store;
+and the settings a project's repository is created with, whichever command leads to it."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from csbs import app as composition
 from csbs import migrations
 from csbs.blobstore import LocalStore
-from csbs.cli.repo import repo_app
+from csbs.cli import app as csbs_app
+from csbs.cli.repo import open_repository, repo_app
+from csbs.config import load_settings
 from csbs.db.engine import create_engine
 from csbs.domain.clock import SystemClock
 from csbs.repository import Repository, RepositorySettings, layout, load_or_create_master_key
@@ -92,3 +96,43 @@ def test_repo_check_reports_loose_modes_and_repair_tightens_them(tmp_path: pathl
     result = runner.invoke(app, ["repo", "check", "--read-data", *base])
     assert result.exit_code == 0, result.output
     assert "0 open to group or others" in result.output
+
+
+@pytest.mark.slow
+def test_a_project_repository_takes_the_configured_chunk_size_whoever_creates_it(
+    tmp_path: pathlib.Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`csbs backup create` leads to the project's repository: it is created with the
+    deployment's chunk size (CSBS_CHUNK_SIZE), not the default, and `csbs repo` builds the
+    same Repository as every other process."""
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("CSBS_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("CSBS_DATABASE_URL", db_url)
+    monkeypatch.setenv("CSBS_CHUNK_SIZE", str(64 * 1024))
+    settings = load_settings()
+    assert settings.chunk_size != RepositorySettings().chunk_size
+    runner = CliRunner()
+    assert runner.invoke(csbs_app, ["db", "upgrade"]).exit_code == 0
+    disk = data_dir / "disks" / "a.img"
+    disk.write_bytes(write_image(tmp_path / "disk.img", 8 * SMALL_CHUNK).read_bytes())
+    added = runner.invoke(
+        csbs_app, ["server", "add", "--project", "admin", "--name", "web1", "--disk", str(disk)]
+    )
+    assert added.exit_code == 0, added.output
+    runtime = composition.build(settings)  # a worker of the same deployment
+    worker = composition.make_worker(runtime, concurrency=1)
+    worker.start()
+    try:
+        created = runner.invoke(csbs_app, ["backup", "create", added.output.strip(), "--wait"])
+        assert created.exit_code == 0, created.output
+        project_id = runtime.services.identity.resolve_project("admin").id
+    finally:
+        worker.stop(grace=5)
+        runtime.close()
+
+    with open_repository(None, None, None) as repo:
+        assert repo.settings == composition.repository_settings(settings)
+        record = repo.index.get_project(project_id)
+        assert record is not None and record.chunk_size == 64 * 1024
+    checked = runner.invoke(csbs_app, ["repo", "check", "--read-data"])
+    assert checked.exit_code == 0, checked.output

@@ -13,16 +13,10 @@ from csbs import app as composition
 from csbs import migrations
 from csbs.blobstore import RetryingStore, open_store
 from csbs.cli.common import DatabaseUrlOpt, DataDirOpt, console, err_console, settings_from
-from csbs.config import Settings
 from csbs.db.engine import create_engine
 from csbs.domain.clock import SystemClock
 from csbs.domain.errors import CsbsError
-from csbs.repository import (
-    Repository,
-    RepositoryError,
-    load_or_create_master_key,
-    parse_master_key,
-)
+from csbs.repository import Repository, RepositoryError, load_or_create_master_key
 
 repo_app = typer.Typer(help="Backup repositories: audit, verify, master key.", no_args_is_help=True)
 
@@ -37,25 +31,22 @@ StoreOpt = Annotated[
 ]
 
 
-def master_key(settings: Settings) -> bytes:
-    """The master key from the settings: inline, or the key file (created if missing)."""
-    if settings.master_key is not None:
-        return parse_master_key(settings.master_key.get_secret_value())
-    return load_or_create_master_key(settings.effective_master_key_file)
-
-
 @contextlib.contextmanager
 def open_repository(
     data_dir: Path | None, database_url: str | None, store_url: str | None
 ) -> Iterator[Repository]:
-    """A Repository over the configured database (migrated) and blob store."""
-    settings = settings_from(data_dir=data_dir, database_url=database_url)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(settings.effective_database_url)
-    store = RetryingStore(open_store(store_url or settings.effective_repository_url))
+    """The configured Repository, as the composition root builds it for every process
+    (the same settings), over the database (migrated) and the blob store (`--store`, else
+    the configured one), with retries."""
+    settings = settings_from(data_dir=data_dir, database_url=database_url, repository_url=store_url)
+    composition.ensure_data_dir(settings)
+    engine = create_engine(
+        settings.effective_database_url, connect_timeout=settings.db_connect_timeout_seconds
+    )
+    store = RetryingStore(open_store(settings.effective_repository_url))
     try:
         migrations.upgrade(engine)
-        yield Repository(engine, store, SystemClock(), master_key(settings))
+        yield composition.build_repository(settings, engine, SystemClock(), store)
     finally:
         store.close()
         engine.dispose()
@@ -171,7 +162,7 @@ def rotate_master_key(
     new = load_or_create_master_key(new_key_file)
     with open_repository(data_dir, database_url, store) as repo:
         settings = settings_from(data_dir=data_dir, database_url=database_url)
-        changed = repo.rotate_master_key(master_key(settings), new)
+        changed = repo.rotate_master_key(composition.master_key(settings), new)
     console.print(
         f"re-wrapped {changed} project keys; now set CSBS_MASTER_KEY_FILE={new_key_file}",
         highlight=False,

@@ -54,9 +54,11 @@ class Repository:
         store: BlobStore,
         clock: Clock,
         master_key: bytes,
-        settings: RepositorySettings | None = None,
+        settings: RepositorySettings,
     ) -> None:
-        self.settings = settings or RepositorySettings()
+        # No default: a project's repository keeps the chunk size it was created with, so
+        # every process that may create one must be given the deployment's settings.
+        self.settings = settings
         chunking.validate_chunk_size(self.settings.chunk_size)
         self.index = ChunkIndex(engine, clock)
         self.store = store
