@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import argon2
@@ -25,6 +26,7 @@ from csbs.db.engine import Database, create_engine
 from csbs.domain.clock import Clock, SystemClock
 from csbs.domain.operations import OperationType
 from csbs.domain.quotas import Quotas
+from csbs.fileio.confined import Rules
 from csbs.queue import Handler, QueueConfig, TaskStore, Worker
 from csbs.repository import Repository, RepositorySettings
 from csbs.repository.keys import load_or_create_master_key, parse_master_key
@@ -90,6 +92,10 @@ def build(
         Quotas(backups=settings.quota_backups, capacity_gb=settings.quota_capacity_gb),
         lambda project_id: repository.usage(project_id).stored_bytes,
     )
+    disk_rules = Rules(
+        roots=tuple(settings.effective_inventory_roots),
+        protected=lambda: service_files(settings),
+    )
     backups = BackupService(db, clock, store, quotas)
     deletions = DeletionService(db, clock, store)
     services = Services(
@@ -97,13 +103,13 @@ def build(
         clock=clock,
         identity=identity,
         tasks=store,
-        inventory=InventoryService(db, clock, settings.effective_inventory_roots),
+        inventory=InventoryService(db, clock, disk_rules),
         backups=backups,
         restores=RestoreService(db, clock, store),
         deletions=deletions,
         policies=PolicyService(db, clock, store, backups, deletions),
         repository=repository,
-        inventory_roots=tuple(settings.effective_inventory_roots),
+        disk_rules=disk_rules,
         operation_logs=OperationLogService(store),
         quotas=quotas,
         tags=TagService(db),
@@ -115,6 +121,16 @@ def build(
         ),
     )
     return Runtime(settings=settings, services=services)
+
+
+def service_files(settings: Settings) -> list[Path]:
+    """Files of the service's own that no disk may be (a hard link to the key, say)."""
+    files = [settings.effective_master_key_file]
+    url = settings.effective_database_url
+    if url.startswith("sqlite:///"):
+        db_file = Path(url.removeprefix("sqlite:///").split("?", 1)[0])
+        files += [db_file, Path(f"{db_file}-wal"), Path(f"{db_file}-shm")]
+    return files
 
 
 def repository_settings(settings: Settings) -> RepositorySettings:

@@ -38,6 +38,14 @@ def add(
         str | None, typer.Option("--host", help="Worker host that reaches the disks.")
     ] = None,
     status: Annotated[ServerStatus, typer.Option("--status")] = ServerStatus.STOPPED,
+    allow_hardlinks: Annotated[
+        bool,
+        typer.Option(
+            "--allow-hardlinks",
+            help="Accept disk image files that have other hard links (refused by default: "
+            "a hard link can bring any file of the file system beneath a root).",
+        ),
+    ] = False,
     data_dir: DataDirOpt = None,
     database_url: DatabaseUrlOpt = None,
 ) -> None:
@@ -45,9 +53,36 @@ def add(
     with cli_runtime(data_dir, database_url) as runtime:
         project_id = runtime.services.identity.resolve_project(project).id
         server = runtime.services.inventory.add_server(
-            project_id, name, [DiskSpec(path=p) for p in disk], host=host, status=status
+            project_id,
+            name,
+            [DiskSpec(path=p) for p in disk],
+            host=host,
+            status=status,
+            allow_hardlinks=allow_hardlinks,
         )
     print(server.id)
+
+
+@server_app.command("refresh")
+def refresh(
+    server_id: str,
+    allow_hardlinks: Annotated[
+        bool | None,
+        typer.Option(
+            "--allow-hardlinks/--no-allow-hardlinks",
+            help="Change whether the server's disks may have other hard links.",
+        ),
+    ] = None,
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+) -> None:
+    """Accept each disk of a server as it is now (after an image file was replaced).
+
+    Backups and restores refuse a disk whose path names another file or device than the
+    one registered; this records what each path names now, and its size.
+    """
+    with cli_runtime(data_dir, database_url) as runtime:
+        _show(runtime.services.inventory.refresh(server_id, allow_hardlinks=allow_hardlinks))
 
 
 @server_app.command("list")

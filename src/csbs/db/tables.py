@@ -82,6 +82,9 @@ class Server(Base):
     host: orm.Mapped[str | None] = orm.mapped_column(sa.String(255), nullable=True)
     status: orm.Mapped[str] = orm.mapped_column(sa.String(16))
     created_at: orm.Mapped[dt.datetime] = orm.mapped_column(UTCDateTime)
+    allow_hardlinks: orm.Mapped[bool] = orm.mapped_column(
+        sa.Boolean, default=False, server_default=sa.false()
+    )
 
 
 class Disk(Base):
@@ -98,6 +101,7 @@ class Disk(Base):
     path: orm.Mapped[str] = orm.mapped_column(sa.String(4096), unique=True)
     size_bytes: orm.Mapped[int] = orm.mapped_column(sa.BigInteger)
     bootable: orm.Mapped[bool] = orm.mapped_column(sa.Boolean)
+    identity: orm.Mapped[str | None] = orm.mapped_column(sa.String(64), nullable=True)
 
 
 class Checkpoint(Base):

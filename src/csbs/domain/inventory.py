@@ -33,6 +33,9 @@ class Disk:
     path: str
     size_bytes: int
     bootable: bool
+    #: what the path named at registration (`csbs.fileio.confined.Identity`); a disk whose
+    #: path now names something else is refused. None: registered before this was kept.
+    identity: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +48,8 @@ class Server:
     status: ServerStatus
     created_at: dt.datetime
     disks: tuple[Disk, ...]
+    #: an admin allowed its disks to be regular files with several hard links
+    allow_hardlinks: bool = False
 
 
 def check_name(kind: str, name: str) -> str:

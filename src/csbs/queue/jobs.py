@@ -76,6 +76,8 @@ class Task:
     deadline_seconds: float
     route: str | None
     cancel_requested: bool
+    #: attempts ended by a lost worker or database, not by the task (see `failures`)
+    interruptions: int = 0
 
     @classmethod
     def from_row(cls, row: Any) -> Task:
@@ -109,7 +111,13 @@ class Task:
             deadline_seconds=m["deadline_seconds"],
             route=m["route"],
             cancel_requested=m["cancel_requested"],
+            interruptions=m["interruptions"],
         )
+
+    @property
+    def failures(self) -> int:
+        """Attempts that count toward `max_attempts`: those the task itself ended."""
+        return self.attempts - self.interruptions
 
     @property
     def deadline_at(self) -> dt.datetime | None:

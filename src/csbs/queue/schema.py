@@ -45,6 +45,9 @@ tasks = sa.Table(
     sa.Column("ended_at", UTCDateTime, nullable=True),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("max_attempts", sa.Integer, nullable=False),
+    # Attempts that ended through no fault of the task (its worker or the database was
+    # lost): they do not count toward max_attempts; the deadline bounds them.
+    sa.Column("interruptions", sa.Integer, nullable=False, default=0, server_default="0"),
     sa.Column("lease_owner", sa.String(64), nullable=True),
     sa.Column("lease_expires_at", UTCDateTime, nullable=True),
     sa.Column("deadline_seconds", sa.Float, nullable=False),

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from pathlib import Path
 
 from csbs.db.engine import Database
 from csbs.domain.clock import Clock
+from csbs.fileio.confined import Rules
 from csbs.queue import TaskStore
 from csbs.repository import Repository
 from csbs.services.activity import ApiActivity
@@ -59,7 +59,8 @@ class Services:
     deletions: DeletionService
     policies: PolicyService
     repository: Repository
-    inventory_roots: tuple[Path, ...]
+    #: where disks may be opened, and which files never (`csbs.fileio.confined`)
+    disk_rules: Rules
     operation_logs: OperationLogService
     quotas: QuotaService
     tags: TagService

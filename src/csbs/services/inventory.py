@@ -1,17 +1,16 @@
 """Servers and disks: registration by operators, reads by each project.
 
-A disk path is trusted only when it resolves (symlinks followed) to a regular file or a block
-device under one of the configured inventory roots; everything else is refused before it
-is stored, and checked again before every read or write (`open_disk_path`).
+A disk is a regular file or a block device beneath one of the configured inventory roots,
+reached without following any symlink (`csbs.fileio.confined`). Registration opens it that
+way and records what it is (its identity); every backup and restore opens it the same way,
+once, checks that it is still the registered disk, and uses that file descriptor only
+(`open_disk`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import stat
 from collections.abc import Sequence
-from pathlib import Path
 
 import sqlalchemy.exc
 
@@ -21,6 +20,8 @@ from csbs.domain import errors
 from csbs.domain.clock import Clock
 from csbs.domain.ids import new_id
 from csbs.domain.inventory import Disk, Server, ServerNotFound, ServerStatus, check_name
+from csbs.fileio.confined import OpenDisk, Rules, split_beneath
+from csbs.fileio.confined import open_disk as open_confined
 
 MAX_DISKS = 24
 
@@ -31,47 +32,11 @@ class DiskSpec:
     name: str | None = None
 
 
-def resolve_disk_path(path: str, roots: Sequence[Path]) -> tuple[Path, int]:
-    """The real path of a disk and its size in bytes.
-
-    Raises:
-        InvalidInput: not absolute, contains `..`, outside every root (after following
-            symlinks), not a regular file or block device, or not readable and writable.
-    """
-    if not path or "\x00" in path:
-        raise errors.InvalidInput("disk path must not be empty")
-    p = Path(path)
-    if not p.is_absolute():
-        raise errors.InvalidInput(f"disk path {path!r} must be absolute")
-    if ".." in p.parts:
-        raise errors.InvalidInput(f"disk path {path!r} must not contain '..'")
-    try:
-        real = p.resolve(strict=True)
-    except (OSError, RuntimeError) as e:
-        raise errors.InvalidInput(f"disk path {path!r} does not exist") from e
-    real_roots = [r.resolve() for r in roots]
-    if not any(real == r or r in real.parents for r in real_roots):
-        raise errors.InvalidInput(
-            f"disk path {path!r} is outside the inventory roots ({', '.join(map(str, roots))})"
-        )
-    st = os.stat(real)
-    if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
-        raise errors.InvalidInput(f"disk path {path!r} is not a regular file or block device")
-    if not os.access(real, os.R_OK | os.W_OK):
-        raise errors.InvalidInput(f"disk path {path!r} is not readable and writable by csbs")
-    fd = os.open(real, os.O_RDONLY)
-    try:
-        size = os.lseek(fd, 0, os.SEEK_END)
-    finally:
-        os.close(fd)
-    return real, size
-
-
 class InventoryService:
-    def __init__(self, db: Database, clock: Clock, roots: Sequence[Path]) -> None:
+    def __init__(self, db: Database, clock: Clock, rules: Rules) -> None:
         self._db = db
         self._clock = clock
-        self.roots = list(roots)
+        self.rules = rules
 
     def add_server(
         self,
@@ -82,8 +47,13 @@ class InventoryService:
         host: str | None = None,
         status: ServerStatus = ServerStatus.STOPPED,
         server_id: str | None = None,
+        allow_hardlinks: bool = False,
     ) -> Server:
-        """Register a server with its disks (the first disk is the system disk)."""
+        """Register a server with its disks (the first disk is the system disk).
+
+        `allow_hardlinks` lets its disks be regular files with more than one link (an
+        admin's choice: a hard link can bring any file of the file system beneath a root).
+        """
         check_name("server", name)
         if not disks:
             raise errors.InvalidInput("a server needs at least one disk")
@@ -92,7 +62,11 @@ class InventoryService:
         sid = server_id or new_id()
         built: list[Disk] = []
         for i, spec in enumerate(disks):
-            real, size = resolve_disk_path(spec.path, self.roots)
+            root, parts = split_beneath(spec.path, self.rules.roots)
+            with open_confined(
+                spec.path, self.rules, write=True, allow_hardlinks=allow_hardlinks
+            ) as opened:
+                size, identity = opened.size, str(opened.identity)
             disk_name = check_name("disk", spec.name) if spec.name else f"{name}-disk{i}"
             built.append(
                 Disk(
@@ -100,9 +74,10 @@ class InventoryService:
                     server_id=sid,
                     name=disk_name,
                     device_name=f"/dev/vd{chr(ord('a') + i)}",
-                    path=str(real),
+                    path=str(root.joinpath(*parts)),
                     size_bytes=size,
                     bootable=i == 0,
+                    identity=identity,
                 )
             )
         paths = [d.path for d in built]
@@ -116,6 +91,7 @@ class InventoryService:
             status=status,
             created_at=self._clock.now(),
             disks=tuple(built),
+            allow_hardlinks=allow_hardlinks,
         )
         try:
             with self._db.write() as s:
@@ -143,6 +119,22 @@ class InventoryService:
         with self._db.write() as s:
             q.delete_server(s, server_id)
 
+    def refresh(self, server_id: str, *, allow_hardlinks: bool | None = None) -> Server:
+        """Accept each disk of a server as it is now (an admin replaced an image file).
+
+        Opens every disk as a backup would, without the identity check, and records its
+        identity and size; `allow_hardlinks` changes that setting of the server first.
+        """
+        server = self.get(None, server_id)
+        allow = server.allow_hardlinks if allow_hardlinks is None else allow_hardlinks
+        found: dict[str, tuple[int, str]] = {}
+        for disk in server.disks:
+            with open_confined(disk.path, self.rules, write=True, allow_hardlinks=allow) as d:
+                found[disk.id] = (d.size, str(d.identity))
+        with self._db.write() as s:
+            q.update_disks(s, server_id, found, allow_hardlinks=allow)
+        return self.get(None, server_id)
+
     def set_status(self, project_id: str | None, server_id: str, status: ServerStatus) -> Server:
         self.get(project_id, server_id)
         with self._db.write() as s:
@@ -150,9 +142,17 @@ class InventoryService:
         return self.get(project_id, server_id)
 
 
-def open_disk_path(disk: Disk, roots: Sequence[Path]) -> Path:
-    """Check a registered disk again right before use (its path may have changed since)."""
-    real, _ = resolve_disk_path(disk.path, roots)
-    if str(real) != disk.path:
-        raise errors.InvalidInput(f"disk {disk.id} now resolves elsewhere; refusing to use it")
-    return real
+def open_disk(server: Server, disk: Disk, rules: Rules, *, write: bool) -> OpenDisk:
+    """Open a registered disk for a backup (`write` False) or a restore, right before use.
+
+    Raises:
+        DiskRefused: it is no longer reachable beneath its root without symlinks, no longer
+            the registered file or device, or otherwise refused (`csbs.fileio.confined`).
+    """
+    return open_confined(
+        disk.path,
+        rules,
+        write=write,
+        expected=disk.identity,
+        allow_hardlinks=server.allow_hardlinks,
+    )

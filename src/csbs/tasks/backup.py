@@ -14,7 +14,7 @@ from csbs.queue import Task, TaskContext
 from csbs.repository.writer import BackupProgress
 from csbs.services.backups import BackupRecorder
 from csbs.services.container import Services
-from csbs.services.inventory import open_disk_path
+from csbs.services.inventory import open_disk
 from csbs.tasks.snapshot import point_in_time
 
 #: How often the backup record's progress is written (the task's is throttled separately).
@@ -72,9 +72,12 @@ class BackupHandler:
                     f"disk {disk_backup.disk_id} was removed from server {server.id}",
                     code="CSBS.6007",
                 )
-            path = open_disk_path(disk, s.inventory_roots)
             t0 = time.monotonic()
-            with point_in_time(path) as (source, got):
+            # Opened once, beneath its root, and read only through this fd from here on.
+            with (
+                open_disk(server, disk, s.disk_rules, write=False) as opened,
+                point_in_time(opened) as (source, got),
+            ):
                 if got == CONSISTENCY_NONE:
                     consistency = CONSISTENCY_NONE
                 try:

@@ -11,7 +11,7 @@ from csbs.domain import errors
 from csbs.queue import Task, TaskContext
 from csbs.repository.reader import RestoreProgress
 from csbs.services.container import Services
-from csbs.services.inventory import open_disk_path
+from csbs.services.inventory import open_disk
 from csbs.services.restores import RestoreRecorder
 
 
@@ -46,19 +46,20 @@ class RestoreHandler:
                 raise errors.InvalidInput(
                     f"disk {m.volume_id} is no longer on the server", code="CSBS.6014"
                 )
-            path = open_disk_path(target, s.inventory_roots)
-            try:
-                s.repository.restore(
-                    backup.project_id,
-                    str(repo_id),
-                    source.disk_id,
-                    path,
-                    progress=on_progress,
-                    cancel=lambda: ctx.cancelled,
-                )
-            except Exception:
-                ctx.check_cancelled()
-                raise
+            # Opened once, beneath its root (never created), and written only through this fd.
+            with open_disk(server, target, s.disk_rules, write=True) as opened:
+                try:
+                    s.repository.restore(
+                        backup.project_id,
+                        str(repo_id),
+                        source.disk_id,
+                        opened.fd,
+                        progress=on_progress,
+                        cancel=lambda: ctx.cancelled,
+                    )
+                except Exception:
+                    ctx.check_cancelled()
+                    raise
             done += source.source_size
             written += source.source_size
             ctx.check_cancelled()

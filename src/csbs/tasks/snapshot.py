@@ -6,12 +6,10 @@ import contextlib
 import fcntl
 import logging
 import os
-import stat
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 from csbs.domain.backups import CONSISTENCY_CRASH, CONSISTENCY_NONE
+from csbs.fileio.confined import OpenDisk
 
 log = logging.getLogger("csbs.tasks")
 
@@ -20,38 +18,30 @@ FICLONE = 0x40049409
 
 
 @contextlib.contextmanager
-def point_in_time(path: Path) -> Iterator[tuple[Path, str]]:
-    """Yield (what to read, consistency obtained).
+def point_in_time(disk: OpenDisk) -> Iterator[tuple[int, str]]:
+    """Yield (the fd to read, consistency obtained).
 
-    For an image file on a filesystem with reflinks, a clone taken now: every later write
-    to the image leaves the clone as it was, so the backup is crash-consistent. Otherwise
-    (block devices, ext4) the live path, recorded as inconsistent.
+    For an image file on a file system with reflinks, a clone taken now from the disk's
+    fd: every later write to the image leaves the clone as it was, so the backup is
+    crash-consistent. The clone is an unnamed file (`O_TMPFILE`) in the image's directory,
+    so no name is created where a tenant could swap it, and it is gone when closed.
+    Otherwise (block devices, ext4) the live fd, recorded as inconsistent.
     """
-    if not stat.S_ISREG(os.stat(path).st_mode):
-        yield path, CONSISTENCY_NONE
+    if disk.is_block:
+        yield disk.fd, CONSISTENCY_NONE
         return
-    clone = path.parent / f".csbs-snap-{uuid.uuid4().hex}"
-    src = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        dst = os.open(clone, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        clone = os.open(".", os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600, dir_fd=disk.dir_fd)
     except OSError:
-        os.close(src)
-        yield path, CONSISTENCY_NONE
+        yield disk.fd, CONSISTENCY_NONE
         return
     try:
         try:
-            fcntl.ioctl(dst, FICLONE, src)
-            cloned = True
+            fcntl.ioctl(clone, FICLONE, disk.fd)
         except OSError:
-            cloned = False
-        finally:
-            os.close(dst)
-            os.close(src)
-        if not cloned:
-            log.info("no reflink support for %s: reading the live image", path)
-            yield path, CONSISTENCY_NONE
-        else:
-            yield clone, CONSISTENCY_CRASH
+            log.info("no reflink support for %s: reading the live image", disk.path)
+            yield disk.fd, CONSISTENCY_NONE
+            return
+        yield clone, CONSISTENCY_CRASH
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(clone)
+        os.close(clone)

@@ -29,6 +29,7 @@ def create_server(
         [DiskSpec(path=d.path, name=d.name) for d in spec.disks],
         host=spec.host,
         status=spec.status,
+        allow_hardlinks=spec.allow_hardlinks,
     )
     return {"server": server_body(server)}
 

@@ -23,6 +23,8 @@ class ServerCreate(BaseModel):
     host: str | None = Field(default=None, min_length=1, max_length=255)
     status: ServerStatus = ServerStatus.STOPPED
     disks: list[DiskCreate] = Field(min_length=1, max_length=24)
+    #: accept disk image files with other hard links (refused by default)
+    allow_hardlinks: bool = False
 
 
 class ServerCreateBody(BaseModel):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy import orm
@@ -20,6 +20,7 @@ def _disk(row: tables.Disk) -> Disk:
         path=row.path,
         size_bytes=row.size_bytes,
         bootable=row.bootable,
+        identity=row.identity,
     )
 
 
@@ -32,6 +33,7 @@ def _server(row: tables.Server, disks: Sequence[tables.Disk]) -> Server:
         status=ServerStatus(row.status),
         created_at=row.created_at,
         disks=tuple(_disk(d) for d in sorted(disks, key=lambda d: d.position)),
+        allow_hardlinks=bool(row.allow_hardlinks),
     )
 
 
@@ -44,6 +46,7 @@ def add_server(s: orm.Session, server: Server) -> Server:
             host=server.host,
             status=server.status.value,
             created_at=server.created_at,
+            allow_hardlinks=server.allow_hardlinks,
         )
     )
     s.flush()  # the server row first: its disks refer to it
@@ -58,6 +61,7 @@ def add_server(s: orm.Session, server: Server) -> Server:
                 path=d.path,
                 size_bytes=d.size_bytes,
                 bootable=d.bootable,
+                identity=d.identity,
             )
         )
     s.flush()
@@ -106,3 +110,24 @@ def set_status(s: orm.Session, server_id: str, status: ServerStatus) -> bool:
         sa.update(tables.Server).where(tables.Server.id == server_id).values(status=status.value)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def update_disks(
+    s: orm.Session,
+    server_id: str,
+    disks: Mapping[str, tuple[int, str]],
+    *,
+    allow_hardlinks: bool,
+) -> None:
+    """Record each disk's size and identity (disk id -> (size, identity)) as found now."""
+    s.execute(
+        sa.update(tables.Server)
+        .where(tables.Server.id == server_id)
+        .values(allow_hardlinks=allow_hardlinks)
+    )
+    for disk_id, (size, identity) in disks.items():
+        s.execute(
+            sa.update(tables.Disk)
+            .where(tables.Disk.id == disk_id, tables.Disk.server_id == server_id)
+            .values(size_bytes=size, identity=identity)
+        )

@@ -1,0 +1,1 @@
+"""Low-level file access shared by the layers above: disks opened confined, by descriptor."""
