@@ -30,7 +30,8 @@ def fresh_pg_schema() -> Iterator[str]:
     if not pg_available():
         pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}; start it (see README)")
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    # pre-ping: a test may have restarted the server since the schema was made
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     try:

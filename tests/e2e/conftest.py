@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from csbs import app as composition
+from csbs.app import Runtime
 from csbs.blobstore.s3 import S3Store
 from csbs.domain.clock import SystemClock
 from csbs.domain.identity import Role
@@ -28,9 +29,11 @@ __all__ = ["PROVIDER", "Cloud", "moto_endpoint"]
 class Cloud:
     """The API, a worker, a project with a member, and helpers to make disks and servers."""
 
-    def __init__(self, env: Env, worker: Worker, root: Path) -> None:
+    def __init__(self, env: Env, worker: Worker, root: Path, worker_runtime: Runtime) -> None:
         self.env = env
         self.worker = worker
+        #: what the worker runs on (its repository, its services)
+        self.worker_runtime = worker_runtime
         self.root = root
         self.admin = env.admin_token()
         self.token = env.add_user("mia", "alpha", Role.MEMBER)
@@ -111,9 +114,13 @@ class Cloud:
     def wait_backup(self, backup_id: str, timeout: float = 120) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            item = self.env.client.get(
+            r = self.env.client.get(
                 f"/v1/{self.pid}/checkpoint_items/{backup_id}", headers=self.headers()
-            ).json()["checkpoint_item"]
+            )
+            if r.status_code == 503:  # the database is away for a moment: ask again
+                time.sleep(0.2)
+                continue
+            item = r.json()["checkpoint_item"]
             if item["status"] in ("available", "error"):
                 return dict(item)
             time.sleep(0.1)
@@ -122,9 +129,13 @@ class Cloud:
     def wait_restore(self, restore_id: str, timeout: float = 120) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            r = self.env.client.get(
+            got = self.env.client.get(
                 f"/v1/{self.pid}/restores/{restore_id}", headers=self.headers()
-            ).json()["restore"]
+            )
+            if got.status_code == 503:  # the database is away for a moment: ask again
+                time.sleep(0.2)
+                continue
+            r = got.json()["restore"]
             if r["status"] != "in_progress":
                 return dict(r)
             time.sleep(0.1)
@@ -143,7 +154,7 @@ def _cloud(tmp_path: Path, db_url: str, **settings: Any) -> Iterator[Cloud]:
     root = env.runtime.settings.effective_inventory_roots[0]
     root.mkdir(parents=True, exist_ok=True)
     try:
-        yield Cloud(env, worker, root)
+        yield Cloud(env, worker, root, runtime)
     finally:
         worker.stop(grace=5)
         runtime.close()
@@ -154,6 +165,13 @@ def _cloud(tmp_path: Path, db_url: str, **settings: Any) -> Iterator[Cloud]:
 @pytest.fixture
 def cloud(tmp_path: Path, db_url: str) -> Iterator[Cloud]:
     yield from _cloud(tmp_path, db_url)
+
+
+@pytest.fixture
+def pg_cloud(tmp_path: Path, pg_url: str) -> Iterator[Cloud]:
+    """The same on PostgreSQL only (faults of the database server itself); a deletion
+    releases one reference batch per transaction, so it has many steps to be cut between."""
+    yield from _cloud(tmp_path, pg_url, release_refs=1)
 
 
 @pytest.fixture

@@ -195,3 +195,58 @@ def test_kill_9_during_deletion_then_restart(cloud: Cloud) -> None:
         worker.stop(grace=2)
     assert done["status"] == "success"
     assert open(target["disks"][0]["path"], "rb").read() == keep_bytes
+
+
+def test_a_crash_loop_does_not_abandon_deletions(cloud: Cloud) -> None:
+    """Killing the worker eight times in a row (more than `task_max_attempts`) while
+    deletions run: each is resumed by the next worker, none gives up, all end `success`."""
+    backups = _make_backups(cloud, cloud.pid, 5, 16, "victim")
+    cloud.worker.stop(grace=2)
+    for b in backups:
+        r = cloud.env.client.delete(
+            f"/v1/{cloud.pid}/providers/{PROVIDER}/checkpoints/{b.checkpoint_id}",
+            headers=cloud.headers(),
+        )
+        assert r.status_code == 200
+    store = cloud.env.services.tasks
+    deletions = TaskFilter(operation_type="delete")
+    from csbs.domain.paging import PageRequest
+
+    def tasks() -> list[Any]:
+        return list(store.search(deletions, PageRequest()).items)
+
+    settings = {"CSBS_TASK_LEASE_SECONDS": "1", "CSBS_RELEASE_REFS": "1"}
+    kills = 0
+    for _ in range(8):
+        before = {t.id: t.attempts for t in tasks()}
+        (proc,) = _workers(cloud, 1, 5, CSBS_TASK_MAX_ATTEMPTS="3", **settings)
+        deadline = time.monotonic() + 60
+        # Kill it as soon as it has claimed something (anew, after the last kill's reaping).
+        while not any(
+            t.status is TaskStatus.RUNNING and t.attempts > before[t.id] for t in tasks()
+        ):
+            if all(t.status.terminal for t in tasks()):
+                break
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.005)
+        proc.kill()
+        proc.wait()
+        kills += 1
+        assert not [t for t in tasks() if t.status.terminal and t.status is not TaskStatus.SUCCESS]
+    (proc,) = _workers(cloud, 1, 5, CSBS_TASK_MAX_ATTEMPTS="3", CSBS_TASK_LEASE_SECONDS="1")
+    try:
+        deadline = time.monotonic() + 120
+        while not all(t.status.terminal for t in tasks()):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        _stop([proc])
+    done = tasks()
+    assert kills == 8
+    assert [t.status for t in done] == [TaskStatus.SUCCESS] * 5, [t.error_info for t in done]
+    # At least one of them was lost more often than it had attempts to spare.
+    assert max(t.interruptions for t in done) > 3, [(t.attempts, t.interruptions) for t in done]
+    for b in backups:
+        url = f"/v1/{cloud.pid}/checkpoint_items/{b.id}"
+        assert cloud.env.client.get(url, headers=cloud.headers()).status_code == 404
+    assert cloud.env.services.repository.check(cloud.pid, read_data=True).ok

@@ -122,10 +122,10 @@ def test_heartbeat_extends_and_reaper_requeues(make_store: Any, clock: FrozenClo
     assert store.get(queued.id).status is TaskStatus.SUCCESS  # type: ignore[union-attr]
 
 
-def test_reaper_fails_after_max_attempts_and_times_out_past_deadline(
+def test_lost_workers_do_not_use_up_attempts_only_the_deadline_ends_a_task(
     make_store: Any, clock: FrozenClock
 ) -> None:
-    store: TaskStore = make_store(lease_seconds=1, max_attempts=1, deadlines={DELETE: 1000})
+    store: TaskStore = make_store(lease_seconds=1, max_attempts=2, deadlines={DELETE: 30})
     ended: list[Task] = []
 
     def hook(conn: sa.Connection, task: Task) -> None:
@@ -133,11 +133,17 @@ def test_reaper_fails_after_max_attempts_and_times_out_past_deadline(
         ended.append(task)
 
     (a,) = enqueue(store, "p")
-    store.claim("w", None, [DELETE])
-    clock.advance(2)
-    assert store.reap([DELETE], lambda _t: hook) == 1
-    assert store.get(a.id).status is TaskStatus.FAILED  # type: ignore[union-attr]
-    assert "lost" in store.get(a.id).error_info["message"]  # type: ignore[index,union-attr]
+    for lost in range(1, 9):  # eight crashes in a row, four times max_attempts
+        assert store.claim("w", None, [DELETE]) is not None
+        clock.advance(2)
+        assert store.reap([DELETE], lambda _t: hook) == 1
+        again = store.get(a.id)
+        assert again is not None and again.status is TaskStatus.WAITING
+        assert again.interruptions == lost and again.failures == 0
+    assert ended == []
+    last = store.claim("w", None, [DELETE])
+    assert last is not None and last.attempts == 9
+    assert store.finish(last, "w", TaskStatus.SUCCESS)
 
     store2: TaskStore = make_store(lease_seconds=1, max_attempts=5, deadlines={DELETE: 5})
     (b,) = enqueue(store2, "q")
@@ -145,8 +151,33 @@ def test_reaper_fails_after_max_attempts_and_times_out_past_deadline(
     clock.advance(6)
     assert store2.reap([DELETE], lambda _t: hook) == 1
     assert store2.get(b.id).status is TaskStatus.TIMEOUT  # type: ignore[union-attr]
-    assert [t.id for t in ended] == [a.id, b.id]
+    assert [t.id for t in ended] == [b.id]
     assert all(t.status.terminal for t in ended)
+
+
+def test_hand_back_and_interrupted_retries_are_interruptions(
+    make_store: Any, clock: FrozenClock
+) -> None:
+    store: TaskStore = make_store(
+        max_attempts=1, deadlines={DELETE: 1000}, retry_base_delay=2.0, retry_max_delay=300.0
+    )
+    (a,) = enqueue(store, "p")
+    t = store.claim("w", None, [DELETE])
+    assert t is not None
+    assert store.hand_back("w", [t.id]) == 1
+    t = store.claim("w", None, [DELETE])
+    assert t is not None and t.interruptions == 1 and t.failures == 1
+    error = {"code": "CSBS.9998", "message": "database"}
+    assert store.retry(t, "w", delay=None, error=error, interrupted=True)
+    clock.advance(3)  # back-off of the second interruption: 2 s x 2
+    assert store.claim("w", None, [DELETE]) is None
+    clock.advance(2)
+    t = store.claim("w", None, [DELETE])
+    assert t is not None and (t.attempts, t.interruptions, t.failures) == (3, 2, 1)
+    # A retry the task asked for itself counts as a failure.
+    assert store.retry(t, "w", delay=0, error=error)
+    t = store.claim("w", None, [DELETE])
+    assert t is not None and t.id == a.id and t.failures == 2
 
 
 def test_deadline_survives_retries(make_store: Any, clock: FrozenClock) -> None:

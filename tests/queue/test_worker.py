@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy.exc
 
 from csbs import migrations
 from csbs.db.engine import create_engine
@@ -69,7 +70,10 @@ def test_outcomes(store: TaskStore, tmp_path: Path) -> None:
     assert done.extra_info["slept"] > 0, "progress reports did not reach extra_info"
     failed = store.get(bad.id)
     assert failed is not None and failed.status is TaskStatus.FAILED
-    assert failed.error_info == {"code": "CSBS.9999", "message": "ValueError: disk on fire"}
+    # The exception's text is for the service's log, not for the task's readers.
+    assert failed.error_info is not None and failed.error_info["code"] == "CSBS.9999"
+    assert "disk on fire" not in failed.error_info["message"]
+    assert f"operation log {bad.id}" in failed.error_info["message"]
     again = store.get(retried.id)
     assert again is not None and again.status is TaskStatus.SUCCESS and again.attempts == 3
     assert [w[2] for w in read_log(tmp_path) if w[0] == "enter" and w[1] == retried.id] == [
@@ -90,6 +94,43 @@ def test_domain_error_code_is_kept(store: TaskStore) -> None:
     finally:
         w.stop()
     assert store.get(t.id).error_info == {"code": "CSBS.2003", "message": "backup is busy"}  # type: ignore[union-attr]
+
+
+def test_a_lost_database_interrupts_the_task_it_does_not_fail_it(db_url: str) -> None:
+    engine = create_engine(db_url)
+    migrations.upgrade(engine)
+    # One attempt allowed: only interruptions can bring the task to success.
+    store = TaskStore(
+        engine,
+        SystemClock(),
+        QueueConfig(lease_seconds=2, max_attempts=1, retry_base_delay=0.01),
+    )
+    runs: list[int] = []
+
+    def handler(ctx: TaskContext) -> dict[str, Any]:
+        runs.append(ctx.attempt)
+        if len(runs) == 1:  # as SQLAlchemy raises it when the server closed the connection
+            raise sqlalchemy.exc.OperationalError(
+                "SELECT 1", {}, Exception("server closed the connection unexpectedly")
+            )
+        if len(runs) == 2:  # as the database layer translates it, chained
+            try:
+                raise sqlalchemy.exc.InterfaceError("SELECT 1", {}, Exception("closed"))
+            except sqlalchemy.exc.InterfaceError as e:
+                raise RuntimeError("while recording") from e
+        return {"done": True}
+
+    w = run_worker(store, {"backup": FunctionHandler(handler)})
+    try:
+        t = store.enqueue_one(EnqueueRequest("p", "backup"))
+        wait_terminal(store, [t.id])
+    finally:
+        w.stop()
+        engine.dispose()
+    done = store.get(t.id)
+    assert done is not None and done.status is TaskStatus.SUCCESS, done
+    assert runs == [1, 2, 3]
+    assert (done.attempts, done.interruptions, done.failures) == (3, 2, 1)
 
 
 def test_deadline_ends_in_timeout(store: TaskStore, tmp_path: Path) -> None:

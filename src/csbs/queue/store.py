@@ -617,34 +617,46 @@ class TaskStore:
         return True
 
     def retry(
-        self, task: Task, worker_id: str, *, delay: float | None, error: Mapping[str, Any]
+        self,
+        task: Task,
+        worker_id: str,
+        *,
+        delay: float | None,
+        error: Mapping[str, Any],
+        interrupted: bool = False,
     ) -> bool:
-        """Put the task back to waiting after `delay` (default: exponential back-off)."""
+        """Put the task back to waiting after `delay` (default: exponential back-off).
+
+        `interrupted`: the attempt ended through no fault of the task (the database was
+        lost under it); it does not count toward `max_attempts` and backs off on its own
+        count of interruptions.
+        """
         if delay is None:
+            exponent = task.interruptions if interrupted else max(0, task.failures - 1)
             delay = min(
                 self.config.retry_max_delay,
-                self.config.retry_base_delay * 2 ** max(0, task.attempts - 1),
+                self.config.retry_base_delay * 2 ** min(exponent, 16),
             )
         now = self._clock.now()
+        values: dict[str, Any] = {
+            "status": TaskStatus.WAITING.value,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "not_before": now + dt.timedelta(seconds=delay),
+            "error_info": dict(error),
+        }
+        if interrupted:
+            values["interruptions"] = tasks.c.interruptions + 1
         with self._engine.begin() as conn:
-            result = conn.execute(
-                tasks.update()
-                .where(self._owned(task, worker_id))
-                .values(
-                    status=TaskStatus.WAITING.value,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    not_before=now + dt.timedelta(seconds=delay),
-                    error_info=dict(error),
-                )
-            )
+            result = conn.execute(tasks.update().where(self._owned(task, worker_id)).values(values))
             if result.rowcount:
                 self._leave_running(conn, task)
             self._notify(conn, task.operation_type)
         return bool(result.rowcount)
 
     def hand_back(self, worker_id: str, task_ids: Iterable[str]) -> int:
-        """Return running tasks of this worker to waiting (graceful shutdown)."""
+        """Return running tasks of this worker to waiting (graceful shutdown; an
+        interruption, which does not count toward `max_attempts`)."""
         ids = list(task_ids)
         if not ids:
             return 0
@@ -662,6 +674,7 @@ class TaskStore:
                     lease_owner=None,
                     lease_expires_at=None,
                     not_before=now,
+                    interruptions=tasks.c.interruptions + 1,
                 )
                 .returning(*tasks.c)
             ).all()
@@ -673,7 +686,11 @@ class TaskStore:
     def reap(self, types: Sequence[str], on_end: Callable[[str], Hook | None] | None = None) -> int:
         """Deal with running tasks whose lease expired (their worker died or hung).
 
-        Past the deadline -> timeout; out of attempts -> failed; otherwise back to waiting.
+        Past the deadline -> timeout; otherwise back to waiting at once. A lost worker is
+        no failure of the task (handlers are idempotent and resumable): it counts as an
+        interruption, not toward `max_attempts`, and only the deadline ends a task whose
+        workers keep being lost. The lease itself is the back-off: the task is found only
+        once it has run out.
         Only tasks of `types` are touched, so the end hooks of their handlers can run.
         """
         if not types:
@@ -701,6 +718,7 @@ class TaskStore:
                     tasks.c.lease_expires_at < now,
                 )
                 cleared = {"lease_owner": None, "lease_expires_at": None}
+                values: dict[str, Any]
                 if task.deadline_at is not None and task.deadline_at <= now:
                     values = {
                         **cleared,
@@ -710,19 +728,13 @@ class TaskStore:
                             "CSBS.9999", "The task passed its deadline while its worker was gone."
                         ),
                     }
-                elif task.attempts >= task.max_attempts:
+                else:
                     values = {
                         **cleared,
-                        "status": TaskStatus.FAILED.value,
-                        "ended_at": now,
-                        "error_info": error_info(
-                            "CSBS.9999",
-                            f"The worker running the task was lost {task.attempts} times; "
-                            "giving up.",
-                        ),
+                        "status": TaskStatus.WAITING.value,
+                        "not_before": now,
+                        "interruptions": tasks.c.interruptions + 1,
                     }
-                else:
-                    values = {**cleared, "status": TaskStatus.WAITING.value, "not_before": now}
                 updated = conn.execute(
                     tasks.update().where(stale).values(**values).returning(*tasks.c)
                 ).first()

@@ -46,6 +46,27 @@ _TRANSIENT = (
 )
 
 
+def _transient(e: BaseException) -> bool:
+    """Whether `e`, or an error it was raised from, says the database is unreachable."""
+    seen: BaseException | None = e
+    for _ in range(8):  # a short chain: `raise X from db_error`, perhaps twice
+        if seen is None:
+            return False
+        if isinstance(seen, _TRANSIENT):
+            return True
+        seen = seen.__cause__
+    return False
+
+
+def internal_error(task_id: str) -> dict[str, str]:
+    """The error a task records for a failure that is not the caller's to read in detail."""
+    return error_info(
+        "CSBS.9999",
+        f"The operation failed on an internal error; the service's log has the details "
+        f"under operation log {task_id}.",
+    )
+
+
 class Handler(Protocol):
     """Runs one operation type. `run` must be idempotent; the hooks run inside the queue's
     transaction that starts or ends the task, for state that must change in the same commit.
@@ -287,19 +308,33 @@ class Worker:
         except TaskCancelled as e:
             self._cancelled(run, e.reason)
         except RetryLater as e:
-            if task.attempts < task.max_attempts:
+            if task.failures < task.max_attempts:
                 self._settle_retry(run, e.delay, error_info("CSBS.9998", str(e)))
             else:
                 self._settle(run, TaskStatus.FAILED, error=error_info("CSBS.9998", str(e)))
-        except errors.CsbsError as e:
-            self._settle(run, TaskStatus.FAILED, error=error_info(e.code, e.message))
         except Exception as e:
-            log.exception("task handler failed", extra={"task_id": task.id})
-            self._settle(
-                run,
-                TaskStatus.FAILED,
-                error=error_info("CSBS.9999", f"{type(e).__name__}: {e}"[:1000]),
-            )
+            if _transient(e):
+                # The database went away under the task: no fault of the task's. It runs
+                # again once the database answers (resuming where its handler can), and
+                # the attempt does not count toward max_attempts; its deadline still holds.
+                log.warning(
+                    "task interrupted, database unavailable: %s",
+                    type(e).__name__,
+                    extra={"task_id": task.id},
+                )
+                self._settle_retry(
+                    run,
+                    None,
+                    error_info("CSBS.9998", "The service's database was unavailable; retrying."),
+                    interrupted=True,
+                )
+            elif isinstance(e, errors.CsbsError):
+                self._settle(run, TaskStatus.FAILED, error=error_info(e.code, e.message))
+            else:
+                # The detail (driver text, file names) is for the service's log only:
+                # tenants read this message in the task and in the backup's fail_reason.
+                log.exception("task handler failed", extra={"task_id": task.id})
+                self._settle(run, TaskStatus.FAILED, error=internal_error(task.id))
         finally:
             with self._lock:
                 self._running.pop(task.id, None)
@@ -381,13 +416,22 @@ class Worker:
             },
         )
 
-    def _settle_retry(self, run: _Running, delay: float | None, error: Mapping[str, Any]) -> None:
+    def _settle_retry(
+        self,
+        run: _Running,
+        delay: float | None,
+        error: Mapping[str, Any],
+        *,
+        interrupted: bool = False,
+    ) -> None:
         with self._lock:
             if run.settled:
                 return
             run.settled = True
         self._call(
-            lambda: self.store.retry(run.task, self.worker_id, delay=delay, error=error),
+            lambda: self.store.retry(
+                run.task, self.worker_id, delay=delay, error=error, interrupted=interrupted
+            ),
             give_up_after=self.store.config.lease_seconds,
         )
 

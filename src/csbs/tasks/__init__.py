@@ -9,13 +9,14 @@ from csbs.queue import Handler
 from csbs.services.container import Services
 from csbs.tasks.backup import BackupHandler
 from csbs.tasks.delete import DeleteHandler
+from csbs.tasks.failures import PlainErrors
 from csbs.tasks.restore import RestoreHandler
 
 
 def handlers(services: Services) -> Mapping[str, Handler]:
     """The handler of every operation type this build of csbs can run."""
     return {
-        OperationType.BACKUP: BackupHandler(services),
-        OperationType.RESTORE: RestoreHandler(services),
-        OperationType.DELETE: DeleteHandler(services),
+        OperationType.BACKUP: PlainErrors(BackupHandler(services)),
+        OperationType.RESTORE: PlainErrors(RestoreHandler(services)),
+        OperationType.DELETE: PlainErrors(DeleteHandler(services)),
     }
