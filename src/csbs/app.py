@@ -254,6 +254,9 @@ def _run_until_signal(
 def prepare(runtime: Runtime) -> str | None:
     """Apply migrations and create the admin account; returns a generated admin password."""
     migrations.upgrade(runtime.services.db.engine)
+    # The first set-up records the deployment's repository settings (the chunk size that
+    # new projects take), so workers configured otherwise still create projects alike.
+    runtime.services.repository.deployment_chunk_size()
     secret = runtime.settings.admin_password
     return runtime.services.identity.bootstrap(secret.get_secret_value() if secret else None)
 

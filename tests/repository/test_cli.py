@@ -136,3 +136,42 @@ def test_a_project_repository_takes_the_configured_chunk_size_whoever_creates_it
         assert record is not None and record.chunk_size == 64 * 1024
     checked = runner.invoke(csbs_app, ["repo", "check", "--read-data"])
     assert checked.exit_code == 0, checked.output
+
+
+def test_a_worker_configured_otherwise_creates_projects_with_the_deployments_chunk_size(
+    tmp_path: pathlib.Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deployment's chunk size is recorded at its first set-up; a worker started with
+    another (here the default 4 MiB) still creates a new project's repository with it."""
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("CSBS_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("CSBS_DATABASE_URL", db_url)
+    monkeypatch.setenv("CSBS_CHUNK_SIZE", str(64 * 1024))
+    runner = CliRunner()
+    assert runner.invoke(csbs_app, ["db", "upgrade"]).exit_code == 0
+    disk = data_dir / "disks" / "a.img"
+    disk.write_bytes(write_image(tmp_path / "disk.img", 8 * SMALL_CHUNK).read_bytes())
+    added = runner.invoke(
+        csbs_app, ["server", "add", "--project", "admin", "--name", "web1", "--disk", str(disk)]
+    )
+    assert added.exit_code == 0, added.output
+    monkeypatch.delenv("CSBS_CHUNK_SIZE")
+    other = load_settings()
+    assert other.chunk_size == RepositorySettings().chunk_size != 64 * 1024
+    runtime = composition.build(other)
+    worker = composition.make_worker(runtime, concurrency=1)
+    worker.start()
+    try:
+        created = runner.invoke(csbs_app, ["backup", "create", added.output.strip(), "--wait"])
+        assert created.exit_code == 0, created.output
+        project_id = runtime.services.identity.resolve_project("admin").id
+        record = runtime.services.repository.index.get_project(project_id)
+        assert record is not None and record.chunk_size == 64 * 1024
+    finally:
+        worker.stop(grace=5)
+        runtime.close()
+    shown = runner.invoke(csbs_app, ["repo", "chunk-size"])
+    assert shown.exit_code == 0 and "65536 bytes" in shown.output, shown.output
+    # An operator changes it for projects created from now on.
+    changed = runner.invoke(csbs_app, ["repo", "chunk-size", "--set"])
+    assert changed.exit_code == 0 and f"{other.chunk_size} bytes" in changed.output

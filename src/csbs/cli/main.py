@@ -87,6 +87,7 @@ def worker(
     )
     runtime = composition.build(settings)
     migrations.upgrade(runtime.services.db.engine)
+    runtime.services.repository.deployment_chunk_size()  # warns if configured otherwise
     worker = composition.make_worker(runtime)
     console.print(f"csbs worker {worker.worker_id}: {worker.concurrency} slots", highlight=False)
     composition.run_worker(runtime, worker)
@@ -107,6 +108,7 @@ def db_upgrade(data_dir: DataDirOpt = None, database_url: DatabaseUrlOpt = None)
     runtime = composition.build(settings_from(data_dir=data_dir, database_url=database_url))
     try:
         migrations.upgrade(runtime.services.db.engine)
+        runtime.services.repository.deployment_chunk_size()
         console.print(
             f"database at revision {migrations.current_revision(runtime.services.db.engine)}"
         )

@@ -142,6 +142,29 @@ def verify(
         console.print(f"backup {backup}: {len(results)} disks, {total} bytes, all verified")
 
 
+@repo_app.command("chunk-size")
+def chunk_size(
+    set_: Annotated[
+        bool,
+        typer.Option(
+            "--set",
+            help="Record this process's chunk_size setting (CSBS_CHUNK_SIZE) as the "
+            "deployment's: projects whose repository is created from now on take it.",
+        ),
+    ] = False,
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+) -> None:
+    """Show the chunk size that new projects' repositories take (the deployment's).
+
+    Recorded at the first start; a project keeps the chunk size its repository was
+    created with, whatever the setting says later.
+    """
+    with open_repository(data_dir, database_url, None) as repo:
+        size = repo.deployment_chunk_size(replace=set_)
+    console.print(f"chunk size of new project repositories: {size} bytes", highlight=False)
+
+
 @repo_app.command("rotate-master-key")
 def rotate_master_key(
     new_key_file: Annotated[

@@ -28,6 +28,7 @@ from csbs.repository.schema import (
     repo_backup_refs,
     repo_backups,
     repo_chunks,
+    repo_deployment,
     repo_garbage,
     repo_manifests,
     repo_projects,
@@ -270,6 +271,31 @@ class ChunkIndex:
             .values(stored=True, stored_size=sa.bindparam("s"))
             .returning(repo_chunks.c.refcount)
         )
+
+    # -- the deployment ---------------------------------------------------------------------
+
+    def deployment_setting(self, name: str, proposed: str, *, replace: bool = False) -> str:
+        """The deployment's value of a repository setting.
+
+        The first caller records `proposed`; later callers read what was recorded, unless
+        `replace` (an operator's change) overwrites it.
+        """
+        now = self._clock.now()
+        stmt = self._insert(repo_deployment).values(name=name, value=proposed, recorded_at=now)
+        with self._engine.begin() as conn:
+            if replace:
+                conn.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=[repo_deployment.c.name],
+                        set_={"value": proposed, "recorded_at": now},
+                    )
+                )
+            else:
+                conn.execute(stmt.on_conflict_do_nothing())
+            value = conn.execute(
+                sa.select(repo_deployment.c.value).where(repo_deployment.c.name == name)
+            ).scalar_one()
+        return str(value)
 
     # -- projects ---------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -22,6 +23,8 @@ from csbs.repository import audit, chunking, envelope, errors, keys, layout, rec
 from csbs.repository.index import RELEASE_REFS, ChunkIndex, ManifestRecord, Usage
 from csbs.repository.reader import BackupReader, RestoreCallback, RestoreProgress
 from csbs.repository.writer import BackupWriter, CancelCheck, PipelineLimits, ProgressCallback
+
+log = logging.getLogger("csbs.repository")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +89,7 @@ class Repository:
             if not create:
                 raise errors.RepositoryError(f"project {project_id} has no repository")
             wrapped = keys.wrap_data_key(self._master_key, keys.generate_data_key(), project_id)
-            record = self.index.create_project(project_id, wrapped, self.settings.chunk_size)
+            record = self.index.create_project(project_id, wrapped, self.deployment_chunk_size())
             # A copy next to the data, for disaster recovery without the database.
             self.store.put(layout.key_name(project_id), record.wrapped_key)
         data_key = keys.unwrap_data_key(self._master_key, record.wrapped_key, project_id)
@@ -94,6 +97,25 @@ class Repository:
         with self._lock:
             self._keys[project_id] = opened
         return opened
+
+    def deployment_chunk_size(self, *, replace: bool = False) -> int:
+        """The chunk size a new project's repository takes: the deployment's, recorded
+        by the first process that asked (normally `csbs serve` or `csbs db upgrade` at
+        the first start), whatever this process was configured with; `replace` records
+        this process's setting instead (for projects created from now on)."""
+        recorded = int(
+            self.index.deployment_setting(
+                "chunk_size", str(self.settings.chunk_size), replace=replace
+            )
+        )
+        if recorded != self.settings.chunk_size:
+            log.warning(
+                "chunk_size is set to %d here, but the deployment's is %d: new projects "
+                "take the deployment's (csbs repo chunk-size --set changes it)",
+                self.settings.chunk_size,
+                recorded,
+            )
+        return recorded
 
     def projects(self) -> list[str]:
         return [p.project_id for p in self.index.list_projects()]

@@ -26,6 +26,17 @@ metadata = sa.MetaData(
 
 _BIG = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
+#: The deployment's repository settings that a project's repository takes when it is
+#: created (`chunk_size`): recorded once, by the first process that sets up the
+#: database, so every process creates projects alike whatever it was configured with.
+repo_deployment = sa.Table(
+    "repo_deployment",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(255), nullable=False),
+    sa.Column("recorded_at", UTCDateTime, nullable=False),
+)
+
 #: One row per project that has a repository: its wrapped data key and geometry.
 repo_projects = sa.Table(
     "repo_projects",
