@@ -50,6 +50,7 @@ def serve(
     settings = settings_from(data_dir=data_dir, database_url=database_url, host=host, port=port)
     runtime = composition.build(settings)
     generated = composition.prepare(runtime)
+    runtime.services.repository.warn_if_configured_otherwise()
     if generated:
         # Plain print: the password must not be wrapped or styled.
         print(
@@ -87,7 +88,7 @@ def worker(
     )
     runtime = composition.build(settings)
     migrations.upgrade(runtime.services.db.engine)
-    runtime.services.repository.deployment_chunk_size()  # warns if configured otherwise
+    runtime.services.repository.warn_if_configured_otherwise()
     worker = composition.make_worker(runtime)
     console.print(f"csbs worker {worker.worker_id}: {worker.concurrency} slots", highlight=False)
     composition.run_worker(runtime, worker)

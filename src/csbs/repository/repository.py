@@ -103,11 +103,16 @@ class Repository:
         by the first process that asked (normally `csbs serve` or `csbs db upgrade` at
         the first start), whatever this process was configured with; `replace` records
         this process's setting instead (for projects created from now on)."""
-        recorded = int(
+        return int(
             self.index.deployment_setting(
                 "chunk_size", str(self.settings.chunk_size), replace=replace
             )
         )
+
+    def warn_if_configured_otherwise(self) -> None:
+        """Log a warning when this process's chunk_size setting is not the deployment's
+        (long-running processes call it at start: the setting has no effect there)."""
+        recorded = self.deployment_chunk_size()
         if recorded != self.settings.chunk_size:
             log.warning(
                 "chunk_size is set to %d here, but the deployment's is %d: new projects "
@@ -115,7 +120,6 @@ class Repository:
                 self.settings.chunk_size,
                 recorded,
             )
-        return recorded
 
     def projects(self) -> list[str]:
         return [p.project_id for p in self.index.list_projects()]
