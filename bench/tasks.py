@@ -41,6 +41,7 @@ def worker_main(url: str, concurrency: int) -> None:
     """One worker process with a no-op deletion handler."""
     from csbs import app as composition
     from csbs import logs
+    from csbs.app.run import run_worker
     from csbs.config import Settings
     from csbs.queue.worker import FunctionHandler
 
@@ -55,7 +56,7 @@ def worker_main(url: str, concurrency: int) -> None:
     worker = composition.make_worker(
         runtime, concurrency=concurrency, handlers={"delete": FunctionHandler(lambda ctx: None)}
     )
-    composition.run_worker(runtime, worker)
+    run_worker(runtime, worker)
 
 
 def max_overlap(intervals: list[tuple[float, float]]) -> int:

@@ -7,13 +7,13 @@ import time
 from fastapi.testclient import TestClient
 
 from csbs.api.app import create_app
-from csbs.services.activity import QUIET_SECONDS
+from csbs.app.activity import QUIET_SECONDS
 from tests.support.runtime import Env
 
 
 def test_calls_in_flight_are_counted_and_probes_are_not(env: Env) -> None:
-    app = create_app(env.services)
-    activity = env.services.activity
+    app = create_app(env.services, env.runtime.edge)
+    activity = env.runtime.activity
     seen: list[bool] = []
 
     def during() -> dict[str, bool]:

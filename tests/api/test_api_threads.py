@@ -16,7 +16,7 @@ from tests.support.runtime import make_env
 def test_route_functions_run_on_at_most_api_threads_threads(tmp_path: Path, db_url: str) -> None:
     env = make_env(tmp_path, db_url, api_threads=3)
     try:
-        app = create_app(env.services)
+        app = create_app(env.services, env.runtime.edge)
         busy = 0
         most = 0
         lock = threading.Lock()

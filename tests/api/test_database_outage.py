@@ -83,7 +83,9 @@ def test_closed_port_is_503(tmp_path: Path, pg_url: str) -> None:
             update={"database_url": f"postgresql://postgres@127.0.0.1:{closed_port}/test"}
         )
         dead = composition.build(settings)
-        with TestClient(create_app(dead.services), raise_server_exceptions=False) as client:
+        with TestClient(
+            create_app(dead.services, dead.edge), raise_server_exceptions=False
+        ) as client:
             r = client.get("/v1/x/providers", headers={"X-Auth-Token": "A" * 43})
             assert r.status_code == 503
             assert r.json()["error_code"] == "CSBS.9998"

@@ -91,7 +91,7 @@ def test_wrong_method(env: Env) -> None:
 
 
 def test_unexpected_exception_is_500_without_internals(env: Env) -> None:
-    app = create_app(env.services)
+    app = create_app(env.services, env.runtime.edge)
     router = APIRouter()
 
     @router.get("/boom")
@@ -109,7 +109,7 @@ def test_unexpected_exception_is_500_without_internals(env: Env) -> None:
 
 
 def test_draining_answers_503(env: Env) -> None:
-    env.services.lifecycle.start_draining()
+    env.runtime.edge.lifecycle.start_draining()
     r = env.client.get("/v1")
     _assert_error(r, 503, "CSBS.9998")
     assert r.headers["retry-after"]

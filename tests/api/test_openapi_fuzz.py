@@ -13,7 +13,7 @@ from tests.support.runtime import Env
 
 
 def test_no_server_errors_on_any_route(env: Env) -> None:
-    app = create_app(env.services)
+    app = create_app(env.services, env.runtime.edge)
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     token = env.admin_token()
     operations = [result.ok() for result in schema.get_all_operations()]

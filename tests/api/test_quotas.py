@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from csbs.db.queries.backups import BackupFilter
+from csbs.domain.backups import BackupFilter
 from csbs.domain.identity import Role
 from csbs.queue import TaskFilter
 from tests.support.runtime import Env, make_env

@@ -109,3 +109,20 @@ def test_sqlite_is_refused(tmp_path: Path) -> None:
             DriverStatement(Database(engine), _insert_returning())
     finally:
         engine.dispose()
+
+
+def test_the_private_sqlalchemy_attribute_it_relies_on_is_there() -> None:
+    """`DriverStatement` reads `SQLCompiler._bind_processors` (private to SQLAlchemy): an
+    upgrade that renames or reshapes it fails here, not in production."""
+    from sqlalchemy.dialects import postgresql
+
+    compiled = (
+        sa.select(_things.c.id)
+        .where(_things.c.at == sa.bindparam("t_at", type_=UTCDateTime()))
+        .compile(dialect=postgresql.psycopg.dialect())  # type: ignore[attr-defined]
+    )
+    processors = compiled._bind_processors
+    assert isinstance(processors, dict)
+    assert callable(processors["t_at"])  # UTCDateTime's processor, by parameter name
+    now = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    assert processors["t_at"](now) == UTCDateTime().process_bind_param(now, None)

@@ -126,7 +126,7 @@ def test_timeout_then_resume(cloud: Cloud, tmp_path: Any, db_url: str) -> None:
     runtime = composition.build(tiny)
     worker = composition.make_worker(runtime, concurrency=1)
     api_runtime = composition.build(tiny, clock=cloud.env.clock)  # the tokens' clock
-    with TestClient(create_app(api_runtime.services)) as tiny_api:
+    with TestClient(create_app(api_runtime.services, api_runtime.edge)) as tiny_api:
         r = tiny_api.delete(
             f"/v1/{cloud.pid}/providers/{PROVIDER}/checkpoints/{a['checkpoint_id']}",
             headers=cloud.headers(),

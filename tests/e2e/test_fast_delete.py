@@ -29,7 +29,7 @@ def _backup(cloud: Cloud, name: str) -> dict[str, Any]:
 @pytest.fixture
 def routed(cloud: Cloud) -> Iterator[TestClient]:
     """The same application without the fast path: every DELETE goes through FastAPI."""
-    app = create_app(cloud.env.services)
+    app = create_app(cloud.env.services, cloud.env.runtime.edge)
     app.user_middleware = [m for m in app.user_middleware if m.cls is not FastDelete]
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx2
 
-from csbs import worker_process
+from csbs.app import worker_child
 from tests.support.processes import free_port, start_serve, wait_ready
 from tests.support.runtime import password_auth
 
@@ -157,6 +157,6 @@ def test_wake_ups_are_relayed_and_a_closed_pipe_ends_the_relay() -> None:
     r, w = os.pipe()
     os.write(w, b"\0")
     os.close(w)
-    worker_process.relay_wake_ups(r, store)  # returns once the writer is gone
+    worker_child.relay_wake_ups(r, store)  # returns once the writer is gone
     os.close(r)
     assert store.pokes == 1

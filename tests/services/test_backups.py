@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from csbs.db.queries.backups import BackupFilter
 from csbs.domain import errors
-from csbs.domain.backups import BackupRunning, BackupStatus
+from csbs.domain.backups import BackupFilter, BackupRunning, BackupStatus
 from csbs.domain.inventory import ServerNotFound
 from csbs.domain.paging import PageRequest, SortKey
 from csbs.queue import TaskFilter, TaskStatus

@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from csbs.db.queries.backups import BackupFilter
 from csbs.domain import errors
+from csbs.domain.backups import BackupFilter
 from csbs.domain.quotas import GB, Quotas
 from csbs.services.backups import ProtectRequest
 from csbs.services.inventory import DiskSpec

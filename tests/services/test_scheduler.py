@@ -11,8 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from csbs.db import tables
-from csbs.db.queries.backups import BackupFilter
-from csbs.domain.backups import BackupStatus
+from csbs.domain.backups import BackupFilter, BackupStatus
 from csbs.domain.clock import FrozenClock
 from csbs.domain.paging import PageRequest
 from csbs.services.backups import ProtectRequest

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from csbs import app as composition
 from csbs import logs
+from csbs.app.run import run_worker
 from csbs.config import Settings
 from tests.support.probe_handler import ProbeHandler
 
@@ -42,7 +43,7 @@ def main() -> None:
         handlers={"delete": probe, "backup": probe},
     )
     print(f"ready {worker.worker_id}", flush=True)
-    composition.run_worker(runtime, worker)
+    run_worker(runtime, worker)
     sys.exit(0)
 
 

@@ -86,5 +86,5 @@ def make_env(tmp_path: Path, db_url: str, **settings: Any) -> Env:
     )
     runtime = composition.build(s, clock=clock, password_hasher=FAST_HASHER)
     composition.prepare(runtime)
-    client = TestClient(create_app(runtime.services), raise_server_exceptions=False)
+    client = TestClient(create_app(runtime.services, runtime.edge), raise_server_exceptions=False)
     return Env(runtime=runtime, client=client, clock=clock)

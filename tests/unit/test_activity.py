@@ -6,7 +6,7 @@ import multiprocessing
 import time
 from typing import Any
 
-from csbs.services.activity import QUIET_SECONDS, ApiActivity
+from csbs.app.activity import QUIET_SECONDS, ApiActivity
 
 
 def test_busy_while_calls_are_in_flight_and_shortly_after() -> None:

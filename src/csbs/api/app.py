@@ -12,6 +12,7 @@ from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTO
 
 from csbs import __version__
 from csbs.api import errors as api_errors
+from csbs.api.edge import ApiEdge
 from csbs.api.fast_delete import FastDelete
 from csbs.api.metrics import ApiMetrics
 from csbs.api.middleware import RequestContextMiddleware
@@ -38,13 +39,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # threads than calls that can make progress, they only take the lock from one another,
     # and under load a call waits its turn at random instead of in order (measured with
     # `python -m bench.deletes --api-threads N`, see docs/benchmarks.md).
-    services: Services = app.state.services
-    anyio.to_thread.current_default_thread_limiter().total_tokens = services.options.threads
+    edge: ApiEdge = app.state.edge
+    anyio.to_thread.current_default_thread_limiter().total_tokens = edge.options.threads
     yield
 
 
-def create_app(services: Services) -> FastAPI:
-    """Build the HTTP application over `services`."""
+def create_app(services: Services, edge: ApiEdge) -> FastAPI:
+    """Build the HTTP application over `services`, with the edge's options and state."""
     app = FastAPI(
         lifespan=_lifespan,
         title="csbs",
@@ -58,6 +59,7 @@ def create_app(services: Services) -> FastAPI:
     for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
         metrics.registry.register(collector)
     app.state.services = services
+    app.state.edge = edge
     app.state.metrics = metrics
     api_errors.install(app)
     for module in (
@@ -79,9 +81,9 @@ def create_app(services: Services) -> FastAPI:
     app.add_middleware(FastDelete, services=services)
     app.add_middleware(
         RequestContextMiddleware,
-        lifecycle=services.lifecycle,
-        activity=services.activity,
-        max_body_bytes=services.options.max_body_bytes,
+        lifecycle=edge.lifecycle,
+        activity=edge.calls,
+        max_body_bytes=edge.options.max_body_bytes,
         metrics=metrics,
     )
     return app

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Path, Request
 from starlette.concurrency import run_in_threadpool
 
+from csbs.api.edge import ApiEdge
 from csbs.domain import errors
 from csbs.domain.identity import Principal
 from csbs.services.container import Services
@@ -22,6 +23,13 @@ async def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+async def get_edge(request: Request) -> ApiEdge:
+    return edge_of(request)
+
+
+EdgeDep = Annotated[ApiEdge, Depends(get_edge)]
 
 
 async def get_principal(
@@ -94,8 +102,15 @@ def check_all_tenants(principal: Principal, all_tenants: bool | None) -> bool:
     return bool(all_tenants)
 
 
-def base_url(request: Request, services: Services) -> str:
+def edge_of(request: Request) -> ApiEdge:
+    """The edge state of the application answering `request`."""
+    edge: ApiEdge = request.app.state.edge
+    return edge
+
+
+def base_url(request: Request) -> str:
     """The public base URL of this service, without a trailing slash."""
-    if services.options.public_url:
-        return services.options.public_url.rstrip("/")
+    public_url = edge_of(request).options.public_url
+    if public_url:
+        return public_url.rstrip("/")
     return str(request.base_url).rstrip("/")

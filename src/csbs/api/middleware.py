@@ -16,9 +16,8 @@ from sqlalchemy import exc as sa_exc
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from csbs.api import errors as api_errors
+from csbs.api.edge import CallCounter, Lifecycle
 from csbs.api.metrics import ApiMetrics
-from csbs.services.activity import ApiActivity
-from csbs.services.container import Lifecycle
 
 log = logging.getLogger("csbs.api.request")
 _PROJECT_RE = re.compile(r"^/v1/([^/]+)")
@@ -32,7 +31,7 @@ class RequestContextMiddleware:
         app: ASGIApp,
         *,
         lifecycle: Lifecycle,
-        activity: ApiActivity,
+        activity: CallCounter,
         max_body_bytes: int,
         metrics: ApiMetrics,
     ) -> None:

@@ -11,9 +11,8 @@ from csbs import app as composition
 from csbs.cli.common import DatabaseUrlOpt, DataDirOpt, cli_runtime, console, err_console
 from csbs.cli.tag import parse_tag
 from csbs.cli.task import wait_with_progress
-from csbs.db.queries.backups import BackupFilter
 from csbs.domain import errors
-from csbs.domain.backups import Backup, Tag
+from csbs.domain.backups import Backup, BackupFilter, Tag
 from csbs.domain.paging import page_request
 from csbs.domain.restores import VolumeMapping
 from csbs.queue import TaskStatus

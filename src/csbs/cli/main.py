@@ -8,6 +8,7 @@ import typer
 
 from csbs import app as composition
 from csbs import migrations
+from csbs.app import run, serving
 from csbs.cli.admin import admin
 from csbs.cli.backup import backup_app
 from csbs.cli.backup import restore as restore_command
@@ -63,7 +64,7 @@ def serve(
         f"csbs serving on http://{settings.host}:{settings.port} (data dir {settings.data_dir})",
         highlight=False,
     )
-    composition.serve(runtime)
+    serving.serve(runtime)
 
 
 @app.command()
@@ -91,7 +92,7 @@ def worker(
     runtime.services.repository.warn_if_configured_otherwise()
     worker = composition.make_worker(runtime)
     console.print(f"csbs worker {worker.worker_id}: {worker.concurrency} slots", highlight=False)
-    composition.run_worker(runtime, worker)
+    run.run_worker(runtime, worker)
 
 
 @app.command()
@@ -100,7 +101,7 @@ def scheduler(data_dir: DataDirOpt = None, database_url: DatabaseUrlOpt = None) 
     runtime = composition.build(settings_from(data_dir=data_dir, database_url=database_url))
     migrations.upgrade(runtime.services.db.engine)
     console.print("csbs scheduler: firing due policies while it leads", highlight=False)
-    composition.run_scheduler(runtime)
+    run.run_scheduler(runtime)
 
 
 @db_app.command("upgrade")

@@ -9,11 +9,10 @@ from rich.table import Table
 
 from csbs import app as composition
 from csbs.cli.common import DatabaseUrlOpt, DataDirOpt, cli_runtime, console
-from csbs.db.queries.policies import PolicyFilter
 from csbs.domain import errors, schedules
 from csbs.domain.inventory import SERVER_TYPE
 from csbs.domain.paging import page_request
-from csbs.domain.policies import Policy
+from csbs.domain.policies import Policy, PolicyFilter
 from csbs.services.policies import (
     DEFAULT_SORT,
     SORT_KEYS,

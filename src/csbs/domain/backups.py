@@ -220,3 +220,24 @@ class CheckpointNotFound(errors.NotFound):
 
     def __init__(self, checkpoint_id: str) -> None:
         super().__init__(f"Checkpoint ({checkpoint_id}) is not found.")
+
+
+@dataclasses.dataclass(frozen=True)
+class BackupFilter:
+    """Which backups a list or count takes (B4, B5, the CLI); None means "any"."""
+
+    project_id: str | None = None
+    status: str | None = None
+    name: str | None = None
+    resource_id: str | None = None
+    resource_name: str | None = None
+    resource_type: str | None = None
+    checkpoint_id: str | None = None
+    plan_id: str | None = None
+    created_from: dt.datetime | None = None
+    created_to: dt.datetime | None = None
+    #: set when a filter can match nothing here (e.g. an unknown AZ or image type)
+    impossible: bool = False
+    include_deleted: bool = False
+    #: (key, value) tags the backup must all carry
+    tags: tuple[Tag, ...] = ()

@@ -1,7 +1,10 @@
-"""Operation types: the kinds of long operation that become tasks."""
+"""Operations: the kinds of long operation that become tasks, their states, and the
+filters of their list (the operation logs)."""
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import enum
 
 
@@ -12,3 +15,35 @@ class OperationType(enum.StrEnum):
     RESTORE = "restore"
     #: drop one backup and reclaim its space
     DELETE = "delete"
+
+
+class TaskStatus(enum.StrEnum):
+    #: accepted, waiting for a worker and a free slot in its project
+    WAITING = "waiting"
+    #: claimed by a worker that holds its lease
+    RUNNING = "running"
+    #: the handler finished
+    SUCCESS = "success"
+    #: the handler failed, or the task ran out of attempts
+    FAILED = "failed"
+    #: the task passed its deadline
+    TIMEOUT = "timeout"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.TIMEOUT)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskFilter:
+    """Filters of the task list; None means "any"."""
+
+    project_id: str | None = None
+    operation_type: str | None = None
+    status: TaskStatus | None = None
+    checkpoint_id: str | None = None
+    checkpoint_item_id: str | None = None
+    plan_id: str | None = None
+    resource_id: str | None = None
+    created_from: dt.datetime | None = None
+    created_to: dt.datetime | None = None

@@ -198,3 +198,11 @@ class NothingToBackUp(errors.InvalidState):
 
     def __init__(self, policy_id: str) -> None:
         super().__init__(f"plan has no resource backup: policy ({policy_id}) has no server")
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyFilter:
+    """Which policies a list takes; None means "any"."""
+
+    project_id: str | None = None
+    name: str | None = None

@@ -4,26 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import enum
 from collections.abc import Mapping
 from typing import Any
 
-
-class TaskStatus(enum.StrEnum):
-    #: accepted, waiting for a worker and a free slot in its project
-    WAITING = "waiting"
-    #: claimed by a worker that holds its lease
-    RUNNING = "running"
-    #: the handler finished
-    SUCCESS = "success"
-    #: the handler failed, or the task ran out of attempts
-    FAILED = "failed"
-    #: the task passed its deadline
-    TIMEOUT = "timeout"
-
-    @property
-    def terminal(self) -> bool:
-        return self in (TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.TIMEOUT)
+from csbs.domain.operations import TaskStatus
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,21 +109,6 @@ class Task:
         if self.started_at is None:
             return None
         return self.started_at + dt.timedelta(seconds=self.deadline_seconds)
-
-
-@dataclasses.dataclass(frozen=True)
-class TaskFilter:
-    """Filters of the task list; None means "any"."""
-
-    project_id: str | None = None
-    operation_type: str | None = None
-    status: TaskStatus | None = None
-    checkpoint_id: str | None = None
-    checkpoint_item_id: str | None = None
-    plan_id: str | None = None
-    resource_id: str | None = None
-    created_from: dt.datetime | None = None
-    created_to: dt.datetime | None = None
 
 
 def error_info(code: str, message: str) -> dict[str, str]:

@@ -30,8 +30,9 @@ from csbs import sqlreads
 from csbs.domain import errors
 from csbs.domain.clock import Clock
 from csbs.domain.ids import new_id
+from csbs.domain.operations import TaskFilter, TaskStatus
 from csbs.domain.paging import Page, PageRequest
-from csbs.queue.jobs import EnqueueRequest, Task, TaskFilter, TaskStatus, error_info
+from csbs.queue.jobs import EnqueueRequest, Task, error_info
 from csbs.queue.schema import task_queues, tasks
 from csbs.sqlpaging import apply_page
 from csbs.sqltypes import UTCDateTime

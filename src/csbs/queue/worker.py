@@ -24,8 +24,9 @@ import sqlalchemy.exc
 from csbs.domain import errors
 from csbs.domain.clock import Clock
 from csbs.domain.ids import new_hex_id
+from csbs.domain.operations import TaskStatus
 from csbs.queue.context import CancelReason, RetryLater, TaskCancelled, TaskContext
-from csbs.queue.jobs import Task, TaskStatus, error_info
+from csbs.queue.jobs import Task, error_info
 from csbs.queue.notify import Listener
 from csbs.queue.store import Hook, TaskStore
 

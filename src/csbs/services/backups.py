@@ -12,11 +12,11 @@ from sqlalchemy import orm
 from csbs.db.engine import Database
 from csbs.db.queries import backups as q
 from csbs.db.queries import inventory as inv
-from csbs.db.queries.backups import BackupFilter
 from csbs.domain import errors
 from csbs.domain.backups import (
     CONSISTENCY_NONE,
     Backup,
+    BackupFilter,
     BackupRunning,
     BackupStatus,
     Checkpoint,

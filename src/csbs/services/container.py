@@ -1,16 +1,15 @@
-"""The set of services the edges (HTTP, CLI, workers) are handed by the composition root."""
+"""The use cases the edges (HTTP, CLI, workers) are handed by the composition root; the
+edges' own state (HTTP options, draining) is theirs (`csbs.api.edge`)."""
 
 from __future__ import annotations
 
 import dataclasses
-import threading
 
 from csbs.db.engine import Database
 from csbs.domain.clock import Clock
 from csbs.fileio.confined import Rules
 from csbs.queue import TaskStore
 from csbs.repository import Repository
-from csbs.services.activity import ApiActivity
 from csbs.services.backups import BackupService
 from csbs.services.deletions import DeletionService
 from csbs.services.identity import IdentityService
@@ -20,31 +19,6 @@ from csbs.services.policies import PolicyService
 from csbs.services.quotas import QuotaService
 from csbs.services.restores import RestoreService
 from csbs.services.tags import TagService
-
-
-@dataclasses.dataclass(frozen=True)
-class ApiOptions:
-    """What the HTTP layer needs to know about its deployment."""
-
-    region: str
-    public_url: str | None
-    max_body_bytes: int
-    #: threads that run the route functions (which block on the database)
-    threads: int
-
-
-class Lifecycle:
-    """Whether the process is draining for shutdown; readable from every thread."""
-
-    def __init__(self) -> None:
-        self._draining = threading.Event()
-
-    @property
-    def draining(self) -> bool:
-        return self._draining.is_set()
-
-    def start_draining(self) -> None:
-        self._draining.set()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +38,3 @@ class Services:
     operation_logs: OperationLogService
     quotas: QuotaService
     tags: TagService
-    options: ApiOptions
-    lifecycle: Lifecycle = dataclasses.field(default_factory=Lifecycle)
-    #: Calls in flight in this process's API (shared with the embedded worker process).
-    activity: ApiActivity = dataclasses.field(default_factory=ApiActivity)

@@ -8,7 +8,6 @@ the repository keeps its release cursor.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,42 +32,6 @@ from csbs.domain.providers import CSBS_PROVIDER_ID
 from csbs.queue import EnqueueRequest, Task, TaskStatus, TaskStore
 from csbs.queue.jobs import Refs
 from csbs.services.backups import joined_session
-
-_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-
-
-def parse_item_ids(values: Sequence[str]) -> list[str] | None:
-    """`checkpoint_items` as one id, a comma-separated list, or the parameter repeated.
-
-    Returns None when the parameter is absent (delete every backup of the record).
-
-    Raises:
-        InvalidInput: an empty or malformed id.
-    """
-    if not values:
-        return None
-    ids: list[str] = []
-    for value in values:
-        for part in value.split(","):
-            part = part.strip()
-            if not _ID_RE.match(part):
-                raise errors.InvalidInput(
-                    "checkpoint_items must be a comma-separated list of backup ids"
-                )
-            if part not in ids:
-                ids.append(part)
-    return ids
-
-
-_REF_COLUMNS = (
-    "id",
-    "project_id",
-    "checkpoint_id",
-    "status",
-    "plan_id",
-    "resource_id",
-    "resource_name",
-)
 
 
 def _targets(
@@ -101,10 +64,19 @@ class DeletionService:
         self._db = db
         self._clock = clock
         self._tasks = tasks
-        # PostgreSQL accepts a DELETE in one statement: one round trip instead of five
-        # (BEGIN, lock, mark, enqueue, COMMIT), the hot path of the DELETE benchmark, run
-        # on the driver's cursor (`db.driver`).
-        self._accept = None if db.is_sqlite else DriverStatement(db, self._build_accept())
+        # PostgreSQL accepts a DELETE in one statement (`q.deletion_accept`), the hot path
+        # of the DELETE benchmark, run on the driver's cursor (`db.driver`, decision 0011).
+        self._accept = (
+            None
+            if db.is_sqlite
+            else DriverStatement(
+                db,
+                q.deletion_accept(
+                    lambda rows: tasks.enqueue_each(rows, OperationType.DELETE),
+                    CSBS_PROVIDER_ID,
+                ),
+            )
+        )
 
     def delete(self, project_id: str, checkpoint_id: str, item_ids: list[str] | None) -> list[str]:
         """Accept the deletion of backups of a record (all of them when `item_ids` is None).
@@ -126,41 +98,11 @@ class DeletionService:
         self._tasks.poke()
         return task_ids
 
-    def _build_accept(self) -> sa.Select[Any]:
-        parts = q.deletion_accept()
-        t = parts.targets
-        rows = (
-            sa.select(
-                t.c.task_id,
-                t.c.project_id,
-                sa.func.json_build_object("backup_id", t.c.id, type_=sa.JSON()),
-                sa.literal(CSBS_PROVIDER_ID, sa.String()),
-                t.c.checkpoint_id,
-                t.c.id,
-                t.c.plan_id,
-                t.c.resource_id,
-                t.c.resource_name,
-            )
-            .where(parts.ok)
-            .order_by(*parts.target_order)
-        )
-        enqueued, notify = self._tasks.enqueue_each(rows, OperationType.DELETE)
-        locked = parts.locked
-        return (
-            sa.select(
-                *(locked.c[name] for name in _REF_COLUMNS),
-                t.c.task_id,
-                parts.ok.label("ok"),
-                notify.label("notified"),
-            )
-            .select_from(locked.outerjoin(t, t.c.id == locked.c.id))
-            .order_by(locked.c.created_at, locked.c.id)
-            .add_cte(parts.marked, *enqueued)
-        )
-
     def _delete_in_one_statement(
         self, project_id: str, checkpoint_id: str, item_ids: list[str] | None
     ) -> list[str]:
+        """PostgreSQL: the statement checks, marks and enqueues, or changes nothing; the
+        rows it answers say which error to raise when it refused."""
         assert self._accept is not None
         now = self._clock.now()
         rows: list[Any] = self._accept.rows(
@@ -172,14 +114,12 @@ class DeletionService:
                 "e_now": now,
             }
         )
-        backups = [q.ref_of(r) for r in rows]
-        # The statement wrote only if its own checks passed; the same checks in Python say
-        # which error to answer, and that they agree.
-        targets = _targets(backups, project_id, checkpoint_id, item_ids)
-        if not rows[0].ok:
+        if not rows or not rows[0].ok:
+            _targets([q.ref_of(r) for r in rows], project_id, checkpoint_id, item_ids)
             raise RuntimeError("the deletion statement refused what its checks accept")
-        task_of = {r.id: r.task_id for r in rows}
-        return [task_of[b.id] for b in targets]
+        task_of = {r.id: r.task_id for r in rows if r.task_id is not None}
+        order = item_ids if item_ids is not None else [r.id for r in rows]
+        return [task_of[i] for i in order]
 
     def enqueue(self, s: orm.Session, targets: Sequence[BackupRef]) -> list[str]:
         """Move `targets` to `waiting_delete` with one deletion task each, in `s`'s

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 from typing import Any
 
 from csbs.domain import errors
@@ -56,15 +55,3 @@ class OperationLogService:
             items=[OperationLog(t, positions.get(t.id)) for t in result.items],
             has_more=result.has_more,
         )
-
-
-def parse_time(value: str | None, field: str) -> dt.datetime | None:
-    """Parse a CSBS timestamp (`2017-04-18T01:21:52.701973`, fraction optional; UTC)."""
-    if value is None or value == "":
-        return None
-    for fmt in ("%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"):
-        try:
-            return dt.datetime.strptime(value, fmt).replace(tzinfo=dt.UTC)
-        except ValueError:
-            continue
-    raise errors.InvalidInput(f"{field} must look like 2017-04-18T01:21:52.701973")

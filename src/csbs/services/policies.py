@@ -22,7 +22,6 @@ from csbs.db.queries import backups as bq
 from csbs.db.queries import identity as identity_q
 from csbs.db.queries import inventory as inv
 from csbs.db.queries import policies as q
-from csbs.db.queries.policies import PolicyFilter
 from csbs.domain import errors, schedules
 from csbs.domain.backups import (
     Backup,
@@ -45,6 +44,7 @@ from csbs.domain.policies import (
     NothingToBackUp,
     Policy,
     PolicyExecuting,
+    PolicyFilter,
     PolicyLimitReached,
     PolicyResource,
     PolicyRun,

@@ -10,6 +10,7 @@ from csbs.db.engine import Database
 from csbs.db.queries import backups as backup_q
 from csbs.db.queries import identity as identity_q
 from csbs.db.queries import quotas as q
+from csbs.domain.backups import BackupFilter
 from csbs.domain.clock import Clock
 from csbs.domain.quotas import (
     UNLIMITED,
@@ -101,4 +102,4 @@ class QuotaService:
 
 def _retained_backups(s: orm.Session, project_id: str) -> int:
     """Backups the project retains: every one, whatever its status, until it is deleted."""
-    return backup_q.count(s, backup_q.BackupFilter(project_id=project_id))
+    return backup_q.count(s, BackupFilter(project_id=project_id))

@@ -7,7 +7,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 
-from csbs.api.deps import ActorDep, ReaderDep, ServicesDep, base_url, check_all_tenants
+from csbs.api.deps import (
+    ActorDep,
+    EdgeDep,
+    ReaderDep,
+    ServicesDep,
+    base_url,
+    check_all_tenants,
+)
+from csbs.api.params import parse_item_ids, parse_time
 from csbs.api.schemas.backups import (
     ProtectBody,
     ResourcesActionBody,
@@ -15,15 +23,12 @@ from csbs.api.schemas.backups import (
     checkpoint_body,
 )
 from csbs.api.schemas.common import next_link
-from csbs.db.queries.backups import BackupFilter
 from csbs.domain import errors
-from csbs.domain.backups import BackupStatus
+from csbs.domain.backups import BackupFilter, BackupStatus
 from csbs.domain.paging import page_request
 from csbs.domain.providers import require_provider
 from csbs.services.backups import DEFAULT_SORT, SORT_KEYS, ProtectRequest
 from csbs.services.container import Services
-from csbs.services.deletions import parse_item_ids
-from csbs.services.operation_logs import parse_time
 
 router = APIRouter(prefix="/v1/{project_id}", tags=["backups"])
 IdPath = Annotated[str, Path(min_length=1, max_length=64)]
@@ -111,7 +116,7 @@ def resources_action(
 
 async def backup_filter(
     project_id: str,
-    services: ServicesDep,
+    edge: EdgeDep,
     principal: ReaderDep,
     status: Str64 = None,
     name: Str255 = None,
@@ -136,7 +141,7 @@ async def backup_filter(
         )
     # Every backup here is an image of type "backup" in the one region; there are no IPs.
     impossible = (
-        (az is not None and az != services.options.region)
+        (az is not None and az != edge.options.region)
         or (image_type is not None and image_type != "backup")
         or bool(ip)
     )
@@ -168,6 +173,7 @@ def count_backups(services: ServicesDep, f: FilterDep) -> dict[str, Any]:
 def list_backups(
     request: Request,
     services: ServicesDep,
+    edge: EdgeDep,
     f: FilterDep,
     limit: Annotated[int | None, Query()] = None,
     marker: Str64 = None,
@@ -184,21 +190,25 @@ def list_backups(
     )
     result = services.backups.search(f, page)
     body: dict[str, Any] = {
-        "checkpoint_items": [backup_body(b, services.options.region) for b in result.items]
+        "checkpoint_items": [backup_body(b, edge.options.region) for b in result.items]
     }
     if result.has_more and result.items:
         body["checkpoint_items_links"] = next_link(
-            request, base_url(request, services), result.items[-1].id, page.limit
+            request, base_url(request), result.items[-1].id, page.limit
         )
     return body
 
 
 @router.get("/checkpoint_items/{checkpoint_item_id}", summary="Show a backup (B3)")
 def show_backup(
-    project_id: str, checkpoint_item_id: IdPath, services: ServicesDep, _p: ReaderDep
+    project_id: str,
+    checkpoint_item_id: IdPath,
+    services: ServicesDep,
+    edge: EdgeDep,
+    _p: ReaderDep,
 ) -> dict[str, Any]:
     b = services.backups.get(project_id, checkpoint_item_id)
-    return {"checkpoint_item": backup_body(b, services.options.region)}
+    return {"checkpoint_item": backup_body(b, edge.options.region)}
 
 
 @router.delete(

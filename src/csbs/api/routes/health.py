@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from csbs.api.deps import ServicesDep
+from csbs.api.deps import EdgeDep, ServicesDep
 from csbs.domain import errors
 
 router = APIRouter(tags=["operations"])
@@ -17,8 +17,8 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", summary="Readiness: the metadata database answers and we are not draining")
-def readyz(services: ServicesDep) -> dict[str, str]:
-    if services.lifecycle.draining:
+def readyz(services: ServicesDep, edge: EdgeDep) -> dict[str, str]:
+    if edge.lifecycle.draining:
         raise errors.ServiceUnavailable("The service is shutting down.")
     services.db.ping()
     return {"status": "ready"}

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import JSONResponse
 
-from csbs.api.deps import PrincipalDep, ServicesDep, base_url
+from csbs.api.deps import PrincipalDep, ServicesDep, base_url, edge_of
 from csbs.api.schemas.identity import TokenRequest
 from csbs.domain import errors
 from csbs.domain.identity import IssuedToken, Principal
@@ -27,8 +27,8 @@ def _ts(value: Any) -> str:
 def token_body(
     principal: Principal, issued_at: Any, request: Request, services: Services
 ) -> dict[str, Any]:
-    base = base_url(request, services)
-    region = services.options.region
+    base = base_url(request)
+    region = edge_of(request).options.region
     endpoint_url = f"{base}/v1/{principal.project_id}"
     return {
         "token": {
@@ -72,7 +72,7 @@ def token_body(
 @router.get("/v3", summary="Identity API version document")
 @router.get("/v3/", include_in_schema=False)
 def identity_version(request: Request, services: ServicesDep) -> dict[str, Any]:
-    base = base_url(request, services)
+    base = base_url(request)
     return {
         "version": {
             "id": "v3.14",

@@ -7,11 +7,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 
 from csbs.api.deps import ReaderDep, ServicesDep, base_url, check_all_tenants
+from csbs.api.params import parse_time
 from csbs.api.schemas.common import next_link, timestamp
 from csbs.domain import errors
+from csbs.domain.operations import TaskFilter, TaskStatus
 from csbs.domain.paging import page_request
-from csbs.queue import TaskFilter, TaskStatus
-from csbs.services.operation_logs import DEFAULT_SORT, SORT_KEYS, OperationLog, parse_time
+from csbs.services.operation_logs import DEFAULT_SORT, SORT_KEYS, OperationLog
 
 router = APIRouter(prefix="/v1/{project_id}", tags=["operation_logs"])
 
@@ -90,7 +91,7 @@ def list_operation_logs(
     body: dict[str, Any] = {"operation_logs": [operation_log_body(x) for x in result.items]}
     if result.has_more and result.items:
         body["operation_logs_links"] = next_link(
-            request, base_url(request, services), result.items[-1].task.id, page.limit
+            request, base_url(request), result.items[-1].task.id, page.limit
         )
     return body
 

@@ -17,8 +17,8 @@ from csbs.api.schemas.policies import (
     policy_body,
     update_spec,
 )
-from csbs.db.queries.policies import PolicyFilter
 from csbs.domain.paging import page_request
+from csbs.domain.policies import PolicyFilter
 from csbs.domain.providers import require_provider
 from csbs.services.policies import DEFAULT_SORT, SORT_KEYS
 
@@ -63,7 +63,7 @@ def list_policies(
     body: dict[str, Any] = {"policies": [policy_body(p) for p in result.items]}
     if result.has_more and result.items:
         body["policies_links"] = next_link(
-            request, base_url(request, services), result.items[-1].id, page.limit
+            request, base_url(request), result.items[-1].id, page.limit
         )
     return body
 

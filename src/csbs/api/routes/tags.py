@@ -11,7 +11,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Response
 
-from csbs.api.deps import ActorDep, ReaderDep, ServicesDep
+from csbs.api.deps import ActorDep, EdgeDep, ReaderDep, ServicesDep
+from csbs.api.edge import ApiEdge
 from csbs.api.schemas.backups import backup_body
 from csbs.api.schemas.tags import (
     BatchBody,
@@ -36,22 +37,21 @@ from csbs.domain.tags import (
     parse_limit,
     parse_offset,
 )
-from csbs.services.container import Services
 
 IdPath = Annotated[str, Path(min_length=1, max_length=64)]
 KeyPath = Annotated[str, Path(min_length=1, max_length=1024)]
 #: Builds `resource_detail` of a T1 answer from a resource the service found.
-Detail = Callable[[TaggedResource, Services], dict[str, Any]]
+Detail = Callable[[TaggedResource, ApiEdge], dict[str, Any]]
 
 
-def backup_detail(r: TaggedResource, services: Services) -> dict[str, Any]:
+def backup_detail(r: TaggedResource, edge: ApiEdge) -> dict[str, Any]:
     """A backup's `resource_detail` is the full checkpoint_item (spec §6.2)."""
     if not isinstance(r.detail, Backup):
         return {}
-    return backup_body(r.detail, services.options.region)
+    return backup_body(r.detail, edge.options.region)
 
 
-def empty_detail(_r: TaggedResource, _services: Services) -> dict[str, Any]:
+def empty_detail(_r: TaggedResource, _edge: ApiEdge) -> dict[str, Any]:
     """A policy's `resource_detail` is `{}`."""
     return {}
 
@@ -79,13 +79,13 @@ def tag_router(kind: TagKind, detail: Detail) -> APIRouter:
 
     @router.post("/resource_instances/action", summary=f"Query {label} by tags")
     def query(
-        project_id: str, body: QueryBody, services: ServicesDep, _p: ReaderDep
+        project_id: str, body: QueryBody, services: ServicesDep, edge: EdgeDep, _p: ReaderDep
     ) -> dict[str, Any]:
         action, q = parse_query(body)
         result = services.tags.query(kind, project_id, action, q)
         if action is QueryAction.COUNT:
             return {"total_count": result.total}
-        return query_body(result, lambda r: detail(r, services))
+        return query_body(result, lambda r: detail(r, edge))
 
     @router.get("/tags", summary=f"Tags used by the project's {label}")
     def project_tags(project_id: str, services: ServicesDep, _p: ReaderDep) -> dict[str, Any]:

@@ -25,10 +25,10 @@ def _v1(base: str) -> dict[str, Any]:
 
 @router.get("/", status_code=300, summary="List API versions")
 def list_versions(request: Request, services: ServicesDep) -> JSONResponse:
-    return JSONResponse({"versions": [_v1(base_url(request, services))]}, status_code=300)
+    return JSONResponse({"versions": [_v1(base_url(request))]}, status_code=300)
 
 
 @router.get("/v1", summary="Show API version 1")
 @router.get("/v1/", include_in_schema=False)
 def show_v1(request: Request, services: ServicesDep) -> dict[str, Any]:
-    return {"version": _v1(base_url(request, services))}
+    return {"version": _v1(base_url(request))}

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,6 +14,7 @@ from csbs.db import tables
 from csbs.domain.backups import (
     DELETABLE,
     Backup,
+    BackupFilter,
     BackupRef,
     BackupStatus,
     Checkpoint,
@@ -35,25 +35,6 @@ SORT_COLUMNS: Mapping[str, sa.ColumnElement[Any]] = {
     "protected_at": B.__table__.c.protected_at,
     "id": B.__table__.c.id,
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class BackupFilter:
-    project_id: str | None = None
-    status: str | None = None
-    name: str | None = None
-    resource_id: str | None = None
-    resource_name: str | None = None
-    resource_type: str | None = None
-    checkpoint_id: str | None = None
-    plan_id: str | None = None
-    created_from: dt.datetime | None = None
-    created_to: dt.datetime | None = None
-    #: set when a filter can match nothing here (e.g. an unknown AZ or image type)
-    impossible: bool = False
-    include_deleted: bool = False
-    #: (key, value) tags the backup must all carry
-    tags: tuple[Tag, ...] = ()
 
 
 def _where(f: BackupFilter) -> list[sa.ColumnElement[bool]]:
@@ -269,6 +250,16 @@ _REFS = sa.select(
     _BT.c.resource_id,
     _BT.c.resource_name,
 ).where(_BT.c.status != BackupStatus.DELETED.value)
+#: The columns of `_REFS`, by name (those of `BackupRef`).
+_REF_COLUMNS = (
+    "id",
+    "project_id",
+    "checkpoint_id",
+    "status",
+    "plan_id",
+    "resource_id",
+    "resource_name",
+)
 _REFS_OF_CHECKPOINT = (
     _REFS.where(_BT.c.checkpoint_id == sa.bindparam("r_checkpoint"))
     .order_by(_BT.c.created_at, _BT.c.id)
@@ -290,24 +281,24 @@ _MARK = (
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class DeletionAccept:
-    """The parts of a DELETE call accepted in one PostgreSQL statement.
+#: How the queue adds its tasks to a statement of ours (`TaskStore.enqueue_each`, bound to
+#: an operation type): given a select of the task columns in the queue's `EACH_COLUMNS`
+#: order, the data-modifying CTEs to add and a column that wakes the workers.
+EnqueueEach = Callable[[sa.Select[Any]], tuple[list[sa.CTE], sa.ScalarSelect[Any]]]
 
-    Binds: `r_checkpoint` (the record), `d_ids` (the targeted backup ids, or None for all of
-    them), `d_project` (the caller's project), `d_now`. Data-modifying CTEs run once, whether
-    or not the statement reads them, and only `marked` writes here, when `ok` holds.
+
+def deletion_accept(enqueue_each: EnqueueEach, provider_id: str) -> sa.Select[Any]:
+    """The DELETE call (B2) accepted in one PostgreSQL statement: one round trip instead
+    of five (BEGIN, lock, mark, enqueue, COMMIT). Built once: it is the hot path of DELETE.
+
+    Binds `r_checkpoint` (the record), `d_ids` (the targeted backup ids, or None for all of
+    them), `d_project` (the caller's project), `d_now` and the queue's `e_now`. Answers the
+    record's backups, locked, oldest first: the columns of `BackupRef`, `task_id` (of a
+    targeted backup), `ok` and `notified`. Only when `ok` (the record is the project's,
+    every id is in it, every target is deletable) did it write: the targets went
+    `waiting_delete`, each with one deletion task. Data-modifying CTEs run once, whether or
+    not the statement reads them.
     """
-
-    locked: sa.CTE  #: the record's backups, locked (columns of BackupRef, plus created_at)
-    targets: sa.CTE  #: those targeted, each with a new `task_id`
-    target_order: tuple[sa.ColumnElement[Any], ...]  #: the order the ids were given in, else age
-    ok: sa.ScalarSelect[bool]  #: the record is the project's, every id in it, all deletable
-    marked: sa.CTE  #: the targets, moved to waiting_delete with their task ids when ok
-
-
-def deletion_accept() -> DeletionAccept:
-    """Build the parts of `DeletionAccept` (once: they are on the hot path of DELETE)."""
     locked = _REFS_OF_CHECKPOINT.add_columns(_BT.c.created_at).cte("locked")
     ids = sa.cast(sa.bindparam("d_ids"), pg.ARRAY(sa.String()))
     targets = (
@@ -339,8 +330,34 @@ def deletion_accept() -> DeletionAccept:
         .returning(_BT.c.id)
         .cte("marked")
     )
-    order = (sa.func.array_position(ids, targets.c.id), targets.c.created_at, targets.c.id)
-    return DeletionAccept(locked=locked, targets=targets, target_order=order, ok=ok, marked=marked)
+    # One task per target, in the order the ids were given in, else oldest first.
+    tasks = (
+        sa.select(
+            targets.c.task_id,
+            targets.c.project_id,
+            sa.func.json_build_object("backup_id", targets.c.id, type_=sa.JSON()),
+            sa.literal(provider_id, sa.String()),
+            targets.c.checkpoint_id,
+            targets.c.id,
+            targets.c.plan_id,
+            targets.c.resource_id,
+            targets.c.resource_name,
+        )
+        .where(ok)
+        .order_by(sa.func.array_position(ids, targets.c.id), targets.c.created_at, targets.c.id)
+    )
+    enqueued, notify = enqueue_each(tasks)
+    return (
+        sa.select(
+            *(locked.c[name] for name in _REF_COLUMNS),
+            targets.c.task_id,
+            ok.label("ok"),
+            notify.label("notified"),
+        )
+        .select_from(locked.outerjoin(targets, targets.c.id == locked.c.id))
+        .order_by(locked.c.created_at, locked.c.id)
+        .add_cte(marked, *enqueued)
+    )
 
 
 def refs_for_update(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -14,7 +13,13 @@ from csbs.db import tables
 from csbs.db.queries.tags import tags_of
 from csbs.domain.backups import BackupStatus
 from csbs.domain.paging import Page, PageRequest
-from csbs.domain.policies import Policy, PolicyResource, PolicyRun, ScheduledOperation
+from csbs.domain.policies import (
+    Policy,
+    PolicyFilter,
+    PolicyResource,
+    PolicyRun,
+    ScheduledOperation,
+)
 from csbs.domain.retention import Candidate
 from csbs.domain.tags import TagKind
 from csbs.sqlpaging import fetch_page
@@ -26,12 +31,6 @@ SORT_COLUMNS: Mapping[str, sa.ColumnElement[Any]] = {
     "name": P.__table__.c.name,
     "id": P.__table__.c.id,
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class PolicyFilter:
-    project_id: str | None = None
-    name: str | None = None
 
 
 def _assemble(s: orm.Session, rows: Sequence[tables.Policy]) -> list[Policy]:

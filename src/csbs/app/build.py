@@ -1,4 +1,7 @@
-"""Composition root: builds the engine, services, HTTP app and workers from Settings. No logic."""
+"""Building a csbs process from Settings: engine, services, repository, edge state, workers.
+
+No logic: every choice here is a setting passed down as a plain value.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +9,16 @@ import dataclasses
 import datetime as dt
 import logging
 import os
-import signal
-import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 import argon2
 import sqlalchemy as sa
-import uvicorn
 
 from csbs import migrations
 from csbs import tasks as task_handlers
-from csbs.api.app import create_app
+from csbs.api.edge import ApiEdge, ApiOptions
+from csbs.app.activity import ApiActivity
 from csbs.blobstore import BlobStore
 from csbs.blobstore.registry import open_store
 from csbs.config import Settings
@@ -31,7 +31,7 @@ from csbs.queue import Handler, QueueConfig, TaskStore, Worker
 from csbs.repository import Repository, RepositorySettings
 from csbs.repository.keys import load_or_create_master_key, parse_master_key
 from csbs.services.backups import BackupService
-from csbs.services.container import ApiOptions, Services
+from csbs.services.container import Services
 from csbs.services.deletions import DeletionService
 from csbs.services.identity import IdentityService
 from csbs.services.inventory import InventoryService
@@ -41,17 +41,21 @@ from csbs.services.quotas import QuotaService
 from csbs.services.restores import RestoreService
 from csbs.services.scheduler import Scheduler
 from csbs.services.tags import TagService
-from csbs.worker_process import WorkerProcess
 
 log = logging.getLogger("csbs")
 
 
 @dataclasses.dataclass
 class Runtime:
-    """Everything one csbs process runs, built from one Settings object."""
+    """Everything one csbs process runs, built from one Settings object: the use cases
+    (`services`) and the state of its HTTP edge (`edge`: options, draining, calls in
+    flight), which no use case needs."""
 
     settings: Settings
     services: Services
+    edge: ApiEdge
+    #: the API's calls in flight, in shared memory (`edge.calls`) for the worker child
+    activity: ApiActivity
 
     def close(self) -> None:
         self.services.db.dispose()
@@ -113,14 +117,18 @@ def build(
         operation_logs=OperationLogService(store),
         quotas=quotas,
         tags=TagService(db),
+    )
+    activity = ApiActivity()
+    edge = ApiEdge(
         options=ApiOptions(
             region=settings.region,
             public_url=settings.public_url,
             max_body_bytes=settings.max_body_bytes,
             threads=settings.api_threads,
         ),
+        calls=activity,
     )
-    return Runtime(settings=settings, services=services)
+    return Runtime(settings=settings, services=services, edge=edge, activity=activity)
 
 
 def service_files(settings: Settings) -> list[Path]:
@@ -217,40 +225,6 @@ def make_scheduler(runtime: Runtime) -> Scheduler:
     )
 
 
-def run_scheduler(runtime: Runtime) -> None:
-    """Run the policy scheduler alone until SIGTERM/SIGINT (it leads or stands by)."""
-    scheduler = make_scheduler(runtime)
-    _run_until_signal(runtime, scheduler.start, scheduler.stop)
-
-
-def run_worker(runtime: Runtime, worker: Worker) -> None:
-    """Run `worker` until SIGTERM/SIGINT, then stop it gracefully (running tasks get the
-    shutdown grace to finish; the rest go back to waiting)."""
-    _run_until_signal(
-        runtime, worker.start, lambda: worker.stop(grace=runtime.settings.shutdown_grace_seconds)
-    )
-
-
-def _run_until_signal(
-    runtime: Runtime, start: Callable[[], None], stop: Callable[[], None]
-) -> None:
-    """start(); wait for SIGTERM/SIGINT; stop(); then close the runtime."""
-    stopping = threading.Event()
-
-    def _on_signal(_sig: int, _frame: Any) -> None:
-        stopping.set()
-
-    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    start()
-    try:
-        stopping.wait()
-    finally:
-        stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        runtime.close()
-
-
 def prepare(runtime: Runtime) -> str | None:
     """Apply migrations and create the admin account; returns a generated admin password."""
     migrations.upgrade(runtime.services.db.engine)
@@ -259,57 +233,3 @@ def prepare(runtime: Runtime) -> str | None:
     runtime.services.repository.deployment_chunk_size()
     secret = runtime.settings.admin_password
     return runtime.services.identity.bootstrap(secret.get_secret_value() if secret else None)
-
-
-class _DrainingServer(uvicorn.Server):
-    """uvicorn, but the first exit signal marks the service as draining (503 to new calls)."""
-
-    def __init__(self, config: uvicorn.Config, runtime: Runtime) -> None:
-        super().__init__(config)
-        self._runtime = runtime
-
-    def handle_exit(self, sig: int, frame: Any) -> None:
-        self._runtime.services.lifecycle.start_draining()
-        # Unlike uvicorn, do not re-raise the signal after shutdown: csbs still has workers
-        # to hand back, and then exits 0 as a clean shutdown should.
-        if self.should_exit and sig == signal.SIGINT:
-            self.force_exit = True
-        self.should_exit = True
-
-
-def serve(runtime: Runtime) -> None:
-    """Run the API (and, per settings, the worker process and the scheduler) until
-    SIGINT/SIGTERM."""
-    settings = runtime.settings
-    app = create_app(runtime.services)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_seconds)),
-    )
-    server = _DrainingServer(config, runtime)
-    worker = (
-        WorkerProcess(settings, runtime.services.activity) if settings.embedded_workers else None
-    )
-    if worker is not None:
-        worker.start()
-        if runtime.services.db.is_sqlite:
-            # SQLite has no notifications: the pipe is what wakes the child at once. On
-            # PostgreSQL every enqueue notifies it already; a second wake-up per call would
-            # only cost both processes a system call.
-            runtime.services.tasks.add_local_waker(worker)
-    scheduler = make_scheduler(runtime) if settings.embedded_scheduler else None
-    if scheduler is not None:
-        scheduler.start()
-    log.info("serving", extra={"host": settings.host, "port": settings.port})
-    try:
-        server.run()
-    finally:
-        if scheduler is not None:
-            scheduler.stop()
-        if worker is not None:
-            worker.stop(grace=settings.shutdown_grace_seconds)
-        runtime.close()

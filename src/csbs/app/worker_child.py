@@ -30,8 +30,11 @@ import sys
 import threading
 from typing import Any, Protocol
 
+from csbs import logs
+from csbs.app.activity import ApiActivity
+from csbs.app.build import build, make_worker
+from csbs.app.run import run_worker
 from csbs.config import Settings
-from csbs.services.activity import ApiActivity
 
 log = logging.getLogger("csbs.worker_process")
 
@@ -137,12 +140,10 @@ def _child_main(
 ) -> None:
     _die_with_parent(parent_pid)
     os.setpriority(os.PRIO_PROCESS, 0, niceness)
-    from csbs import app, logs  # not at the top: csbs.app imports this module
-
     logs.configure(settings.log_level, json_lines=settings.log_json)
-    runtime = app.build(settings)
+    runtime = build(settings)
     api_busy = None if activity is None else ApiActivity(activity).busy
-    worker = app.make_worker(runtime, api_busy=api_busy)
+    worker = make_worker(runtime, api_busy=api_busy)
 
     threading.Thread(
         target=relay_wake_ups,
@@ -150,4 +151,4 @@ def _child_main(
         name="csbs-wake-relay",
         daemon=True,
     ).start()
-    app.run_worker(runtime, worker)
+    run_worker(runtime, worker)

@@ -1,0 +1,46 @@
+"""Running a worker or the scheduler alone until SIGTERM/SIGINT (`csbs worker`,
+`csbs scheduler`, and the worker child of `csbs serve`)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from csbs.app.build import Runtime, make_scheduler
+from csbs.queue import Worker
+
+
+def run_scheduler(runtime: Runtime) -> None:
+    """Run the policy scheduler alone until SIGTERM/SIGINT (it leads or stands by)."""
+    scheduler = make_scheduler(runtime)
+    _run_until_signal(runtime, scheduler.start, scheduler.stop)
+
+
+def run_worker(runtime: Runtime, worker: Worker) -> None:
+    """Run `worker` until SIGTERM/SIGINT, then stop it gracefully (running tasks get the
+    shutdown grace to finish; the rest go back to waiting)."""
+    _run_until_signal(
+        runtime, worker.start, lambda: worker.stop(grace=runtime.settings.shutdown_grace_seconds)
+    )
+
+
+def _run_until_signal(
+    runtime: Runtime, start: Callable[[], None], stop: Callable[[], None]
+) -> None:
+    """start(); wait for SIGTERM/SIGINT; stop(); then close the runtime."""
+    stopping = threading.Event()
+
+    def _on_signal(_sig: int, _frame: Any) -> None:
+        stopping.set()
+
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    start()
+    try:
+        stopping.wait()
+    finally:
+        stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        runtime.close()

@@ -1,0 +1,67 @@
+"""`csbs serve`: the API server, with its worker child and scheduler, until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from typing import Any
+
+import uvicorn
+
+from csbs.api.app import create_app
+from csbs.app.build import Runtime, make_scheduler
+from csbs.app.worker_child import WorkerProcess
+
+log = logging.getLogger("csbs")
+
+
+class _DrainingServer(uvicorn.Server):
+    """uvicorn, but the first exit signal marks the service as draining (503 to new calls)."""
+
+    def __init__(self, config: uvicorn.Config, runtime: Runtime) -> None:
+        super().__init__(config)
+        self._runtime = runtime
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        self._runtime.edge.lifecycle.start_draining()
+        # Unlike uvicorn, do not re-raise the signal after shutdown: csbs still has workers
+        # to hand back, and then exits 0 as a clean shutdown should.
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        self.should_exit = True
+
+
+def serve(runtime: Runtime) -> None:
+    """Run the API (and, per settings, the worker process and the scheduler) until
+    SIGINT/SIGTERM."""
+    settings = runtime.settings
+    app = create_app(runtime.services, runtime.edge)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_seconds)),
+    )
+    server = _DrainingServer(config, runtime)
+    worker = WorkerProcess(settings, runtime.activity) if settings.embedded_workers else None
+    if worker is not None:
+        worker.start()
+        if runtime.services.db.is_sqlite:
+            # SQLite has no notifications: the pipe is what wakes the child at once. On
+            # PostgreSQL every enqueue notifies it already; a second wake-up per call would
+            # only cost both processes a system call.
+            runtime.services.tasks.add_local_waker(worker)
+    scheduler = make_scheduler(runtime) if settings.embedded_scheduler else None
+    if scheduler is not None:
+        scheduler.start()
+    log.info("serving", extra={"host": settings.host, "port": settings.port})
+    try:
+        server.run()
+    finally:
+        if scheduler is not None:
+            scheduler.stop()
+        if worker is not None:
+            worker.stop(grace=settings.shutdown_grace_seconds)
+        runtime.close()
