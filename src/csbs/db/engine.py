@@ -19,8 +19,8 @@ import sqlalchemy as sa
 from sqlalchemy import event, exc, orm
 from sqlalchemy.engine import make_url
 
-from csbs import sqlreads
 from csbs.domain import errors
+from csbs.sql import reads
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: A pooled PostgreSQL connection idle this long is pinged before use.
@@ -172,7 +172,7 @@ class Database:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self._write = orm.sessionmaker(bind=engine, expire_on_commit=False)
-        self._read = orm.sessionmaker(bind=sqlreads.reader(engine), expire_on_commit=False)
+        self._read = orm.sessionmaker(bind=reads.reader(engine), expire_on_commit=False)
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @property
@@ -188,7 +188,7 @@ class Database:
     @contextlib.contextmanager
     def read(self) -> Iterator[orm.Session]:
         """A read-only scope: a transaction that never blocks on SQLite's writer lock; on
-        PostgreSQL, statements in autocommit mode (`csbs.sqlreads`)."""
+        PostgreSQL, statements in autocommit mode (`csbs.sql.reads`)."""
         with translate_errors(), self._read() as session, session.begin():
             yield session
 

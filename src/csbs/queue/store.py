@@ -26,15 +26,15 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from csbs import sqlreads
 from csbs.domain import errors
 from csbs.domain.clock import Clock
 from csbs.domain.ids import new_id
 from csbs.domain.paging import Page, PageRequest
 from csbs.queue.jobs import EnqueueRequest, Task, TaskFilter, TaskStatus, error_info
 from csbs.queue.schema import task_queues, tasks
-from csbs.sqlpaging import apply_page
-from csbs.sqltypes import UTCDateTime
+from csbs.sql import reads
+from csbs.sql.paging import apply_page
+from csbs.sql.types import UTCDateTime
 
 #: PostgreSQL channel on which enqueues and finishes wake idle workers.
 CHANNEL = "csbs_tasks"
@@ -134,7 +134,7 @@ class TaskStore:
 
     def __init__(self, engine: sa.Engine, clock: Clock, config: QueueConfig) -> None:
         self._engine = engine
-        self._reader = sqlreads.reader(engine)
+        self._reader = reads.reader(engine)
         self._clock = clock
         self.config = config
         self.is_postgres = engine.dialect.name == "postgresql"

@@ -21,7 +21,6 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from csbs import sqlreads
 from csbs.domain.clock import Clock
 from csbs.repository import errors
 from csbs.repository.schema import (
@@ -34,6 +33,7 @@ from csbs.repository.schema import (
     repo_projects,
     repo_usage,
 )
+from csbs.sql import reads
 
 _REF = struct.Struct("<32sI")  # raw chunk id, count
 
@@ -200,7 +200,7 @@ class ChunkIndex:
 
     def __init__(self, engine: sa.Engine, clock: Clock) -> None:
         self._engine = engine
-        self._reader = sqlreads.reader(engine)
+        self._reader = reads.reader(engine)
         self._clock = clock
         self.is_postgres = engine.dialect.name == "postgresql"
         # A write that is one statement: its own transaction on PostgreSQL (one round trip

@@ -17,7 +17,7 @@ from csbs.domain.paging import Page, PageRequest
 from csbs.domain.policies import Policy, PolicyResource, PolicyRun, ScheduledOperation
 from csbs.domain.retention import Candidate
 from csbs.domain.tags import TagKind
-from csbs.sqlpaging import fetch_page
+from csbs.sql.paging import fetch_page
 
 P = tables.Policy
 SORT_COLUMNS: Mapping[str, sa.ColumnElement[Any]] = {

@@ -1,4 +1,4 @@
-"""Read-only connections, shared by `db`, `queue` and `repository` (beside the layers).
+"""Read-only connections, shared by `db`, `queue` and `repository`.
 
 A read that changes nothing needs no transaction of its own on PostgreSQL: at READ
 COMMITTED, the level csbs runs at, each statement sees its own snapshot whether or not a
