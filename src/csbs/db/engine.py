@@ -20,16 +20,11 @@ from sqlalchemy import event, exc, orm
 from sqlalchemy.engine import make_url
 
 from csbs.domain import errors
-from csbs.sql import reads
+from csbs.sql import dialect, reads
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: A pooled PostgreSQL connection idle this long is pinged before use.
 PING_IDLE_SECONDS = 1.0
-
-
-def is_sqlite(engine: sa.Engine) -> bool:
-    """Tell whether `engine` talks to SQLite."""
-    return engine.dialect.name == "sqlite"
 
 
 def normalise_url(url: str) -> str:
@@ -173,11 +168,11 @@ class Database:
         self.engine = engine
         self._write = orm.sessionmaker(bind=engine, expire_on_commit=False)
         self._read = orm.sessionmaker(bind=reads.reader(engine), expire_on_commit=False)
-        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._autocommit = dialect.autocommit(engine)
 
     @property
     def is_sqlite(self) -> bool:
-        return is_sqlite(self.engine)
+        return dialect.is_sqlite(self.engine)
 
     @contextlib.contextmanager
     def write(self) -> Iterator[orm.Session]:

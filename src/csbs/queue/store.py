@@ -23,8 +23,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql as pg_dialect
-from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from csbs.domain import errors
 from csbs.domain.clock import Clock
@@ -32,7 +30,7 @@ from csbs.domain.ids import new_id
 from csbs.domain.paging import Page, PageRequest
 from csbs.queue.jobs import EnqueueRequest, Task, TaskFilter, TaskStatus, error_info
 from csbs.queue.schema import task_queues, tasks
-from csbs.sql import reads
+from csbs.sql import dialect, reads
 from csbs.sql.paging import apply_page
 from csbs.sql.types import UTCDateTime
 
@@ -94,7 +92,7 @@ def _status_is(status: TaskStatus) -> sa.ColumnElement[bool]:
 
 
 def _add_missing_group(
-    insert: Callable[[sa.Table], Any],
+    insert: Callable[[sa.Table], dialect.Insert],
     project: sa.ColumnElement[Any],
     operation_type: sa.ColumnElement[Any],
 ) -> Any:
@@ -137,7 +135,8 @@ class TaskStore:
         self._reader = reads.reader(engine)
         self._clock = clock
         self.config = config
-        self.is_postgres = engine.dialect.name == "postgresql"
+        self.is_postgres = dialect.is_postgres(engine)
+        self._insert = dialect.insert(engine)
         self._claim_cache: dict[tuple[str | None, tuple[str, ...]], _ClaimStatements] = {}
         self._decrement = (
             task_queues.update()
@@ -268,7 +267,7 @@ class TaskStore:
         )
         projects = sa.select(added.c.project_id).distinct().subquery("projects")
         groups = _add_missing_group(
-            pg_dialect.insert, projects.c.project_id, sa.literal(operation_type, sa.String())
+            self._insert, projects.c.project_id, sa.literal(operation_type, sa.String())
         ).cte("add_groups")
         notify = (
             sa.select(sa.func.pg_notify(CHANNEL, operation_type))
@@ -308,13 +307,11 @@ class TaskStore:
             cancel_requested=False,
         )
         if not self.is_postgres:
-            add_group = _add_missing_group(sqlite_dialect.insert, project, operation_type)
+            add_group = _add_missing_group(self._insert, project, operation_type)
             return add_task.returning(*tasks.c), add_group
         # PostgreSQL: one round trip for the group row, the task and the wake-up
         # (data-modifying CTEs run exactly once, whether or not the outer select reads them).
-        add_group_cte = _add_missing_group(pg_dialect.insert, project, operation_type).cte(
-            "add_group"
-        )
+        add_group_cte = _add_missing_group(self._insert, project, operation_type).cte("add_group")
         added = add_task.returning(*tasks.c).cte("added")
         notify = sa.func.pg_notify(CHANNEL, added.c.operation_type).label("notified")
         return sa.select(*added.c, notify).add_cte(add_group_cte), None

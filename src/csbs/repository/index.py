@@ -18,8 +18,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql as pg_dialect
-from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from csbs.domain.clock import Clock
 from csbs.repository import errors
@@ -33,7 +31,7 @@ from csbs.repository.schema import (
     repo_projects,
     repo_usage,
 )
-from csbs.sql import reads
+from csbs.sql import dialect, reads
 
 _REF = struct.Struct("<32sI")  # raw chunk id, count
 
@@ -202,15 +200,12 @@ class ChunkIndex:
         self._engine = engine
         self._reader = reads.reader(engine)
         self._clock = clock
-        self.is_postgres = engine.dialect.name == "postgresql"
+        self.is_postgres = dialect.is_postgres(engine)
         # A write that is one statement: its own transaction on PostgreSQL (one round trip
         # instead of three); a transaction as any other on SQLite.
-        self._one_statement = (
-            engine.execution_options(isolation_level="AUTOCOMMIT") if self.is_postgres else engine
-        )
-        insert = pg_dialect.insert if self.is_postgres else sqlite_dialect.insert
-        self._insert = insert
-        stmt = insert(repo_chunks).values(
+        self._one_statement = dialect.one_statement(engine)
+        self._insert = dialect.insert(engine)
+        stmt = self._insert(repo_chunks).values(
             project_id=sa.bindparam("p"),
             chunk_id=sa.bindparam("c"),
             refcount=sa.bindparam("n"),
