@@ -161,6 +161,11 @@ def _is_sqlite_lock(e: exc.OperationalError) -> bool:
     return "database is locked" in str(e.orig)
 
 
+def joined_session(conn: sa.Connection) -> orm.Session:
+    """A session inside a transaction someone else (the task queue) owns and commits."""
+    return orm.Session(bind=conn)
+
+
 class Database:
     """The engine plus its session factory; the handle every query module is given."""
 

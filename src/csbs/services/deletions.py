@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 
 from csbs.db.driver import DriverStatement
-from csbs.db.engine import Database
+from csbs.db.engine import Database, joined_session
 from csbs.db.queries import backups as q
 from csbs.domain import errors
 from csbs.domain.backups import (
@@ -32,7 +32,6 @@ from csbs.domain.operations import OperationType
 from csbs.domain.providers import CSBS_PROVIDER_ID
 from csbs.queue import EnqueueRequest, Task, TaskStatus, TaskStore
 from csbs.queue.jobs import Refs
-from csbs.services.backups import joined_session
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
