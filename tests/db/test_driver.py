@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from csbs.db.driver import DriverStatement
 from csbs.db.engine import Database, create_engine
 from csbs.domain import errors
-from csbs.sqltypes import UTCDateTime
+from csbs.sql.types import UTCDateTime
 
 _metadata = sa.MetaData()
 _things = sa.Table(

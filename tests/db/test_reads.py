@@ -5,8 +5,8 @@ from __future__ import annotations
 import psycopg
 import sqlalchemy as sa
 
-from csbs import sqlreads
 from csbs.db.engine import Database, create_engine
+from csbs.sql import reads
 
 
 def _in_transaction(conn: sa.Connection) -> bool:
@@ -25,7 +25,7 @@ def test_reads_are_autocommit_on_postgresql_and_a_snapshot_on_sqlite(db_url: str
         with db.read() as s:
             s.execute(sa.text("SELECT 1"))
             assert _in_transaction(s.connection()) is not postgres
-        with sqlreads.reader(engine).begin() as conn:
+        with reads.reader(engine).begin() as conn:
             conn.execute(sa.text("SELECT 1"))
             assert _in_transaction(conn) is not postgres
         # The pooled connection goes back to transactions for writers: a write is atomic.

@@ -19,17 +19,12 @@ import sqlalchemy as sa
 from sqlalchemy import event, exc, orm
 from sqlalchemy.engine import make_url
 
-from csbs import sqlreads
 from csbs.domain import errors
+from csbs.sql import dialect, reads
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: A pooled PostgreSQL connection idle this long is pinged before use.
 PING_IDLE_SECONDS = 1.0
-
-
-def is_sqlite(engine: sa.Engine) -> bool:
-    """Tell whether `engine` talks to SQLite."""
-    return engine.dialect.name == "sqlite"
 
 
 def normalise_url(url: str) -> str:
@@ -166,18 +161,23 @@ def _is_sqlite_lock(e: exc.OperationalError) -> bool:
     return "database is locked" in str(e.orig)
 
 
+def joined_session(conn: sa.Connection) -> orm.Session:
+    """A session inside a transaction someone else (the task queue) owns and commits."""
+    return orm.Session(bind=conn)
+
+
 class Database:
     """The engine plus its session factory; the handle every query module is given."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self._write = orm.sessionmaker(bind=engine, expire_on_commit=False)
-        self._read = orm.sessionmaker(bind=sqlreads.reader(engine), expire_on_commit=False)
-        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._read = orm.sessionmaker(bind=reads.reader(engine), expire_on_commit=False)
+        self._autocommit = dialect.autocommit(engine)
 
     @property
     def is_sqlite(self) -> bool:
-        return is_sqlite(self.engine)
+        return dialect.is_sqlite(self.engine)
 
     @contextlib.contextmanager
     def write(self) -> Iterator[orm.Session]:
@@ -188,7 +188,7 @@ class Database:
     @contextlib.contextmanager
     def read(self) -> Iterator[orm.Session]:
         """A read-only scope: a transaction that never blocks on SQLite's writer lock; on
-        PostgreSQL, statements in autocommit mode (`csbs.sqlreads`)."""
+        PostgreSQL, statements in autocommit mode (`csbs.sql.reads`)."""
         with translate_errors(), self._read() as session, session.begin():
             yield session
 

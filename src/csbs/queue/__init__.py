@@ -6,9 +6,10 @@ It knows nothing about backups: handlers (in `csbs.tasks`) are handed to the wor
 from __future__ import annotations
 
 from csbs.domain.operations import TaskFilter, TaskStatus
+from csbs.queue.config import QueueConfig
 from csbs.queue.context import RetryLater, TaskCancelled, TaskContext
 from csbs.queue.jobs import EnqueueRequest, Task
-from csbs.queue.store import QueueConfig, TaskStore
+from csbs.queue.store import TaskStore
 from csbs.queue.worker import Handler, Worker
 
 __all__ = [

@@ -9,7 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from csbs.queue.store import CHANNEL
+from csbs.queue.statements import CHANNEL
 
 log = logging.getLogger("csbs.queue")
 

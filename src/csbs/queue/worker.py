@@ -27,8 +27,8 @@ from csbs.domain.ids import new_hex_id
 from csbs.domain.operations import TaskStatus
 from csbs.queue.context import CancelReason, RetryLater, TaskCancelled, TaskContext
 from csbs.queue.jobs import Task, error_info
+from csbs.queue.lifecycle import Hook, TaskLifecycle
 from csbs.queue.notify import Listener
-from csbs.queue.store import Hook, TaskStore
 
 log = logging.getLogger("csbs.queue")
 T = TypeVar("T")
@@ -115,7 +115,7 @@ class _Running:
 class Worker:
     def __init__(
         self,
-        store: TaskStore,
+        store: TaskLifecycle,
         handlers: Mapping[str, Handler],
         *,
         clock: Clock,

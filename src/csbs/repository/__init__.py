@@ -1,11 +1,11 @@
 """The deduplicating chunk repository: `Repository` and its pure parts.
 
 `Repository` (repository.py) keeps its bookkeeping in its own tables (schema.py, SQL in
-index.py) and drives the pipelines (writer.py, reader.py), reclamation (reclaim.py)
-and the audit (audit.py). The pure parts touch no database: chunk ids are keyed BLAKE3 of the
-plaintext, every stored chunk is a verified envelope (zstd + AES-256-GCM), a manifest
-lists a disk image's chunks and holes in order, and `layout` names it all in a blob
-store.
+index.py, reclamation's in reclaim_index.py) and drives the pipelines (writer.py,
+reader.py), reclamation (reclaim.py) and the audit (audit.py). The pure parts touch no
+database: chunk ids are keyed BLAKE3 of the plaintext, every stored chunk is a verified
+envelope (zstd + AES-256-GCM), a manifest lists a disk image's chunks and holes in order,
+and `layout` names it all in a blob store.
 """
 
 from __future__ import annotations

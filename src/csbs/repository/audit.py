@@ -18,6 +18,7 @@ import dataclasses
 from csbs.blobstore import BlobNotFound, BlobStore, LooseMode, file_modes
 from csbs.repository import envelope, errors, keys, layout, manifest
 from csbs.repository.index import DELETING, SEALED, ChunkIndex, Usage
+from csbs.repository.reclaim_index import ReclaimIndex
 
 
 @dataclasses.dataclass
@@ -41,7 +42,7 @@ class CheckReport:
 
 
 def check_project(
-    index: ChunkIndex,
+    index: ReclaimIndex,
     store: BlobStore,
     project_id: str,
     project_keys: keys.ProjectKeys,

@@ -1,4 +1,6 @@
-"""All SQL of the repository: projects, the refcounted chunk index, reference batches, usage.
+"""The repository's SQL: projects, the refcounted chunk index, reference batches, usage.
+The SQL of reclamation (a deletion's steps, the sweep) is beside `reclaim.py`, in
+`reclaim_index.py`.
 
 Every statement that moves a refcount is one atomic `INSERT ... ON CONFLICT DO UPDATE`
 or `UPDATE ... RETURNING` on the chunk's row, so on PostgreSQL concurrent writers,
@@ -10,7 +12,6 @@ project-wide lock: the usage row is touched last, for the instant before commit.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import datetime as dt
 import struct
@@ -18,10 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql as pg_dialect
-from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from csbs import sqlreads
 from csbs.domain.clock import Clock
 from csbs.repository import errors
 from csbs.repository.schema import (
@@ -29,11 +27,11 @@ from csbs.repository.schema import (
     repo_backups,
     repo_chunks,
     repo_deployment,
-    repo_garbage,
     repo_manifests,
     repo_projects,
     repo_usage,
 )
+from csbs.sql import dialect, reads
 
 _REF = struct.Struct("<32sI")  # raw chunk id, count
 
@@ -43,17 +41,16 @@ DELETING = "deleting"
 #: Chunk references one deletion step releases in one transaction (batches are whole).
 RELEASE_REFS = 2048
 
-# Statements every deletion runs, built once: building them per call (clause construction
-# and cache-key generation) cost the deletion task more CPU than the database did.
+# Statements built once: building them per call (clause construction and cache-key
+# generation) costs more CPU than the database's work (a deletion's are in reclaim_index).
 _p: sa.BindParameter[str] = sa.bindparam("p", type_=sa.String())
 _b: sa.BindParameter[str] = sa.bindparam("b", type_=sa.String())
-_OF_BACKUP = (repo_backups.c.project_id == _p, repo_backups.c.backup_id == _b)
-_REFS_OF_BACKUP = (repo_backup_refs.c.project_id == _p, repo_backup_refs.c.backup_id == _b)
 _MANIFESTS_OF = (repo_manifests.c.project_id == _p, repo_manifests.c.backup_id == _b)
 _USAGE = sa.select(repo_usage.c.stored_bytes, repo_usage.c.logical_bytes).where(
     repo_usage.c.project_id == _p
 )
-_ADD_USAGE = (
+#: The project's usage moves by (`stored`, `logical`) bytes; also a deletion step's last write.
+ADD_USAGE = (
     repo_usage.update()
     .where(repo_usage.c.project_id == _p)
     .values(
@@ -61,62 +58,9 @@ _ADD_USAGE = (
         logical_bytes=repo_usage.c.logical_bytes + sa.bindparam("logical", type_=sa.BigInteger()),
     )
 )
-_START_DELETE = (
-    repo_backups.update()
-    .where(*_OF_BACKUP)
-    .values(state=DELETING)
-    .returning(repo_backups.c.next_seq, repo_backups.c.released_seq)
-)
-_CURSOR_FOR_UPDATE = (
-    sa.select(repo_backups.c.next_seq, repo_backups.c.released_seq)
-    .where(*_OF_BACKUP)
-    .with_for_update()
-)
-_STEP_REFS = (
-    sa.select(repo_backup_refs.c.seq, repo_backup_refs.c.refs)
-    .where(
-        *_REFS_OF_BACKUP,
-        repo_backup_refs.c.seq >= sa.bindparam("first"),
-        repo_backup_refs.c.seq < sa.bindparam("next"),
-    )
-    .order_by(repo_backup_refs.c.seq)
-    .limit(sa.bindparam("limit", type_=sa.Integer()))
-)
-_DROP_STEP_REFS = repo_backup_refs.delete().where(
-    *_REFS_OF_BACKUP,
-    repo_backup_refs.c.seq >= sa.bindparam("first"),
-    repo_backup_refs.c.seq < sa.bindparam("end"),
-)
-_MOVE_CURSOR = repo_backups.update().where(*_OF_BACKUP).values(released_seq=sa.bindparam("end"))
-_FORGET_MANIFESTS = repo_manifests.delete().where(*_MANIFESTS_OF)
-_FORGET_BACKUP = repo_backups.delete().where(
-    *_OF_BACKUP, repo_backups.c.released_seq >= repo_backups.c.next_seq
-)
-# PostgreSQL runs the data-modifying statements of a WITH clause as part of the statement,
-# so writes that commit together can go as one statement: one round trip, and in autocommit
-# mode none for BEGIN and COMMIT. SQLite runs them one by one in a transaction.
-_END_STEP = _MOVE_CURSOR.add_cte(_DROP_STEP_REFS.cte("dropped"))
-_END_STEP_WITH_USAGE = _ADD_USAGE.add_cte(_DROP_STEP_REFS.cte("dropped")).add_cte(
-    _MOVE_CURSOR.cte("moved")
-)
-_FORGET = _FORGET_BACKUP.add_cte(_FORGET_MANIFESTS.cte("manifests"))
 _MANIFESTS_OF_BACKUP = (
     sa.select(repo_manifests).where(*_MANIFESTS_OF).order_by(repo_manifests.c.disk_id)
 )
-_PENDING_SWEEP = sa.select(
-    sa.func.count(), sa.func.coalesce(sa.func.sum(repo_chunks.c.stored_size), 0)
-).where(repo_chunks.c.project_id == _p, repo_chunks.c.refcount == 0)
-_SWEEP_CANDIDATES = (
-    sa.select(repo_chunks.c.chunk_id, repo_chunks.c.generation)
-    .where(
-        repo_chunks.c.project_id == _p,
-        repo_chunks.c.refcount == 0,
-        repo_chunks.c.zero_since <= sa.bindparam("cutoff"),
-    )
-    .order_by(repo_chunks.c.chunk_id)
-    .limit(sa.bindparam("limit", type_=sa.Integer()))
-)
-_GARBAGE = sa.select(repo_garbage.c.name).where(repo_garbage.c.project_id == _p)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,16 +79,6 @@ class Usage:
 
     stored_bytes: int
     logical_bytes: int
-
-
-@dataclasses.dataclass(frozen=True)
-class ReleaseStep:
-    """One step of a deletion: reference batches released so far and in all, and the bytes
-    of the chunks this step dropped to zero (what the project's usage went down by)."""
-
-    released: int
-    total: int
-    freed: Usage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,21 +130,15 @@ def decode_refs(blob: bytes) -> dict[str, int]:
 
 
 class ChunkIndex:
-    """The repository's tables, handed an engine; safe to share between threads."""
+    """The repository's tables, handed an engine, as writers, readers and the audit use
+    them (`reclaim_index.ReclaimIndex` adds reclamation); safe to share between threads."""
 
     def __init__(self, engine: sa.Engine, clock: Clock) -> None:
         self._engine = engine
-        self._reader = sqlreads.reader(engine)
+        self._reader = reads.reader(engine)
         self._clock = clock
-        self.is_postgres = engine.dialect.name == "postgresql"
-        # A write that is one statement: its own transaction on PostgreSQL (one round trip
-        # instead of three); a transaction as any other on SQLite.
-        self._one_statement = (
-            engine.execution_options(isolation_level="AUTOCOMMIT") if self.is_postgres else engine
-        )
-        insert = pg_dialect.insert if self.is_postgres else sqlite_dialect.insert
-        self._insert = insert
-        stmt = insert(repo_chunks).values(
+        self._insert = dialect.insert(engine)
+        stmt = self._insert(repo_chunks).values(
             project_id=sa.bindparam("p"),
             chunk_id=sa.bindparam("c"),
             refcount=sa.bindparam("n"),
@@ -232,33 +160,6 @@ class ChunkIndex:
             repo_chunks.c.stored,
             repo_chunks.c.stored_size,
             repo_chunks.c.logical_size,
-        )
-        new_count = repo_chunks.c.refcount - sa.bindparam("n")
-        self._decrement = (
-            repo_chunks.update()
-            .where(
-                repo_chunks.c.project_id == sa.bindparam("p"),
-                repo_chunks.c.chunk_id.in_(sa.bindparam("cs", expanding=True)),
-            )
-            .values(
-                refcount=new_count,
-                zero_since=sa.case((new_count == 0, sa.bindparam("now")), else_=None),
-            )
-            .returning(
-                repo_chunks.c.chunk_id,
-                repo_chunks.c.refcount,
-                repo_chunks.c.stored_size,
-                repo_chunks.c.logical_size,
-            )
-        )
-        self._lock_chunks = (
-            sa.select(repo_chunks.c.chunk_id)
-            .where(
-                repo_chunks.c.project_id == sa.bindparam("p"),
-                repo_chunks.c.chunk_id.in_(sa.bindparam("cs", expanding=True)),
-            )
-            .order_by(repo_chunks.c.chunk_id)
-            .with_for_update()
         )
         self._confirm = (
             repo_chunks.update()
@@ -369,7 +270,7 @@ class ChunkIndex:
     def _add_usage(self, conn: sa.Connection, project_id: str, stored: int, logical: int) -> None:
         # Last statement of its transaction: the row is locked only until the commit.
         if stored or logical:
-            conn.execute(_ADD_USAGE, {"p": project_id, "stored": stored, "logical": logical})
+            conn.execute(ADD_USAGE, {"p": project_id, "stored": stored, "logical": logical})
 
     # -- backups: writing -------------------------------------------------------------------
 
@@ -622,184 +523,3 @@ class ChunkIndex:
                 ).where(repo_backup_refs.c.project_id == project_id)
             ):
                 yield backup_id, seq, decode_refs(blob)
-
-    def garbage(self, project_id: str) -> list[str]:
-        with self._reader.begin() as conn:
-            return list(conn.execute(_GARBAGE, {"p": project_id}).scalars())
-
-    # -- deletion ---------------------------------------------------------------------------
-
-    def start_delete(self, project_id: str, backup_id: str) -> BackupRecord | None:
-        """Mark the backup as deleting (no disk can be added any more); None if gone."""
-        with self._one_statement.begin() as conn:
-            row = conn.execute(_START_DELETE, {"p": project_id, "b": backup_id}).first()
-        if row is None:
-            return None
-        return BackupRecord(backup_id, DELETING, int(row[0]), int(row[1]))
-
-    def release_next(self, project_id: str, backup_id: str, max_refs: int) -> ReleaseStep | None:
-        """Release the backup's next reference batches, as many as fit in `max_refs` chunk
-        references (at least one batch); None when all are released. The cursor moves in
-        the same transaction as the decrements, so a crash either keeps or undoes the whole
-        step."""
-        now = self._clock.now()
-        of_backup = {"p": project_id, "b": backup_id}
-        with self._engine.begin() as conn:
-            row = conn.execute(_CURSOR_FOR_UPDATE, of_backup).first()
-            if row is None or row.released_seq >= row.next_seq:
-                return None
-            first = int(row.released_seq)
-            counts, end = self._step_refs(
-                conn, project_id, backup_id, first, int(row.next_seq), max_refs
-            )
-            stored, logical = self._release(conn, project_id, backup_id, counts, now)
-            step = {**of_backup, "first": first, "end": end}
-            if not self.is_postgres:
-                conn.execute(_DROP_STEP_REFS, step)
-                conn.execute(_MOVE_CURSOR, step)
-                self._add_usage(conn, project_id, -stored, -logical)
-            elif stored or logical:
-                # The usage row is updated last: it stays locked only until the commit.
-                conn.execute(_END_STEP_WITH_USAGE, {**step, "stored": -stored, "logical": -logical})
-            else:
-                conn.execute(_END_STEP, step)
-        return ReleaseStep(end, int(row.next_seq), Usage(stored, logical))
-
-    def _step_refs(
-        self,
-        conn: sa.Connection,
-        project_id: str,
-        backup_id: str,
-        first: int,
-        next_seq: int,
-        max_refs: int,
-    ) -> tuple[collections.Counter[str], int]:
-        """The references of the batches from `first` on, whole, until `max_refs` (at least
-        one batch), summed per chunk; and the seq after the last batch taken."""
-        counts: collections.Counter[str] = collections.Counter()
-        end = first + 1  # also when the first batch recorded nothing
-        taken = batches = 0
-        rows = conn.execute(
-            _STEP_REFS,
-            {
-                "p": project_id,
-                "b": backup_id,
-                "first": first,
-                "next": next_seq,
-                "limit": max(1, max_refs // 2),
-            },
-        )
-        for seq, blob in rows:
-            refs = decode_refs(blob or b"")
-            if batches and taken + len(refs) > max_refs:
-                break
-            counts.update(refs)
-            taken += len(refs)
-            batches += 1
-            end = int(seq) + 1
-        return counts, end
-
-    def _release(
-        self,
-        conn: sa.Connection,
-        project_id: str,
-        backup_id: str,
-        counts: Mapping[str, int],
-        now: dt.datetime,
-    ) -> tuple[int, int]:
-        """Decrement the chunks of `counts`; returns the (stored, logical) bytes of those
-        that dropped to zero."""
-        # Lock the rows in chunk id order, as everything else that locks chunk rows does
-        # (an UPDATE ... IN locks in scan order: deadlocks with writers); then one
-        # statement per distinct count (almost always just n = 1).
-        ordered = sorted(counts)
-        if self.is_postgres and ordered:
-            conn.execute(self._lock_chunks, {"p": project_id, "cs": ordered}).all()
-        by_count: dict[int, list[str]] = collections.defaultdict(list)
-        for chunk_id in ordered:
-            by_count[counts[chunk_id]].append(chunk_id)
-        stored = logical = 0
-        for n, chunk_ids in sorted(by_count.items()):
-            rows = conn.execute(
-                self._decrement, {"p": project_id, "cs": chunk_ids, "n": n, "now": now}
-            ).all()
-            if len(rows) != len(chunk_ids):
-                missing = set(chunk_ids) - {r.chunk_id for r in rows}
-                raise errors.RepositoryError(
-                    f"chunks referenced by backup {backup_id} are not in the index: "
-                    f"{sorted(missing)[:5]}"
-                )
-            for left in rows:
-                if left.refcount < 0:
-                    raise errors.RepositoryError(f"refcount of chunk {left.chunk_id} below zero")
-                if left.refcount == 0:
-                    stored += left.stored_size
-                    logical += left.logical_size
-        return stored, logical
-
-    def finish_delete(self, project_id: str, backup_id: str) -> None:
-        """Forget the backup once all its batches are released and its manifests deleted."""
-        of_backup = {"p": project_id, "b": backup_id}
-        if self.is_postgres:
-            with self._one_statement.begin() as conn:
-                conn.execute(_FORGET, of_backup)
-            return
-        with self._engine.begin() as conn:
-            conn.execute(_FORGET_MANIFESTS, of_backup)
-            conn.execute(_FORGET_BACKUP, of_backup)
-
-    # -- sweep ------------------------------------------------------------------------------
-
-    def sweep_candidates(
-        self, project_id: str, cutoff: dt.datetime, limit: int
-    ) -> list[tuple[str, int]]:
-        with self._reader.begin() as conn:
-            return [
-                (c, int(g))
-                for c, g in conn.execute(
-                    _SWEEP_CANDIDATES, {"p": project_id, "cutoff": cutoff, "limit": limit}
-                )
-            ]
-
-    def pending_sweep(self, project_id: str) -> tuple[int, int]:
-        """(chunks, stored bytes) at refcount zero, waiting for the sweep."""
-        with self._reader.begin() as conn:
-            row = conn.execute(_PENDING_SWEEP, {"p": project_id}).one()
-        return int(row[0]), int(row[1])
-
-    def remove_chunks(
-        self, project_id: str, candidates: Sequence[tuple[str, int]], names: Mapping[str, str]
-    ) -> list[tuple[str, int, int]]:
-        """Delete the rows still at zero (same generation); their blob names go to the
-        garbage list in the same transaction. Returns (chunk, generation, stored size)."""
-        removed: list[tuple[str, int, int]] = []
-        with self._engine.begin() as conn:
-            for chunk_id, generation in sorted(candidates):
-                size = conn.execute(
-                    repo_chunks.delete()
-                    .where(
-                        repo_chunks.c.project_id == project_id,
-                        repo_chunks.c.chunk_id == chunk_id,
-                        repo_chunks.c.generation == generation,
-                        repo_chunks.c.refcount == 0,
-                    )
-                    .returning(repo_chunks.c.stored_size)
-                ).scalar()
-                if size is not None:
-                    removed.append((chunk_id, generation, int(size)))
-                    conn.execute(
-                        self._insert(repo_garbage)
-                        .values(project_id=project_id, name=names[chunk_id])
-                        .on_conflict_do_nothing()
-                    )
-        return removed
-
-    def forget_garbage(self, project_id: str, names: Sequence[str]) -> None:
-        if not names:
-            return
-        with self._engine.begin() as conn:
-            conn.execute(
-                repo_garbage.delete().where(
-                    repo_garbage.c.project_id == project_id, repo_garbage.c.name.in_(names)
-                )
-            )

@@ -17,7 +17,8 @@ from collections.abc import Callable
 from csbs.blobstore import BlobStore
 from csbs.domain.clock import Clock
 from csbs.repository import errors, layout
-from csbs.repository.index import ChunkIndex, Usage
+from csbs.repository.index import Usage
+from csbs.repository.reclaim_index import ReclaimIndex
 
 _SWEEP_BATCH = 500
 
@@ -33,7 +34,7 @@ class DeleteProgress:
 @dataclasses.dataclass(frozen=True)
 class DeleteResult:
     """What a deletion did. The chunks it dropped to zero wait for the sweep
-    (`ChunkIndex.pending_sweep` counts them)."""
+    (`ReclaimIndex.pending_sweep` counts them)."""
 
     existed: bool
     batches_released: int
@@ -52,7 +53,7 @@ class SweepResult:
 
 
 def delete_backup(
-    index: ChunkIndex,
+    index: ReclaimIndex,
     store: BlobStore,
     project_id: str,
     backup_id: str,
@@ -89,7 +90,7 @@ def delete_backup(
 
 
 def sweep(
-    index: ChunkIndex, store: BlobStore, clock: Clock, grace: dt.timedelta, project_id: str
+    index: ReclaimIndex, store: BlobStore, clock: Clock, grace: dt.timedelta, project_id: str
 ) -> SweepResult:
     """Remove chunks whose refcount has been zero for longer than `grace`."""
     garbage = index.garbage(project_id)

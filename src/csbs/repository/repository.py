@@ -20,8 +20,9 @@ import sqlalchemy as sa
 from csbs.blobstore import BlobStore
 from csbs.domain.clock import Clock
 from csbs.repository import audit, chunking, envelope, errors, keys, layout, reclaim
-from csbs.repository.index import RELEASE_REFS, ChunkIndex, ManifestRecord, Usage
+from csbs.repository.index import RELEASE_REFS, ManifestRecord, Usage
 from csbs.repository.reader import BackupReader, RestoreCallback, RestoreProgress
+from csbs.repository.reclaim_index import ReclaimIndex
 from csbs.repository.writer import BackupWriter, CancelCheck, PipelineLimits, ProgressCallback
 
 log = logging.getLogger("csbs.repository")
@@ -63,7 +64,7 @@ class Repository:
         # every process that may create one must be given the deployment's settings.
         self.settings = settings
         chunking.validate_chunk_size(self.settings.chunk_size)
-        self.index = ChunkIndex(engine, clock)
+        self.index = ReclaimIndex(engine, clock)
         self.store = store
         self.clock = clock
         self._master_key = master_key

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from csbs.sqltypes import UTCDateTime
+from csbs.sql.types import UTCDateTime
 
 metadata = sa.MetaData(
     naming_convention={

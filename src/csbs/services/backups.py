@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from csbs.db.engine import Database
+from csbs.db.engine import Database, joined_session
 from csbs.db.queries import backups as q
 from csbs.db.queries import inventory as inv
 from csbs.domain import errors
@@ -319,11 +319,6 @@ class BackupService:
     def checkpoints(self, project_id: str, limit: int, marker: str | None) -> list[Checkpoint]:
         with self._db.read() as s:
             return q.list_checkpoints(s, project_id, limit, marker)
-
-
-def joined_session(conn: sa.Connection) -> orm.Session:
-    """A session inside a transaction someone else (the task queue) owns and commits."""
-    return orm.Session(bind=conn)
 
 
 class BackupRecorder:

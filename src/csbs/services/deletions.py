@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 
 from csbs.db.driver import DriverStatement
-from csbs.db.engine import Database
+from csbs.db.engine import Database, joined_session
 from csbs.db.queries import backups as q
 from csbs.domain import errors
 from csbs.domain.backups import (
@@ -31,7 +31,6 @@ from csbs.domain.operations import OperationType
 from csbs.domain.providers import CSBS_PROVIDER_ID
 from csbs.queue import EnqueueRequest, Task, TaskStatus, TaskStore
 from csbs.queue.jobs import Refs
-from csbs.services.backups import joined_session
 
 
 def _targets(

@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from csbs.db.engine import Database
+from csbs.db.engine import Database, joined_session
 from csbs.db.queries import backups as bq
 from csbs.db.queries import identity as identity_q
 from csbs.db.queries import inventory as inv
@@ -55,7 +55,7 @@ from csbs.domain.policies import (
 from csbs.domain.providers import CSBS_PROVIDER_ID
 from csbs.domain.retention import expired
 from csbs.queue import Task, TaskStatus, TaskStore
-from csbs.services.backups import BackupService, NewBackups, joined_session
+from csbs.services.backups import BackupService, NewBackups
 from csbs.services.deletions import DeletionService
 
 log = logging.getLogger("csbs.policies")

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from csbs.db.engine import Database
+from csbs.db.engine import Database, joined_session
 from csbs.db.queries import backups as bq
 from csbs.db.queries import inventory as inv
 from csbs.db.queries import restores as q
@@ -22,7 +22,7 @@ from csbs.domain.providers import CSBS_PROVIDER_ID
 from csbs.domain.restores import Restore, RestoreStatus, VolumeMapping
 from csbs.queue import EnqueueRequest, Task, TaskStatus, TaskStore
 from csbs.queue.jobs import Refs
-from csbs.services.backups import Capability, joined_session
+from csbs.services.backups import Capability
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,8 +23,8 @@ from csbs.domain.backups import (
     checkpoint_status,
 )
 from csbs.domain.paging import Page, PageRequest
-from csbs.sqlpaging import fetch_page
-from csbs.sqltypes import UTCDateTime
+from csbs.sql.paging import fetch_page
+from csbs.sql.types import UTCDateTime
 
 B = tables.Backup
 SORT_COLUMNS: Mapping[str, sa.ColumnElement[Any]] = {

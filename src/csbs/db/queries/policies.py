@@ -22,7 +22,7 @@ from csbs.domain.policies import (
 )
 from csbs.domain.retention import Candidate
 from csbs.domain.tags import TagKind
-from csbs.sqlpaging import fetch_page
+from csbs.sql.paging import fetch_page
 
 P = tables.Policy
 SORT_COLUMNS: Mapping[str, sa.ColumnElement[Any]] = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import csbs.sqltypes
+import csbs.sql.types
 
 revision = "0001"
 down_revision = None
@@ -27,7 +27,7 @@ def upgrade() -> None:
         sa.Column("domain_id", sa.String(length=64), nullable=False),
         sa.Column("description", sa.String(length=255), nullable=False),
         sa.Column("enabled", sa.Boolean(), nullable=False),
-        sa.Column("created_at", csbs.sqltypes.UTCDateTime(), nullable=False),
+        sa.Column("created_at", csbs.sql.types.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_projects")),
         sa.UniqueConstraint("name", name=op.f("uq_projects_name")),
     )
@@ -37,7 +37,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=255), nullable=False),
         sa.Column("password_hash", sa.String(length=255), nullable=False),
         sa.Column("enabled", sa.Boolean(), nullable=False),
-        sa.Column("created_at", csbs.sqltypes.UTCDateTime(), nullable=False),
+        sa.Column("created_at", csbs.sql.types.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
         sa.UniqueConstraint("name", name=op.f("uq_users_name")),
     )
@@ -65,9 +65,9 @@ def upgrade() -> None:
         sa.Column("token_hash", sa.String(length=64), nullable=False),
         sa.Column("user_id", sa.String(length=64), nullable=False),
         sa.Column("project_id", sa.String(length=64), nullable=False),
-        sa.Column("issued_at", csbs.sqltypes.UTCDateTime(), nullable=False),
-        sa.Column("expires_at", csbs.sqltypes.UTCDateTime(), nullable=False),
-        sa.Column("revoked_at", csbs.sqltypes.UTCDateTime(), nullable=True),
+        sa.Column("issued_at", csbs.sql.types.UTCDateTime(), nullable=False),
+        sa.Column("expires_at", csbs.sql.types.UTCDateTime(), nullable=False),
+        sa.Column("revoked_at", csbs.sql.types.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["project_id"],
             ["projects.id"],
@@ -88,7 +88,7 @@ def upgrade() -> None:
         sa.Column("project_id", sa.String(length=64), nullable=False),
         sa.Column("operation_type", sa.String(length=32), nullable=False),
         sa.Column("running", sa.Integer(), nullable=False),
-        sa.Column("last_claim_at", csbs.sqltypes.UTCDateTime(), nullable=True),
+        sa.Column("last_claim_at", csbs.sql.types.UTCDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("project_id", "operation_type", name=op.f("pk_task_queues")),
     )
     op.create_table(
@@ -114,15 +114,15 @@ def upgrade() -> None:
         sa.Column("progress", sa.Integer(), nullable=False),
         sa.Column("extra_info", sa.JSON(), nullable=False),
         sa.Column("error_info", sa.JSON(), nullable=True),
-        sa.Column("created_at", csbs.sqltypes.UTCDateTime(), nullable=False),
-        sa.Column("started_at", csbs.sqltypes.UTCDateTime(), nullable=True),
-        sa.Column("ended_at", csbs.sqltypes.UTCDateTime(), nullable=True),
+        sa.Column("created_at", csbs.sql.types.UTCDateTime(), nullable=False),
+        sa.Column("started_at", csbs.sql.types.UTCDateTime(), nullable=True),
+        sa.Column("ended_at", csbs.sql.types.UTCDateTime(), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("max_attempts", sa.Integer(), nullable=False),
         sa.Column("lease_owner", sa.String(length=64), nullable=True),
-        sa.Column("lease_expires_at", csbs.sqltypes.UTCDateTime(), nullable=True),
+        sa.Column("lease_expires_at", csbs.sql.types.UTCDateTime(), nullable=True),
         sa.Column("deadline_seconds", sa.Float(), nullable=False),
-        sa.Column("not_before", csbs.sqltypes.UTCDateTime(), nullable=False),
+        sa.Column("not_before", csbs.sql.types.UTCDateTime(), nullable=False),
         sa.Column("route", sa.String(length=255), nullable=True),
         sa.Column("cancel_requested", sa.Boolean(), nullable=False),
         sa.PrimaryKeyConstraint("seq", name=op.f("pk_tasks")),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import csbs.sqltypes
+import csbs.sql.types
 
 revision = "0003"
 down_revision = "0002"
@@ -27,7 +27,7 @@ def upgrade() -> None:
         sa.Column("plan_id", sa.String(length=64), nullable=False),
         sa.Column("plan_name", sa.String(length=255), nullable=False),
         sa.Column("created_by", sa.String(length=32), nullable=False),
-        sa.Column("created_at", csbs.sqltypes.UTCDateTime(), nullable=False),
+        sa.Column("created_at", csbs.sql.types.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_checkpoints")),
     )
     with op.batch_alter_table("checkpoints", schema=None) as batch_op:
@@ -44,10 +44,10 @@ def upgrade() -> None:
         sa.Column("resource_name", sa.String(length=255), nullable=False),
         sa.Column("resource_type", sa.String(length=64), nullable=False),
         sa.Column("status", sa.String(length=32), nullable=False),
-        sa.Column("created_at", csbs.sqltypes.UTCDateTime(), nullable=False),
-        sa.Column("updated_at", csbs.sqltypes.UTCDateTime(), nullable=False),
-        sa.Column("protected_at", csbs.sqltypes.UTCDateTime(), nullable=True),
-        sa.Column("finished_at", csbs.sqltypes.UTCDateTime(), nullable=True),
+        sa.Column("created_at", csbs.sql.types.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", csbs.sql.types.UTCDateTime(), nullable=False),
+        sa.Column("protected_at", csbs.sql.types.UTCDateTime(), nullable=True),
+        sa.Column("finished_at", csbs.sql.types.UTCDateTime(), nullable=True),
         sa.Column("plan_id", sa.String(length=64), nullable=True),
         sa.Column("auto_trigger", sa.Boolean(), nullable=False),
         sa.Column("incremental", sa.Boolean(), nullable=False),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import csbs.sqltypes
+import csbs.sql.types
 
 revision = "0004"
 down_revision = "0003"
@@ -35,7 +35,7 @@ def upgrade() -> None:
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("next_seq", sa.Integer(), nullable=False),
         sa.Column("released_seq", sa.Integer(), nullable=False),
-        sa.Column("created_at", csbs.sqltypes.UTCDateTime(), nullable=False),
+        sa.Column("created_at", csbs.sql.types.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("project_id", "backup_id", name=op.f("pk_repo_backups")),
     )
     op.create_table(
@@ -53,7 +53,7 @@ def upgrade() -> None:
             "generation", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
         ),
         sa.Column("stored", sa.Boolean(), nullable=False),
-        sa.Column("zero_since", csbs.sqltypes.UTCDateTime(), nullable=True),
+        sa.Column("zero_since", csbs.sql.types.UTCDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("project_id", "chunk_id", name=op.f("pk_repo_chunks")),
     )
     with op.batch_alter_table("repo_chunks", schema=None) as batch_op:
@@ -77,7 +77,7 @@ def upgrade() -> None:
         sa.Column(
             "chunk_count", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
         ),
-        sa.Column("created_at", csbs.sqltypes.UTCDateTime(), nullable=False),
+        sa.Column("created_at", csbs.sql.types.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint(
             "project_id", "backup_id", "disk_id", name=op.f("pk_repo_manifests")
         ),
@@ -90,7 +90,7 @@ def upgrade() -> None:
         sa.Column(
             "next_generation", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
         ),
-        sa.Column("created_at", csbs.sqltypes.UTCDateTime(), nullable=False),
+        sa.Column("created_at", csbs.sql.types.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("project_id", name=op.f("pk_repo_projects")),
     )
     op.create_table(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import csbs.sqltypes
+import csbs.sql.types
 
 revision = "0005"
 down_revision = "0004"
@@ -34,8 +34,8 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("reason", sa.Text(), nullable=False),
         sa.Column("task_id", sa.String(length=36), nullable=True),
-        sa.Column("created_at", csbs.sqltypes.UTCDateTime(), nullable=False),
-        sa.Column("ended_at", csbs.sqltypes.UTCDateTime(), nullable=True),
+        sa.Column("created_at", csbs.sql.types.UTCDateTime(), nullable=False),
+        sa.Column("ended_at", csbs.sql.types.UTCDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_restores")),
     )
     with op.batch_alter_table("restores", schema=None) as batch_op:

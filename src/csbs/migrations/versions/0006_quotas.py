@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import csbs.sqltypes
+import csbs.sql.types
 
 revision = "0006"
 down_revision = "0005"
@@ -24,7 +24,7 @@ def upgrade() -> None:
         sa.Column("project_id", sa.String(length=64), nullable=False),
         sa.Column("backups", sa.Integer(), nullable=True),
         sa.Column("capacity_gb", sa.Integer(), nullable=True),
-        sa.Column("updated_at", csbs.sqltypes.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", csbs.sql.types.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["project_id"],
             ["projects.id"],

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import csbs.sqltypes
+import csbs.sql.types
 
 revision = "0007"
 down_revision = "0006"
@@ -36,9 +36,9 @@ def upgrade() -> None:
         sa.Column("pattern", sa.Text(), nullable=False),
         sa.Column("timezone", sa.String(length=64), nullable=True),
         sa.Column("definition", sa.JSON(), nullable=False),
-        sa.Column("created_at", csbs.sqltypes.UTCDateTime(), nullable=False),
-        sa.Column("updated_at", csbs.sqltypes.UTCDateTime(), nullable=False),
-        sa.Column("next_run_at", csbs.sqltypes.UTCDateTime(), nullable=True),
+        sa.Column("created_at", csbs.sql.types.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", csbs.sql.types.UTCDateTime(), nullable=False),
+        sa.Column("next_run_at", csbs.sql.types.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["project_id"],
             ["projects.id"],
@@ -89,8 +89,8 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("policy_id", sa.String(length=36), nullable=False),
         sa.Column("project_id", sa.String(length=64), nullable=False),
-        sa.Column("slot_at", csbs.sqltypes.UTCDateTime(), nullable=False),
-        sa.Column("fired_at", csbs.sqltypes.UTCDateTime(), nullable=False),
+        sa.Column("slot_at", csbs.sql.types.UTCDateTime(), nullable=False),
+        sa.Column("fired_at", csbs.sql.types.UTCDateTime(), nullable=False),
         sa.Column("trigger", sa.String(length=16), nullable=False),
         sa.Column("checkpoint_id", sa.String(length=36), nullable=True),
         sa.Column("skipped", sa.JSON(), nullable=False),
@@ -107,7 +107,7 @@ def upgrade() -> None:
         "scheduler_leases",
         sa.Column("name", sa.String(length=64), nullable=False),
         sa.Column("holder", sa.String(length=255), nullable=False),
-        sa.Column("expires_at", csbs.sqltypes.UTCDateTime(), nullable=False),
+        sa.Column("expires_at", csbs.sql.types.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_scheduler_leases")),
     )
 

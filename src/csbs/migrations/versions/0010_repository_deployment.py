@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from csbs.sqltypes import UTCDateTime
+from csbs.sql.types import UTCDateTime
 
 revision = "0010"
 down_revision = "0009"

@@ -1,4 +1,4 @@
-"""Column types shared by the tables of `db` and `queue` (beside the layers, like config)."""
+"""Column types shared by the tables of `db`, `queue` and `repository`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Read-only connections, shared by `db`, `queue` and `repository` (beside the layers).
+"""Read-only connections, shared by `db`, `queue` and `repository`.
 
 A read that changes nothing needs no transaction of its own on PostgreSQL: at READ
 COMMITTED, the level csbs runs at, each statement sees its own snapshot whether or not a
@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from csbs.sql import dialect
+
 
 def reader(engine: sa.Engine) -> sa.Engine:
     """`engine` as read-only work should use it: autocommit on PostgreSQL; a deferred
     (non-locking) transaction on SQLite."""
-    if engine.dialect.name == "postgresql":
+    if dialect.is_postgres(engine):
         return engine.execution_options(csbs_write=False, isolation_level="AUTOCOMMIT")
     return engine.execution_options(csbs_write=False)
