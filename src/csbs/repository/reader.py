@@ -24,6 +24,7 @@ from typing import BinaryIO
 
 from csbs.blobstore import BlobNotFound, BlobStore
 from csbs.blobstore.aligned import ALIGNMENT, AlignedBuffers, end_direct, start_direct
+from csbs.fileio import loops
 from csbs.repository import envelope, errors, keys, layout, manifest, memtune
 from csbs.repository.index import DELETING, ChunkIndex
 
@@ -105,7 +106,7 @@ class _DirectWrites:
                 done = self._write_aligned(offset, view)
             if done < len(view):
                 self._end_direct()
-                _pwrite_all(self._fd, view[done:], offset + done)
+                loops.pwrite_all(self._fd, view[done:], offset + done)
         finally:
             self._slots.release()
 
@@ -117,7 +118,7 @@ class _DirectWrites:
                 buffer.memory[:aligned] = view[:aligned]
                 try:
                     with buffer.blob(aligned).view() as source:
-                        _pwrite_all(self._fd, source, offset)
+                        loops.pwrite_all(self._fd, source, offset)
                 except OSError as exc:
                     if exc.errno != errno.EINVAL:
                         raise
@@ -174,7 +175,7 @@ class _Sink:
         if self.direct is not None:
             self.direct.write(offset, data)
         elif self.fd is not None:
-            _pwrite_all(self.fd, memoryview(data), offset)
+            loops.pwrite_all(self.fd, memoryview(data), offset)
             self._written(offset, offset + len(data))
         elif self.stream is not None:
             self.stream.write(data)
@@ -216,13 +217,6 @@ class _Sink:
             self.data(offset, _ZEROS[:step] if step < len(_ZEROS) else _ZEROS)
             offset += step
             length -= step
-
-
-def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
-        offset += written
 
 
 class BackupReader:
