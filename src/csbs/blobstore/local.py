@@ -10,8 +10,9 @@ import stat
 from collections.abc import Iterator
 
 from csbs.blobstore import base, errors
-from csbs.blobstore.aligned import AlignedBlob, end_direct, start_direct
+from csbs.blobstore.aligned import AlignedBlob
 from csbs.fileio import loops
+from csbs.fileio.direct import end_direct, start_direct
 
 # Marks temporary files. `~` can never occur in a valid name, so `list` (which yields only
 # valid names) never shows a temp file, and a temp file can never shadow a blob.

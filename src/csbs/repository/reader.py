@@ -23,8 +23,14 @@ from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from csbs.blobstore import BlobNotFound, BlobStore
-from csbs.blobstore.aligned import ALIGNMENT, AlignedBuffers, end_direct, start_direct
 from csbs.fileio import loops
+from csbs.fileio.direct import (
+    ALIGNMENT,
+    AlignedBuffers,
+    AlignedMemory,
+    end_direct,
+    start_direct,
+)
 from csbs.repository import envelope, errors, keys, layout, manifest, memtune
 from csbs.repository.index import DELETING, ChunkIndex
 
@@ -69,7 +75,7 @@ class _DirectWrites:
         self._flags = flags  # the fd's own, given back at the end
         self._direct = True
         self._lock = threading.Lock()
-        self._buffers = AlignedBuffers(buffer_size)
+        self._buffers = AlignedBuffers(buffer_size, AlignedMemory)
         self._slots = threading.BoundedSemaphore(_WRITERS)
         self._pool = concurrent.futures.ThreadPoolExecutor(
             _WRITERS, thread_name_prefix="csbs-restore-write"
@@ -117,7 +123,7 @@ class _DirectWrites:
             if aligned:
                 buffer.memory[:aligned] = view[:aligned]
                 try:
-                    with buffer.blob(aligned).view() as source:
+                    with buffer.view(aligned) as source:
                         loops.pwrite_all(self._fd, source, offset)
                 except OSError as exc:
                     if exc.errno != errno.EINVAL:

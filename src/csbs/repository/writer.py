@@ -21,7 +21,8 @@ import threading
 from collections.abc import Callable
 
 from csbs.blobstore import BlobStore
-from csbs.blobstore.aligned import AlignedBuffers
+from csbs.blobstore.aligned import AlignedBuffer
+from csbs.fileio.direct import AlignedBuffers
 from csbs.repository import chunking, envelope, errors, keys, layout, manifest, memtune
 from csbs.repository.index import ChunkIndex, Confirmation, ManifestRecord
 
@@ -213,7 +214,7 @@ class _DiskRun:
         self.batch_data = 0
         self.sealing = threading.BoundedSemaphore(writer._limits.sealers)
         # Envelopes are sealed into these, one per upload running (at most `uploads`).
-        self.buffers = AlignedBuffers(writer._chunk_size + envelope.OVERHEAD)
+        self.buffers = AlignedBuffers(writer._chunk_size + envelope.OVERHEAD, AlignedBuffer)
         self.uploads: dict[concurrent.futures.Future[Confirmation], str] = {}
         # Uploads done but not yet confirmed in the database, by chunk id.
         self.confirmations: list[Confirmation] = []
