@@ -28,7 +28,7 @@ from csbs.domain.operations import OperationType
 from csbs.domain.quotas import Quotas
 from csbs.fileio.confined import Rules
 from csbs.queue import Handler, QueueConfig, TaskStore, Worker
-from csbs.repository import Repository, RepositorySettings
+from csbs.repository import Repository, RepositorySettings, memtune
 from csbs.repository.keys import load_or_create_master_key, parse_master_key
 from csbs.services.backups import BackupService
 from csbs.services.container import ApiOptions, Services
@@ -225,7 +225,12 @@ def run_scheduler(runtime: Runtime) -> None:
 
 def run_worker(runtime: Runtime, worker: Worker) -> None:
     """Run `worker` until SIGTERM/SIGINT, then stop it gracefully (running tasks get the
-    shutdown grace to finish; the rest go back to waiting)."""
+    shutdown grace to finish; the rest go back to waiting).
+
+    This is what the process of `csbs worker` and the worker child of `csbs serve` run:
+    their malloc is tuned for the backup and restore pipelines first, before the worker's
+    threads start (`repository/memtune.py`)."""
+    memtune.tune_malloc()
     _run_until_signal(
         runtime, worker.start, lambda: worker.stop(grace=runtime.settings.shutdown_grace_seconds)
     )

@@ -1,4 +1,9 @@
-"""glibc malloc tuning for the chunk pipelines, applied once per process where they start."""
+"""glibc malloc tuning for the chunk pipelines.
+
+Applied once, at the start of every process that runs them, by its entry point: the
+workers (`app.run_worker`: `csbs worker` and the worker child of `csbs serve`), `csbs repo
+verify`, and the benchmarks' processes. Not in the API process, which runs no pipeline.
+"""
 
 from __future__ import annotations
 

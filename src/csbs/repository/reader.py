@@ -31,7 +31,7 @@ from csbs.fileio.direct import (
     end_direct,
     start_direct,
 )
-from csbs.repository import envelope, errors, keys, layout, manifest, memtune
+from csbs.repository import envelope, errors, keys, layout, manifest
 from csbs.repository.index import DELETING, ChunkIndex
 
 _ZEROS = bytes(1024 * 1024)
@@ -275,7 +275,6 @@ class BackupReader:
         written in place), an open fd (a regular file behind it is truncated first), a
         binary stream (written sequentially), or None (read and check only: `verify`).
         """
-        memtune.tune_malloc()
         the_manifest = self.load_manifest(backup_id, disk_id)
         if target is None:
             return self._run(

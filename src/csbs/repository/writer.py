@@ -23,7 +23,7 @@ from collections.abc import Callable
 from csbs.blobstore import BlobStore
 from csbs.blobstore.aligned import AlignedBuffer
 from csbs.fileio.direct import AlignedBuffers
-from csbs.repository import chunking, envelope, errors, keys, layout, manifest, memtune
+from csbs.repository import chunking, envelope, errors, keys, layout, manifest
 from csbs.repository.index import ChunkIndex, Confirmation, ManifestRecord
 
 _GENERATION_BLOCK = 1024
@@ -150,7 +150,6 @@ class BackupWriter:
             m.disk_id == disk_id for m in self._index.manifests(self._project_id, self.backup_id)
         ):
             raise errors.RepositoryError(f"backup {self.backup_id} already has disk {disk_id}")
-        memtune.tune_malloc()
         if isinstance(source, int):
             return self._write_fd(disk_id, name, source)
         fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
