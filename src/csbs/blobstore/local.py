@@ -373,7 +373,7 @@ def _drop_cached(fd: int) -> None:
     A blob is written once and read rarely (a restore, an audit), so its pages are better
     reused for the next blob than kept: on a virtual machine whose free memory the host
     backs only when first touched, writing every blob into fresh pages cost a first backup
-    of 1 GiB up to 0.6 s of kernel CPU (`python -m bench.pipeline`)."""
+    much kernel CPU (docs/decisions/0008-written-data-leaves-the-page-cache.md)."""
     if hasattr(os, "posix_fadvise"):
         with contextlib.suppress(OSError):
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)

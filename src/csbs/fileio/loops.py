@@ -16,7 +16,8 @@ def pread_exact(fd: int, length: int, offset: int) -> bytes:
 
     pread goes straight into a fresh bytes object: the one copy the kernel makes anyway.
     Reading into a reused buffer would need a second copy to hand the data on to other
-    threads (measured: about 25 % slower), and the memory bound is the same.
+    threads, which measured slower for the same bound on memory (the backup's reads;
+    docs/decisions/0015-malloc-tuned-at-process-start.md).
     """
     data = os.pread(fd, length, offset)
     if len(data) == length:

@@ -35,7 +35,8 @@ from csbs.repository import envelope, errors, keys, layout, manifest
 from csbs.repository.index import DELETING, ChunkIndex
 
 _ZEROS = bytes(1024 * 1024)
-_IN_FLIGHT_BYTES = 16 * 1024 * 1024  # plaintext of chunks fetched ahead (24: no faster)
+# Plaintext of chunks fetched ahead (more was no faster: decision 0012).
+_IN_FLIGHT_BYTES = 16 * 1024 * 1024  # bytes
 _LOOKUP_BATCH = 256  # chunk ids whose generations are looked up at once
 _WRITEBACK_BYTES = 32 * 1024 * 1024  # restored bytes handed to writeback at once
 _WRITEBACK_LAG = 2  # ranges later, a range handed to writeback is dropped from the cache
@@ -60,10 +61,11 @@ class _DirectWrites:
     Each piece is copied into a page-aligned buffer lent to its write and goes from there
     to the disk without passing through the page cache: no fresh pages are touched (on a
     virtual machine whose free memory the host backs only when first touched, that alone
-    cost a restore of 1 GiB 2-3 s), the image is not left cached, and the final fsync has
-    only metadata left to write. `_WRITERS` threads write at once (one alone leaves the
-    disk idle between requests); the caller waits when all are busy, so at most `_WRITERS`
-    pieces and buffers are held.
+    cost a restore more than the rest of its work), the image is not left cached, and the
+    final fsync has only metadata left to write. `_WRITERS` threads write at once (one
+    alone leaves the disk idle between requests); the caller waits when all are busy, so
+    at most `_WRITERS` pieces and buffers are held. The figures:
+    docs/decisions/0012-direct-io-for-what-the-engine-writes.md.
 
     What cannot go direct (an unaligned piece, like an image's last; or a file system that
     accepted the flag and refuses the write) is written through the page cache, and the

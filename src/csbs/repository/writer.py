@@ -71,10 +71,9 @@ class PipelineLimits:
     ) -> PipelineLimits:
         batch = batch_chunks or max(1, min(256, batch_bytes // chunk_size))
         # Uploads wait on the disk or the network more than on a core: more than cores.
-        # On 2 cores, a first backup of 1 GiB to local files: through the page cache
-        # 0.58-0.67 s with 5 at once, 0.64-0.76 s with 3, no less with 6 or 8; with
-        # direct I/O (decision 0012) 0.63-0.71 s with 4 or 5 alike. Each holds a chunk
-        # and its envelope buffer (peak RSS 118-127 MiB with 4, 122-135 with 5).
+        # With direct I/O four at once were as fast as five (more were no faster through
+        # the page cache), and each holds a chunk and its envelope buffer, so not more
+        # (the figures: docs/decisions/0012-direct-io-for-what-the-engine-writes.md).
         uploads = max(4, threads + 1)
         return cls(
             threads=uploads + 1,
