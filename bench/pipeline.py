@@ -32,7 +32,7 @@ from csbs.blobstore.memory import MemoryStore
 from csbs.cli.bench import generate_image, parse_size, primitive_limits
 from csbs.db.engine import create_engine
 from csbs.domain.clock import SystemClock
-from csbs.repository import Repository, RepositorySettings, schema
+from csbs.repository import Repository, RepositorySettings, memtune, schema
 
 KEY = bytes(range(32))
 
@@ -67,6 +67,7 @@ def main() -> None:
     parser.add_argument("--work-dir", default=None)
     parser.add_argument("--runs", type=int, default=2)
     args = parser.parse_args()
+    memtune.tune_malloc()  # as every process that runs the pipelines does at start
     size = parse_size(args.size)
     work = Path(tempfile.mkdtemp(prefix="csbs-pipeline-", dir=args.work_dir))
     try:

@@ -39,7 +39,6 @@ from csbs.blobstore import (
     RetryingStore,
     StoreReadOnly,
     StoreUnavailable,
-    aligned,
     file_modes,
     open_store,
     s3,
@@ -47,6 +46,7 @@ from csbs.blobstore import (
 from csbs.blobstore import local as local_store
 from csbs.blobstore.aligned import AlignedBuffer
 from csbs.blobstore.base import validate_name
+from csbs.fileio.direct import O_DIRECT
 
 # Mirrors conftest.py: conftest modules are for pytest to load, not for importing.
 S3Factory = Callable[..., s3.S3Store]
@@ -398,7 +398,7 @@ def _writes_seen(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bool, int]]:
     write = os.write
 
     def recording(fd: int, data: memoryview) -> int:
-        direct = bool(fcntl.fcntl(fd, fcntl.F_GETFL) & aligned.O_DIRECT)
+        direct = bool(fcntl.fcntl(fd, fcntl.F_GETFL) & O_DIRECT)
         seen.append((direct, len(data)))
         return write(fd, data)
 
@@ -409,7 +409,7 @@ def _writes_seen(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bool, int]]:
 def _direct_io_here(directory: pathlib.Path) -> bool:
     fd = os.open(directory / "probe", os.O_WRONLY | os.O_CREAT, 0o600)
     try:
-        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | aligned.O_DIRECT)
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | O_DIRECT)
         return True
     except OSError:
         return False
@@ -421,7 +421,7 @@ def _direct_io_here(directory: pathlib.Path) -> bool:
 def test_local_writes_an_aligned_blob_with_direct_io(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if not aligned.O_DIRECT or not _direct_io_here(tmp_path):
+    if not O_DIRECT or not _direct_io_here(tmp_path):
         pytest.skip("no direct I/O on the file system of the test directory")
     store = LocalStore(tmp_path)
     data = os.urandom(3 * 4096 + 5)
@@ -448,7 +448,7 @@ def test_local_aligned_blob_without_direct_io_is_written_plainly(
     if refusal == "flag":
 
         def no_direct(fd: int, cmd: int, arg: int = 0) -> int:
-            if cmd == fcntl.F_SETFL and arg & aligned.O_DIRECT:
+            if cmd == fcntl.F_SETFL and arg & O_DIRECT:
                 raise OSError(errno.EINVAL, "Invalid argument")
             return fcntl_(fd, cmd, arg)
 
@@ -456,7 +456,7 @@ def test_local_aligned_blob_without_direct_io_is_written_plainly(
     else:
 
         def refusing(fd: int, view: memoryview) -> int:
-            if fcntl_(fd, fcntl.F_GETFL) & aligned.O_DIRECT:
+            if fcntl_(fd, fcntl.F_GETFL) & O_DIRECT:
                 if refusal == "write":
                     raise OSError(errno.EINVAL, "Invalid argument")
                 return write(fd, view[:4096])

@@ -13,7 +13,7 @@ import time
 from csbs.blobstore import LocalStore
 from csbs.db.engine import create_engine
 from csbs.domain.clock import SystemClock
-from csbs.repository import Repository, RepositorySettings, schema
+from csbs.repository import Repository, RepositorySettings, memtune, schema
 from csbs.repository.reclaim import DeleteProgress
 
 MASTER_KEY = bytes(range(32))
@@ -21,6 +21,7 @@ MASTER_KEY = bytes(range(32))
 
 def main(argv: list[str]) -> None:
     command, db_url, root = argv[:3]
+    memtune.tune_malloc()  # as every process that runs the pipelines does at start
     engine = create_engine(db_url)
     if command == "delete":
         project, backup = argv[3:5]

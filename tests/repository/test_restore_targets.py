@@ -11,7 +11,8 @@ import subprocess
 
 import pytest
 
-from csbs.blobstore import BlobStore, aligned
+from csbs.blobstore import BlobStore
+from csbs.fileio.direct import ALIGNMENT, O_DIRECT
 from csbs.repository import Repository, reader
 from tests.repository.conftest import SMALL_CHUNK, RepoFactory, same_file, write_image
 
@@ -50,7 +51,7 @@ def _count_pwrites(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bool, int]]:
     pwrite = os.pwrite
 
     def counting(fd: int, data: memoryview, offset: int) -> int:
-        direct = bool(fcntl.fcntl(fd, fcntl.F_GETFL) & aligned.O_DIRECT)
+        direct = bool(fcntl.fcntl(fd, fcntl.F_GETFL) & O_DIRECT)
         seen.append((direct, len(data)))
         return pwrite(fd, data, offset)
 
@@ -74,8 +75,8 @@ def test_a_file_is_written_direct_but_for_its_unaligned_tail(
     direct = [length for is_direct, length in seen if is_direct]
     buffered = [length for is_direct, length in seen if not is_direct]
     assert sum(direct) >= SIZE // 2, seen  # every data chunk but the last went direct
-    assert all(length % aligned.ALIGNMENT == 0 for length in direct)
-    assert buffered == [SIZE % aligned.ALIGNMENT], seen  # only the tail through the page cache
+    assert all(length % ALIGNMENT == 0 for length in direct)
+    assert buffered == [SIZE % ALIGNMENT], seen  # only the tail through the page cache
 
 
 @pytest.mark.skipif(shutil.which("fincore") is None, reason="needs util-linux's fincore")
@@ -116,12 +117,12 @@ def test_a_file_system_refusing_direct_io_is_written_through_the_cache(
     refused: list[int] = []
 
     def no_direct_flag(fd: int, cmd: int, arg: int = 0) -> int:
-        if cmd == fcntl.F_SETFL and arg & aligned.O_DIRECT:
+        if cmd == fcntl.F_SETFL and arg & O_DIRECT:
             raise OSError(errno.EINVAL, "Invalid argument")
         return fcntl_(fd, cmd, arg)
 
     def no_direct_write(fd: int, data: memoryview, offset: int) -> int:
-        if fcntl_(fd, fcntl.F_GETFL) & aligned.O_DIRECT:
+        if fcntl_(fd, fcntl.F_GETFL) & O_DIRECT:
             refused.append(offset)
             raise OSError(errno.EINVAL, "Invalid argument")
         return pwrite(fd, data, offset)

@@ -6,7 +6,8 @@ import ctypes
 
 import pytest
 
-from csbs.blobstore.aligned import ALIGNMENT, AlignedBuffer, padded
+from csbs.blobstore.aligned import AlignedBuffer
+from csbs.fileio.direct import ALIGNMENT, padded
 
 
 def test_the_memory_starts_on_a_page_and_holds_the_padding() -> None:

@@ -3,9 +3,9 @@
 This call is what the service is specified around, and the one clients send in bursts: its
 latency is a target (`python -m bench.deletes`). Through FastAPI, route matching across every
 router, solving the dependency tree and the exception middlewares cost about half of the
-call's CPU in the API process (0.55-0.69 ms against 0.28-0.34 ms with this path, in
-process, without the database), and the API process's interpreter lock is what 20 clients
-queue on. So this middleware takes the plain form of the call itself:
+call's CPU in the API process, and the API process's interpreter lock is what a burst of
+calls queues on (the figures: docs/decisions/0011-the-delete-call-goes-first.md). So this
+middleware takes the plain form of the call itself:
 `DELETE /v1/{project_id}/providers/{provider_id}/checkpoints/{checkpoint_id}`, each segment
 1-64 characters, no `root_path`. Everything else, including any other form of this call,
 goes on to the application.

@@ -10,6 +10,7 @@ from typing import Any
 
 from csbs.app.build import Runtime, make_scheduler
 from csbs.queue import Worker
+from csbs.repository import memtune
 
 
 def run_scheduler(runtime: Runtime) -> None:
@@ -20,7 +21,12 @@ def run_scheduler(runtime: Runtime) -> None:
 
 def run_worker(runtime: Runtime, worker: Worker) -> None:
     """Run `worker` until SIGTERM/SIGINT, then stop it gracefully (running tasks get the
-    shutdown grace to finish; the rest go back to waiting)."""
+    shutdown grace to finish; the rest go back to waiting).
+
+    This is what the process of `csbs worker` and the worker child of `csbs serve` run:
+    their malloc is tuned for the backup and restore pipelines first, before the worker's
+    threads start (`repository/memtune.py`)."""
+    memtune.tune_malloc()
     _run_until_signal(
         runtime, worker.start, lambda: worker.stop(grace=runtime.settings.shutdown_grace_seconds)
     )

@@ -10,7 +10,9 @@ import stat
 from collections.abc import Iterator
 
 from csbs.blobstore import base, errors
-from csbs.blobstore.aligned import AlignedBlob, end_direct, start_direct
+from csbs.blobstore.aligned import AlignedBlob
+from csbs.fileio import loops
+from csbs.fileio.direct import end_direct, start_direct
 
 # Marks temporary files. `~` can never occur in a valid name, so `list` (which yields only
 # valid names) never shows a temp file, and a temp file can never shadow a blob.
@@ -72,7 +74,7 @@ class LocalStore:
                     if isinstance(data, AlignedBlob):
                         _write_aligned(fd, data)
                     else:
-                        _write_all(fd, data)
+                        loops.write_all(fd, data)
                     os.fsync(fd)
                     _drop_cached(fd)
                 finally:
@@ -101,7 +103,7 @@ class LocalStore:
                 # The file behind `fd` never changes: puts replace the directory entry,
                 # never the content, so st_size is exact for the whole read.
                 end = st.st_size if length is None else min(st.st_size, offset + length)
-                data = _pread_exact(fd, max(0, end - offset), offset)
+                data = loops.pread_exact(fd, max(0, end - offset), offset)
                 _drop_cached(fd)
                 return data
             finally:
@@ -338,13 +340,6 @@ def _os_errors(operation: str, name: str) -> Iterator[None]:
         raise errors.BlobStoreError(message) from exc
 
 
-def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
 def _write_aligned(fd: int, blob: AlignedBlob) -> None:
     """Write `blob` to the new, empty file `fd` with direct I/O where the file system
     allows it (decision 0012): from the blob's page-aligned memory straight to the disk,
@@ -369,23 +364,7 @@ def _write_aligned(fd: int, blob: AlignedBlob) -> None:
         os.ftruncate(fd, 0)  # start again, plainly
         os.lseek(fd, 0, os.SEEK_SET)
     with blob.view() as view:
-        _write_all(fd, view)
-
-
-def _pread_exact(fd: int, length: int, offset: int) -> bytes:
-    data = os.pread(fd, length, offset)
-    if len(data) == length:
-        return data
-    # Short reads are legal (signals, huge sizes); collect the rest piece by piece.
-    parts = [data]
-    got = len(data)
-    while got < length:
-        piece = os.pread(fd, length - got, offset + got)
-        if not piece:
-            raise errors.BlobStoreError(f"file shrank while reading at offset {offset + got}")
-        parts.append(piece)
-        got += len(piece)
-    return b"".join(parts)
+        loops.write_all(fd, view)
 
 
 def _drop_cached(fd: int) -> None:
@@ -394,7 +373,7 @@ def _drop_cached(fd: int) -> None:
     A blob is written once and read rarely (a restore, an audit), so its pages are better
     reused for the next blob than kept: on a virtual machine whose free memory the host
     backs only when first touched, writing every blob into fresh pages cost a first backup
-    of 1 GiB up to 0.6 s of kernel CPU (`python -m bench.pipeline`)."""
+    much kernel CPU (docs/decisions/0008-written-data-leaves-the-page-cache.md)."""
     if hasattr(os, "posix_fadvise"):
         with contextlib.suppress(OSError):
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)

@@ -563,8 +563,9 @@ import time
 from csbs.blobstore import LocalStore
 from csbs.db.engine import create_engine
 from csbs.domain.clock import SystemClock
-from csbs.repository import Repository, RepositorySettings, schema
+from csbs.repository import Repository, RepositorySettings, memtune, schema
 
+memtune.tune_malloc()  # as every process that runs the pipelines does at start
 op, db_url, store_dir, *rest = sys.argv[1:]
 engine = create_engine(db_url)
 schema.metadata.create_all(engine)

@@ -16,7 +16,7 @@ from csbs.cli.common import DatabaseUrlOpt, DataDirOpt, console, err_console, se
 from csbs.db.engine import create_engine
 from csbs.domain.clock import SystemClock
 from csbs.domain.errors import CsbsError
-from csbs.repository import Repository, RepositoryError, load_or_create_master_key
+from csbs.repository import Repository, RepositoryError, load_or_create_master_key, memtune
 
 repo_app = typer.Typer(help="Backup repositories: audit, verify, master key.", no_args_is_help=True)
 
@@ -132,6 +132,7 @@ def verify(
     if project_id is None:
         err_console.print(f"[red]error:[/red] no backup {backup}; give --project for a raw id")
         raise typer.Exit(1)
+    memtune.tune_malloc()  # this process runs the restore pipeline
     with open_repository(data_dir, database_url, store) as repo:
         try:
             results = repo.verify(project_id, repo_backup)

@@ -119,7 +119,8 @@ def _encrypt_into(
     """Write header, a fresh nonce and the encrypted payload at the start of `out`.
 
     Encrypted in place behind header and nonce: no second copy of the payload to join
-    (a seal of 4 MiB 12-18 % faster, and one buffer of a chunk less per seal in flight)."""
+    (a faster seal, and one buffer of a chunk less per seal in flight; the figures:
+    docs/decisions/0012-direct-io-for-what-the-engine-writes.md)."""
     end = _PAYLOAD_AT + len(payload) + keys.TAG_SIZE
     # Random 96-bit nonces: NIST SP 800-38D allows 2**32 messages per key this way,
     # i.e. 16 PiB of 4 MiB chunks per project.
@@ -236,10 +237,10 @@ class Codec:
     A zstd compression or decompression context must never be used by two threads at
     once (it corrupts data or crashes), and making one per call is slow. A Codec is
     shared by all threads of a pipeline. Each thread lazily gets its own decompression
-    context (about 0.1 MB). Compression contexts (about 1.4 MB each at level 1 on 4 MiB
-    chunks) are lent for one seal and then kept for the next: there are as many as
-    seals ran at once, not one per thread that ever sealed (a backup's pool has more
-    threads than sealers).
+    context, which is small. Compression contexts, an order of magnitude larger, are lent
+    for one seal and then kept for the next: there are as many as seals ran at once, not
+    one per thread that ever sealed (a backup's pool has more threads than sealers; the
+    sizes: docs/decisions/0012-direct-io-for-what-the-engine-writes.md).
     """
 
     def __init__(self, level: int = DEFAULT_ZSTD_LEVEL) -> None:

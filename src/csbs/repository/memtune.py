@@ -1,4 +1,9 @@
-"""glibc malloc tuning for the chunk pipelines, applied once per process where they start."""
+"""glibc malloc tuning for the chunk pipelines.
+
+Applied once, at the start of every process that runs them, by its entry point: the
+workers (`app.run_worker`: `csbs worker` and the worker child of `csbs serve`), `csbs repo
+verify`, and the benchmarks' processes. Not in the API process, which runs no pipeline.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +14,19 @@ import threading
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
+# The figures behind these values: docs/decisions/0015-malloc-tuned-at-process-start.md.
 # Each extra arena keeps its own free buffers; a few arenas bound what threads retain.
 _ARENAS = 2
-# Far above any chunk buffer, so freed 4 MiB buffers go back to malloc's free lists
-# instead of being unmapped and faulted in again for the next chunk (which halves the
-# envelope path's speed, see bench/primitives.py). Memory stays bounded: the pipelines
-# hold a fixed number of buffers, which malloc then reuses.
+# Far above any chunk buffer, so freed chunk buffers go back to malloc's free lists
+# instead of being unmapped and faulted in again for the next chunk, which costs the
+# envelope path much of its speed. Memory stays bounded: the pipelines hold a fixed
+# number of buffers, which malloc then reuses.
 _MMAP_THRESHOLD = 64 * 1024 * 1024  # bytes
 # Free memory kept at the top of a heap before it is given back to the system. It must
-# hold what the pipeline frees between two peaks: with 16 MiB, a 1 GiB first backup gave
-# back and faulted in again 80,000-160,000 pages (0.3 s of kernel CPU on a virtual
-# machine); with 24 MiB, 25,000-39,000 in a fresh process. What is kept counts towards
-# the peak RSS (132-133 MiB with 16, 134-137 with 24, 141 with 32 for the same backup),
-# so not more; an idle worker keeps at most this much per arena.
+# hold most of what the pipeline frees between two peaks, or every backup gives pages
+# back and faults them in again (kernel CPU, on a virtual machine all the more). What is
+# kept counts towards the peak RSS, so not more; an idle worker keeps at most this much
+# per arena.
 _TRIM_THRESHOLD = 24 * 1024 * 1024  # bytes
 
 _lock = threading.Lock()

@@ -23,12 +23,20 @@ from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from csbs.blobstore import BlobNotFound, BlobStore
-from csbs.blobstore.aligned import ALIGNMENT, AlignedBuffers, end_direct, start_direct
-from csbs.repository import envelope, errors, keys, layout, manifest, memtune
+from csbs.fileio import loops
+from csbs.fileio.direct import (
+    ALIGNMENT,
+    AlignedBuffers,
+    AlignedMemory,
+    end_direct,
+    start_direct,
+)
+from csbs.repository import envelope, errors, keys, layout, manifest
 from csbs.repository.index import DELETING, ChunkIndex
 
 _ZEROS = bytes(1024 * 1024)
-_IN_FLIGHT_BYTES = 16 * 1024 * 1024  # plaintext of chunks fetched ahead (24: no faster)
+# Plaintext of chunks fetched ahead (more was no faster: decision 0012).
+_IN_FLIGHT_BYTES = 16 * 1024 * 1024  # bytes
 _LOOKUP_BATCH = 256  # chunk ids whose generations are looked up at once
 _WRITEBACK_BYTES = 32 * 1024 * 1024  # restored bytes handed to writeback at once
 _WRITEBACK_LAG = 2  # ranges later, a range handed to writeback is dropped from the cache
@@ -53,10 +61,11 @@ class _DirectWrites:
     Each piece is copied into a page-aligned buffer lent to its write and goes from there
     to the disk without passing through the page cache: no fresh pages are touched (on a
     virtual machine whose free memory the host backs only when first touched, that alone
-    cost a restore of 1 GiB 2-3 s), the image is not left cached, and the final fsync has
-    only metadata left to write. `_WRITERS` threads write at once (one alone leaves the
-    disk idle between requests); the caller waits when all are busy, so at most `_WRITERS`
-    pieces and buffers are held.
+    cost a restore more than the rest of its work), the image is not left cached, and the
+    final fsync has only metadata left to write. `_WRITERS` threads write at once (one
+    alone leaves the disk idle between requests); the caller waits when all are busy, so
+    at most `_WRITERS` pieces and buffers are held. The figures:
+    docs/decisions/0012-direct-io-for-what-the-engine-writes.md.
 
     What cannot go direct (an unaligned piece, like an image's last; or a file system that
     accepted the flag and refuses the write) is written through the page cache, and the
@@ -68,7 +77,7 @@ class _DirectWrites:
         self._flags = flags  # the fd's own, given back at the end
         self._direct = True
         self._lock = threading.Lock()
-        self._buffers = AlignedBuffers(buffer_size)
+        self._buffers = AlignedBuffers(buffer_size, AlignedMemory)
         self._slots = threading.BoundedSemaphore(_WRITERS)
         self._pool = concurrent.futures.ThreadPoolExecutor(
             _WRITERS, thread_name_prefix="csbs-restore-write"
@@ -105,7 +114,7 @@ class _DirectWrites:
                 done = self._write_aligned(offset, view)
             if done < len(view):
                 self._end_direct()
-                _pwrite_all(self._fd, view[done:], offset + done)
+                loops.pwrite_all(self._fd, view[done:], offset + done)
         finally:
             self._slots.release()
 
@@ -116,8 +125,8 @@ class _DirectWrites:
             if aligned:
                 buffer.memory[:aligned] = view[:aligned]
                 try:
-                    with buffer.blob(aligned).view() as source:
-                        _pwrite_all(self._fd, source, offset)
+                    with buffer.view(aligned) as source:
+                        loops.pwrite_all(self._fd, source, offset)
                 except OSError as exc:
                     if exc.errno != errno.EINVAL:
                         raise
@@ -174,7 +183,7 @@ class _Sink:
         if self.direct is not None:
             self.direct.write(offset, data)
         elif self.fd is not None:
-            _pwrite_all(self.fd, memoryview(data), offset)
+            loops.pwrite_all(self.fd, memoryview(data), offset)
             self._written(offset, offset + len(data))
         elif self.stream is not None:
             self.stream.write(data)
@@ -216,13 +225,6 @@ class _Sink:
             self.data(offset, _ZEROS[:step] if step < len(_ZEROS) else _ZEROS)
             offset += step
             length -= step
-
-
-def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
-        offset += written
 
 
 class BackupReader:
@@ -275,7 +277,6 @@ class BackupReader:
         written in place), an open fd (a regular file behind it is truncated first), a
         binary stream (written sequentially), or None (read and check only: `verify`).
         """
-        memtune.tune_malloc()
         the_manifest = self.load_manifest(backup_id, disk_id)
         if target is None:
             return self._run(

@@ -21,8 +21,9 @@ import threading
 from collections.abc import Callable
 
 from csbs.blobstore import BlobStore
-from csbs.blobstore.aligned import AlignedBuffers
-from csbs.repository import chunking, envelope, errors, keys, layout, manifest, memtune
+from csbs.blobstore.aligned import AlignedBuffer
+from csbs.fileio.direct import AlignedBuffers
+from csbs.repository import chunking, envelope, errors, keys, layout, manifest
 from csbs.repository.index import ChunkIndex, Confirmation, ManifestRecord
 
 _GENERATION_BLOCK = 1024
@@ -70,10 +71,9 @@ class PipelineLimits:
     ) -> PipelineLimits:
         batch = batch_chunks or max(1, min(256, batch_bytes // chunk_size))
         # Uploads wait on the disk or the network more than on a core: more than cores.
-        # On 2 cores, a first backup of 1 GiB to local files: through the page cache
-        # 0.58-0.67 s with 5 at once, 0.64-0.76 s with 3, no less with 6 or 8; with
-        # direct I/O (decision 0012) 0.63-0.71 s with 4 or 5 alike. Each holds a chunk
-        # and its envelope buffer (peak RSS 118-127 MiB with 4, 122-135 with 5).
+        # With direct I/O four at once were as fast as five (more were no faster through
+        # the page cache), and each holds a chunk and its envelope buffer, so not more
+        # (the figures: docs/decisions/0012-direct-io-for-what-the-engine-writes.md).
         uploads = max(4, threads + 1)
         return cls(
             threads=uploads + 1,
@@ -106,6 +106,23 @@ class _Generations:
         return out
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Parts:
+    """What the pipeline of one backup works with: given by the writer to each disk's run."""
+
+    index: ChunkIndex
+    store: BlobStore
+    project_id: str
+    backup_id: str
+    project_keys: keys.ProjectKeys
+    codec: envelope.Codec
+    chunk_size: int
+    limits: PipelineLimits
+    generations: _Generations
+    progress: ProgressCallback | None
+    cancel: CancelCheck
+
+
 class BackupWriter:
     """Writes the disks of one backup into a project's repository.
 
@@ -128,28 +145,31 @@ class BackupWriter:
         progress: ProgressCallback | None = None,
         cancel: CancelCheck | None = None,
     ) -> None:
-        self._index = index
-        self._store = store
-        self._project_id = project_id
-        self._keys = project_keys
-        self._chunk_size = chunk_size
-        self._codec = codec
         self.backup_id = backup_id
-        self._limits = limits
-        self._progress_cb = progress
-        self._cancel = cancel or (lambda: False)
-        self._generations = _Generations(index, project_id)
+        self._parts = _Parts(
+            index=index,
+            store=store,
+            project_id=project_id,
+            backup_id=backup_id,
+            project_keys=project_keys,
+            codec=codec,
+            chunk_size=chunk_size,
+            limits=limits,
+            generations=_Generations(index, project_id),
+            progress=progress,
+            cancel=cancel or (lambda: False),
+        )
         layout.backup_manifests_prefix(project_id, backup_id)  # validates the id
         index.open_backup(project_id, backup_id)
 
     def write_disk(self, disk_id: str, source: int | str | os.PathLike[str]) -> DiskBackup:
         """Back up the file or block device `source` (a path, or an open fd) as `disk_id`."""
-        name = layout.disk_manifest_name(self._project_id, self.backup_id, disk_id)
+        parts = self._parts
+        name = layout.disk_manifest_name(parts.project_id, self.backup_id, disk_id)
         if any(
-            m.disk_id == disk_id for m in self._index.manifests(self._project_id, self.backup_id)
+            m.disk_id == disk_id for m in parts.index.manifests(parts.project_id, self.backup_id)
         ):
             raise errors.RepositoryError(f"backup {self.backup_id} already has disk {disk_id}")
-        memtune.tune_malloc()
         if isinstance(source, int):
             return self._write_fd(disk_id, name, source)
         fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
@@ -159,10 +179,11 @@ class BackupWriter:
             os.close(fd)
 
     def _write_fd(self, disk_id: str, name: str, fd: int) -> DiskBackup:
+        parts = self._parts
         size = chunking.device_size(fd)
-        run = _DiskRun(self, size)
+        run = _DiskRun(parts, size)
         with concurrent.futures.ThreadPoolExecutor(
-            self._limits.threads, thread_name_prefix="csbs-backup"
+            parts.limits.threads, thread_name_prefix="csbs-backup"
         ) as pool:
             run.pool = pool
             try:
@@ -173,11 +194,11 @@ class BackupWriter:
             finally:
                 run.buffers.close()
         built = run.builder.finish(run.digest.digest())
-        manifest_id, sealed = manifest.seal_manifest(self._keys, built, self._codec)
-        self._store.put(name, sealed)
+        manifest_id, sealed = manifest.seal_manifest(parts.project_keys, built, parts.codec)
+        parts.store.put(name, sealed)
         try:
-            self._index.add_manifest(
-                self._project_id,
+            parts.index.add_manifest(
+                parts.project_id,
                 ManifestRecord(
                     self.backup_id, disk_id, manifest_id, size, sum(1 for _ in built.chunk_ids())
                 ),
@@ -188,9 +209,9 @@ class BackupWriter:
             # complete (its blob is then the one just overwritten, and it is valid).
             if not any(
                 m.disk_id == disk_id
-                for m in self._index.manifests(self._project_id, self.backup_id)
+                for m in parts.index.manifests(parts.project_id, self.backup_id)
             ):
-                self._store.delete(name)
+                parts.store.delete(name)
             raise
         return DiskBackup(disk_id, manifest_id, built.image_digest, run.progress)
 
@@ -198,11 +219,11 @@ class BackupWriter:
 class _DiskRun:
     """The state of one disk going through the pipeline."""
 
-    def __init__(self, writer: BackupWriter, size: int) -> None:
-        self.w = writer
+    def __init__(self, parts: _Parts, size: int) -> None:
+        self.parts = parts
         self.size = size
-        self.builder = manifest.ManifestBuilder(size, writer._chunk_size)
-        self.digest = manifest.TableDigest(size, writer._chunk_size)
+        self.builder = manifest.ManifestBuilder(size, parts.chunk_size)
+        self.digest = manifest.TableDigest(size, parts.chunk_size)
         self.progress = BackupProgress(total_bytes=size)
         self.pool: concurrent.futures.ThreadPoolExecutor | None = None
         # (index, data, hash future) or (hole count, None, None), in image order.
@@ -211,24 +232,25 @@ class _DiskRun:
         ] = collections.deque()
         self.batch: list[tuple[int, bytes | None, keys.ChunkId | None]] = []
         self.batch_data = 0
-        self.sealing = threading.BoundedSemaphore(writer._limits.sealers)
+        self.sealing = threading.BoundedSemaphore(parts.limits.sealers)
         # Envelopes are sealed into these, one per upload running (at most `uploads`).
-        self.buffers = AlignedBuffers(writer._chunk_size + envelope.OVERHEAD)
+        self.buffers = AlignedBuffers(parts.chunk_size + envelope.OVERHEAD, AlignedBuffer)
         self.uploads: dict[concurrent.futures.Future[Confirmation], str] = {}
         # Uploads done but not yet confirmed in the database, by chunk id.
         self.confirmations: list[Confirmation] = []
         self.unconfirmed: dict[str, int] = {}
 
     def run(self, fd: int) -> None:
-        limits = self.w._limits
-        chunk_size = self.w._chunk_size
+        parts = self.parts
+        limits = parts.limits
+        chunk_size = parts.chunk_size
         assert self.pool is not None
         for item in chunking.iter_runs(fd, chunk_size):
-            if self.w._cancel():
+            if parts.cancel():
                 raise errors.Cancelled()
             if isinstance(item, chunking.Data):
                 self.progress.read_bytes += len(item.data)
-                future = self.pool.submit(self.w._keys.chunk_id, item.data)
+                future = self.pool.submit(parts.project_keys.chunk_id, item.data)
                 self.hashing.append((item.index, item.data, future))
             else:
                 self.hashing.append((item.count, None, None))
@@ -259,12 +281,12 @@ class _DiskRun:
             self.digest.update_chunk(chunk_id)
             self.batch.append((first, data, chunk_id))
             self.batch_data += 1
-            if self.batch_data >= self.w._limits.batch_chunks:
+            if self.batch_data >= self.parts.limits.batch_chunks:
                 self._flush()
 
     def _flush(self) -> None:
         """Decide the batch: take references in one transaction, upload what is new."""
-        w = self.w
+        parts = self.parts
         counts: dict[str, int] = collections.Counter(c for _, _, c in self.batch if c is not None)
         sizes: dict[str, int] = {
             c: len(d) for _, d, c in self.batch if c is not None and d is not None
@@ -273,19 +295,19 @@ class _DiskRun:
         for item in confirmations:
             self.unconfirmed.pop(item.chunk_id, None)
         refs = (
-            w._index.take_refs(
-                w._project_id,
-                w.backup_id,
+            parts.index.take_refs(
+                parts.project_id,
+                parts.backup_id,
                 counts,
                 sizes,
-                w._generations.take(len(counts)),
+                parts.generations.take(len(counts)),
                 confirmations,
             )
             if counts or confirmations
             else {}
         )
         scheduled: set[str] = set()
-        chunk_size = w._chunk_size
+        chunk_size = parts.chunk_size
         for first, data, chunk_id in self.batch:
             if chunk_id is None or data is None:
                 self.builder.add_holes(first)
@@ -303,7 +325,7 @@ class _DiskRun:
                 continue
             scheduled.add(chunk_id)
             self.progress.new_bytes += len(data)
-            self._wait_uploads(w._limits.uploads - 1)
+            self._wait_uploads(parts.limits.uploads - 1)
             assert self.pool is not None
             # The plaintext travels in a list the upload empties: the pool's work item
             # would otherwise keep it alive during the (slow, fsync- or network-bound) put.
@@ -312,17 +334,19 @@ class _DiskRun:
             self.unconfirmed[chunk_id] = ref.generation
         self.batch = []
         self.batch_data = 0
-        if w._progress_cb is not None:
-            w._progress_cb(dataclasses.replace(self.progress))
+        if parts.progress is not None:
+            parts.progress(dataclasses.replace(self.progress))
 
     def _upload(self, chunk_id: str, generation: int, holder: list[bytes]) -> Confirmation:
         """Seal a new chunk into an aligned buffer and store it from there (no copy)."""
-        w = self.w
+        parts = self.parts
         with self.buffers.lend() as buffer:
             with self.sealing:
-                length = w._codec.seal_into(w._keys, chunk_id, holder.pop(), buffer.memory)
-            name = layout.chunk_name(w._project_id, chunk_id, generation)
-            w._store.put(name, buffer.blob(length))
+                length = parts.codec.seal_into(
+                    parts.project_keys, chunk_id, holder.pop(), buffer.memory
+                )
+            name = layout.chunk_name(parts.project_id, chunk_id, generation)
+            parts.store.put(name, buffer.blob(length))
         return Confirmation(chunk_id, generation, length)
 
     def _wait_uploads(self, keep: int) -> None:
@@ -344,4 +368,4 @@ class _DiskRun:
         done = [f.result() for f in self.uploads if not f.cancelled() and f.exception() is None]
         # The original failure matters more; unconfirmed rows just stay "not stored".
         with contextlib.suppress(Exception):
-            self.w._index.confirm(self.w._project_id, [*self.confirmations, *done])
+            self.parts.index.confirm(self.parts.project_id, [*self.confirmations, *done])
