@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.runtime import Env, make_env
+from tests.tasks.conftest import cloud  # noqa: F401  (the lean DELETE path's tests)
 
 
 @pytest.fixture

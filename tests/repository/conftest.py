@@ -14,7 +14,7 @@ from csbs.blobstore import BlobStore, LocalStore
 from csbs.db.engine import create_engine
 from csbs.domain.clock import FrozenClock
 from csbs.repository import Repository, RepositorySettings, schema
-from tests.contract.conftest import moto_endpoint, s3_store_factory
+from tests.blobstore.conftest import moto_endpoint, s3_store_factory
 
 __all__ = ["moto_endpoint", "s3_store_factory"]
 

@@ -15,7 +15,7 @@ token (`deps.principal_of`, 401), its right to act in the project (`deps.actor_i
 `routes.backups.accept_deletion` on the thread pool (400, 404, or 200 with the task ids).
 Domain errors become the answers the application's handlers give (`errors.response_for`).
 The route `routes.backups.delete_backups` stays the documented definition of the call (the
-OpenAPI schema); `tests/e2e/test_fast_delete.py` checks that both answer alike.
+OpenAPI schema); `tests/api/test_fast_delete.py` checks that both answer alike.
 """
 
 from __future__ import annotations

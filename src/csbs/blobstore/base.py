@@ -23,7 +23,7 @@ BlobValue = bytes | bytearray | AlignedBlob
 class BlobStore(Protocol):
     """Named, immutable-by-convention blobs.
 
-    Every implementation must give these guarantees; `tests/contract/test_blobstore.py`
+    Every implementation must give these guarantees; `tests/blobstore/test_blobstore.py`
     checks them for each backend:
 
     - **Atomic put.** A reader (`get`, `size`, `exists`, `list`) sees either the previous

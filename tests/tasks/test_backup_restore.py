@@ -7,7 +7,7 @@ import os
 import shutil
 import subprocess
 
-from tests.e2e.conftest import PROVIDER, Cloud
+from tests.tasks.conftest import PROVIDER, Cloud
 
 
 def _files(version: int) -> dict[str, bytes]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import PROVIDER, Cloud
+from tests.tasks.conftest import PROVIDER, Cloud
 
 #: Iterations of each race; the unconfined code leaked on about one backup in four.
 ROUNDS = 16

@@ -13,7 +13,7 @@ from starlette.types import Receive, Scope, Send
 from csbs.api.app import create_app
 from csbs.api.fast_delete import FastDelete
 from csbs.domain.identity import Role
-from tests.e2e.conftest import PROVIDER, Cloud
+from tests.tasks.conftest import PROVIDER, Cloud
 
 
 def _backup(cloud: Cloud, name: str) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from csbs.domain.identity import Role
-from tests.e2e.conftest import PROVIDER, Cloud
+from tests.tasks.conftest import PROVIDER, Cloud
 
 
 def _restore(

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from csbs.domain.identity import Role
-from tests.e2e.conftest import PROVIDER, Cloud
+from tests.tasks.conftest import PROVIDER, Cloud
 
 
 def _backup(cloud: Cloud, name: str, mb: int = 2) -> dict[str, Any]:

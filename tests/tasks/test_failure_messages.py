@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy.exc
 
 from csbs.blobstore.errors import StoreUnavailable
-from tests.e2e.conftest import PROVIDER, Cloud
+from tests.tasks.conftest import PROVIDER, Cloud
 
 SECRET_URL = "http://10.0.0.7:9000/csbs-bucket/repo/projects/"
 DRIVER_TEXT = (

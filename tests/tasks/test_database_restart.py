@@ -15,8 +15,8 @@ import pytest
 
 from csbs.domain.paging import PageRequest
 from csbs.queue import Task, TaskFilter
-from tests.e2e.conftest import PROVIDER, Cloud
 from tests.support.databases import PostgresRestart
+from tests.tasks.conftest import PROVIDER, Cloud
 
 pytestmark = [
     pytest.mark.slow,

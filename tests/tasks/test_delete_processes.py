@@ -14,8 +14,8 @@ import pytest
 from csbs.domain.identity import Role
 from csbs.queue import TaskFilter, TaskStatus
 from csbs.services.backups import ProtectRequest
-from tests.e2e.conftest import PROVIDER, Cloud
 from tests.support.processes import clean_env
+from tests.tasks.conftest import PROVIDER, Cloud
 
 pytestmark = pytest.mark.slow
 

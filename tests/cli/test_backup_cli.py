@@ -5,7 +5,7 @@ from __future__ import annotations
 from typer.testing import CliRunner
 
 from csbs.cli import app
-from tests.e2e.conftest import Cloud
+from tests.tasks.conftest import Cloud
 
 runner = CliRunner()
 

@@ -19,7 +19,7 @@ from csbs.blobstore.s3 import S3Store
 from csbs.domain.clock import SystemClock
 from csbs.domain.identity import Role
 from csbs.queue import Worker
-from tests.contract.conftest import MOTO_CREDENTIALS, moto_endpoint
+from tests.blobstore.conftest import MOTO_CREDENTIALS, moto_endpoint
 from tests.support.runtime import Env, make_env
 
 PROVIDER = "fc4d5750-22e7-4798-8a46-f48f62c4c1da"
