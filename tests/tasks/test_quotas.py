@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from tests.tasks.test_delete import _delete, _gone
 from tests.tasks.conftest import Cloud
+from tests.tasks.test_delete import _delete, _gone
 
 
 def _quotas(cloud: Cloud) -> dict[str, Any]:
