@@ -1,4 +1,9 @@
-"""Composition root: builds the engine, services, HTTP app and workers from Settings. No logic."""
+"""Composition root: builds the engine, services, HTTP app and workers from Settings. No logic.
+
+What only one kind of process needs (the HTTP stack and uvicorn for `csbs serve`, the task
+handlers for workers, Alembic for migrations) is imported where it is used, so a command
+line that reads or writes a few rows does not load it.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +15,10 @@ import signal
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import argon2
 import sqlalchemy as sa
-import uvicorn
 
-from csbs import migrations
-from csbs import tasks as task_handlers
-from csbs.api.app import create_app
 from csbs.blobstore import BlobStore
 from csbs.blobstore.registry import open_store
 from csbs.config import Settings
@@ -41,7 +41,9 @@ from csbs.services.quotas import QuotaService
 from csbs.services.restores import RestoreService
 from csbs.services.scheduler import Scheduler
 from csbs.services.tags import TagService
-from csbs.worker_process import WorkerProcess
+
+if TYPE_CHECKING:
+    import argon2
 
 log = logging.getLogger("csbs")
 
@@ -192,6 +194,8 @@ def make_worker(
 ) -> Worker:
     """A worker over this runtime's queue with the production handlers (or `handlers`);
     `api_busy` tells it when the API beside it is answering calls (embedded workers)."""
+    from csbs import tasks as task_handlers
+
     settings = runtime.settings
     return Worker(
         runtime.services.tasks,
@@ -253,6 +257,8 @@ def _run_until_signal(
 
 def prepare(runtime: Runtime) -> str | None:
     """Apply migrations and create the admin account; returns a generated admin password."""
+    from csbs import migrations
+
     migrations.upgrade(runtime.services.db.engine)
     # The first set-up records the deployment's repository settings (the chunk size that
     # new projects take), so workers configured otherwise still create projects alike.
@@ -261,25 +267,30 @@ def prepare(runtime: Runtime) -> str | None:
     return runtime.services.identity.bootstrap(secret.get_secret_value() if secret else None)
 
 
-class _DrainingServer(uvicorn.Server):
-    """uvicorn, but the first exit signal marks the service as draining (503 to new calls)."""
-
-    def __init__(self, config: uvicorn.Config, runtime: Runtime) -> None:
-        super().__init__(config)
-        self._runtime = runtime
-
-    def handle_exit(self, sig: int, frame: Any) -> None:
-        self._runtime.services.lifecycle.start_draining()
-        # Unlike uvicorn, do not re-raise the signal after shutdown: csbs still has workers
-        # to hand back, and then exits 0 as a clean shutdown should.
-        if self.should_exit and sig == signal.SIGINT:
-            self.force_exit = True
-        self.should_exit = True
-
-
 def serve(runtime: Runtime) -> None:
     """Run the API (and, per settings, the worker process and the scheduler) until
     SIGINT/SIGTERM."""
+    import uvicorn
+
+    from csbs.api.app import create_app
+    from csbs.worker_process import WorkerProcess
+
+    class _DrainingServer(uvicorn.Server):
+        """uvicorn, but the first exit signal marks the service as draining (503 to new
+        calls)."""
+
+        def __init__(self, config: uvicorn.Config, runtime: Runtime) -> None:
+            super().__init__(config)
+            self._runtime = runtime
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            self._runtime.services.lifecycle.start_draining()
+            # Unlike uvicorn, do not re-raise the signal after shutdown: csbs still has
+            # workers to hand back, and then exits 0 as a clean shutdown should.
+            if self.should_exit and sig == signal.SIGINT:
+                self.force_exit = True
+            self.should_exit = True
+
     settings = runtime.settings
     app = create_app(runtime.services)
     config = uvicorn.Config(

@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from csbs import app as composition
 from csbs.cli.common import DatabaseUrlOpt, DataDirOpt, console, err_console, settings_from
 from csbs.domain import errors
+from csbs.domain.operations import TaskStatus
 from csbs.domain.paging import page_request
-from csbs.queue import Task, TaskFilter, TaskStatus
-from csbs.services.operation_logs import DEFAULT_SORT, SORT_KEYS
 
-task_app = typer.Typer(help="Tasks (operation logs).", no_args_is_help=True)
+if TYPE_CHECKING:
+    from csbs import app as composition
+    from csbs.queue import Task
+
+task_app = typer.Typer(help="Tasks (operation logs).", no_args_is_help=True, rich_markup_mode=None)
 
 
 def _runtime(data_dir: DataDirOpt, database_url: DatabaseUrlOpt) -> composition.Runtime:
+    from csbs import app as composition
+
     return composition.build(settings_from(data_dir=data_dir, database_url=database_url))
 
 
@@ -47,6 +50,9 @@ def list_tasks(
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """List tasks, newest first."""
+    from csbs.queue import TaskFilter
+    from csbs.services.operation_logs import DEFAULT_SORT, SORT_KEYS
+
     runtime = _runtime(data_dir, database_url)
     try:
         page = page_request(
@@ -127,6 +133,8 @@ def wait_task(
 
 def wait_with_progress(runtime: composition.Runtime, task_id: str, timeout: float) -> Task:
     """Poll a task until it is terminal, drawing its progress; returns its last state."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     deadline = time.monotonic() + timeout
     with Progress(
         TextColumn("{task.description}"),

@@ -4,26 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import enum
 from collections.abc import Mapping
 from typing import Any
 
-
-class TaskStatus(enum.StrEnum):
-    #: accepted, waiting for a worker and a free slot in its project
-    WAITING = "waiting"
-    #: claimed by a worker that holds its lease
-    RUNNING = "running"
-    #: the handler finished
-    SUCCESS = "success"
-    #: the handler failed, or the task ran out of attempts
-    FAILED = "failed"
-    #: the task passed its deadline
-    TIMEOUT = "timeout"
-
-    @property
-    def terminal(self) -> bool:
-        return self in (TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.TIMEOUT)
+from csbs.domain.operations import TaskStatus as TaskStatus  # its home is the domain
 
 
 @dataclasses.dataclass(frozen=True)
