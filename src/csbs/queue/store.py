@@ -31,6 +31,7 @@ from csbs.domain import errors
 from csbs.domain.clock import Clock
 from csbs.domain.ids import new_id
 from csbs.domain.paging import Page, PageRequest
+from csbs.queue import wake
 from csbs.queue.jobs import EnqueueRequest, Task, TaskFilter, TaskStatus, error_info
 from csbs.queue.schema import task_queues, tasks
 from csbs.sqlpaging import apply_page
@@ -151,6 +152,8 @@ class TaskStore:
         self._enqueue_stmt, self._enqueue_group = self._build_enqueue()
         self._local_wakers: list[Waker] = []
         self._wakers_lock = threading.Lock()
+        #: SQLite: wakes workers of other processes (PostgreSQL's enqueues notify them).
+        self._other_processes = wake.sender_for(engine)
 
     @property
     def engine(self) -> sa.Engine:
@@ -168,10 +171,13 @@ class TaskStore:
                 self._local_wakers.remove(waker)
 
     def poke(self) -> None:
-        """Wake this process's idle workers (call after committing an enqueue)."""
+        """Wake this process's idle workers, and on SQLite those of other processes on this
+        machine (call after committing an enqueue)."""
         with self._wakers_lock:
             for event in self._local_wakers:
                 event.set()
+        if self._other_processes is not None:
+            self._other_processes.send()
 
     def _notify(self, conn: sa.Connection, payload: str) -> None:
         if self.is_postgres:
