@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from csbs import app as composition
     from csbs.queue import Task
 
+#: How often `wait_with_progress` reads the task: first, and at most.
+_FIRST_POLL_SECONDS = 0.02
+_LAST_POLL_SECONDS = 0.5
+
 task_app = typer.Typer(help="Tasks (operation logs).", no_args_is_help=True, rich_markup_mode=None)
 
 
@@ -145,6 +149,9 @@ def wait_with_progress(runtime: composition.Runtime, task_id: str, timeout: floa
         transient=False,
     ) as progress:
         bar = progress.add_task("waiting", total=100)
+        # Short tasks end within tens of milliseconds of a wake-up: look again soon at first,
+        # then less often (every half second for long ones).
+        pause = _FIRST_POLL_SECONDS
         while True:
             log = runtime.services.operation_logs.get(None, task_id)
             t = log.task
@@ -154,4 +161,5 @@ def wait_with_progress(runtime: composition.Runtime, task_id: str, timeout: floa
             progress.update(bar, completed=t.progress, description=label)
             if t.status.terminal or time.monotonic() >= deadline:
                 return t
-            time.sleep(0.5)
+            time.sleep(pause)
+            pause = min(pause * 1.5, _LAST_POLL_SECONDS)
