@@ -292,6 +292,7 @@ def serve(runtime: Runtime) -> None:
             self.should_exit = True
 
     settings = runtime.settings
+    runtime.services.identity.prepare_logins()
     app = create_app(runtime.services)
     config = uvicorn.Config(
         app,
