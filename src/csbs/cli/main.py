@@ -9,7 +9,7 @@ import typer
 from csbs.cli.admin import admin
 from csbs.cli.backup import backup_app
 from csbs.cli.backup import restore as restore_command
-from csbs.cli.bench import bench_app
+from csbs.cli.bench import bench
 from csbs.cli.common import DatabaseUrlOpt, DataDirOpt, console, settings_from
 from csbs.cli.policy import policy_app
 from csbs.cli.repo import repo_app
@@ -32,8 +32,8 @@ app.add_typer(backup_app, name="backup")
 app.add_typer(policy_app, name="policy")
 app.add_typer(tag_app, name="tag")
 app.add_typer(repo_app, name="repo")
-app.add_typer(bench_app, name="bench")
 app.command("restore")(restore_command)
+app.command("bench")(bench)
 db_app = typer.Typer(help="Metadata database.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(db_app, name="db")
 
