@@ -2,13 +2,13 @@
 
     python -m bench.pipeline [--size 1GiB] [--work-dir /var/tmp] [--runs 2]
 
-Backs up the image of `csbs bench repo` (same generator) into a fresh repository per run,
+Backs up the image of `bench.repo` (same generator) into a fresh repository per run,
 timed in process, with three blob stores: local files as shipped (temp file, fsync,
 rename, fsync of the directory), local files with those fsyncs taken out (an experiment:
 a crash could then leave partial blobs, which the product never allows), and memory.
 Then restores the local backup to /dev/null and to a file (fsynced, as always). Prints wall
 and CPU seconds, throughput, and the share of the single-pass pipeline limit that
-`csbs bench repo` prints for this machine.
+`bench.repo` and `csbs bench` print for this machine.
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from csbs.repository.index import RELEASE_REFS
+
 DEFAULT_PORT = 8799
 
 
@@ -52,8 +54,9 @@ class Settings(BaseSettings):
     zstd_level: int = Field(default=1, ge=1, le=19)
     sweep_grace_seconds: float = Field(default=900.0, ge=0)
     #: Chunk references a deletion releases per transaction (whole reference batches, at
-    #: least one): fewer commits against a shorter step to redo after a crash.
-    release_refs: int = Field(default=2048, ge=1, le=1_000_000)
+    #: least one): fewer commits against a shorter step to redo after a crash. The default
+    #: is the repository's own (`RepositorySettings`), defined once beside the release steps.
+    release_refs: int = Field(default=RELEASE_REFS, ge=1, le=1_000_000)
 
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     #: Threads of `csbs serve` that run API calls (calls beyond wait their turn, in order).

@@ -13,7 +13,11 @@ from pathlib import Path
 import httpx2
 
 from csbs.app import worker_child
-from tests.support.processes import free_port, start_serve, wait_ready
+from csbs.db.engine import create_engine
+from csbs.domain.clock import SystemClock
+from csbs.domain.paging import PageRequest
+from csbs.queue import QueueConfig, TaskFilter, TaskStatus, TaskStore
+from tests.support.processes import clean_env, csbs_command, free_port, start_serve, wait_ready
 from tests.support.runtime import password_auth
 
 PROVIDER = "fc4d5750-22e7-4798-8a46-f48f62c4c1da"
@@ -121,6 +125,55 @@ def test_serve_backs_up_through_a_niced_worker_process_that_dies_with_it(tmp_pat
         if serve.poll() is None:
             serve.send_signal(signal.SIGTERM)
             serve.wait(timeout=60)
+
+
+def test_a_command_lines_backup_wakes_the_worker_process_at_once(tmp_path: Path) -> None:
+    """SQLite: `csbs backup create --wait` in a process of its own enqueues the task, and the
+    wake-up socket beside the database wakes `csbs serve`'s worker child at once, though its
+    workers look for tasks only every 30 s; the command returns when the backup is done."""
+    port = free_port()
+    data = tmp_path / "data"
+    (data / "disks").mkdir(parents=True)
+    disk = data / "disks" / "vda.img"
+    disk.write_bytes(os.urandom(64 * 1024) + bytes(64 * 1024))
+    serve = start_serve(
+        data,
+        port,
+        log=tmp_path / "serve.log",
+        CSBS_ADMIN_PASSWORD="admin-password-1",
+        CSBS_WORKER_IDLE_POLL_SECONDS="30",
+    )
+
+    def cli(*args: str) -> str:
+        done = subprocess.run(
+            [*csbs_command(), *args, "--data-dir", str(data)],
+            env=clean_env(CSBS_LOG_LEVEL="WARNING"),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", serve)
+        cli("admin", "project", "create", "p1")
+        server_id = cli("server", "add", "--project", "p1", "--name", "vm", "--disk", str(disk))
+        time.sleep(1.5)  # the child's workers are idle: only a wake-up starts a task promptly
+        cli("backup", "create", server_id.split()[-1], "--wait")
+        engine = create_engine(f"sqlite:///{data / 'csbs.db'}")
+        try:
+            store = TaskStore(engine, SystemClock(), QueueConfig())
+            (task,) = store.search(TaskFilter(operation_type="backup"), PageRequest(limit=10)).items
+        finally:
+            engine.dispose()
+        assert task.status is TaskStatus.SUCCESS
+        assert task.started_at is not None
+        waited = (task.started_at - task.created_at).total_seconds()
+        assert waited < 5.0, f"the backup started {waited:.1f} s after its enqueue"
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(timeout=60) == 0
 
 
 def test_sigterm_stops_the_worker_process_and_serve_exits_zero(tmp_path: Path) -> None:

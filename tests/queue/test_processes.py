@@ -36,7 +36,13 @@ class Workers:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(
-        self, n: int = 1, *, concurrency: int = 4, lease: float = 2.0, grace: float = 5.0
+        self,
+        n: int = 1,
+        *,
+        concurrency: int = 4,
+        lease: float = 2.0,
+        grace: float = 5.0,
+        idle_poll: float = 1.0,
     ) -> list[subprocess.Popen[bytes]]:
         started = []
         for _ in range(n):
@@ -53,6 +59,8 @@ class Workers:
                     str(lease),
                     "--grace",
                     str(grace),
+                    "--idle-poll",
+                    str(idle_poll),
                 ],
                 stdout=subprocess.PIPE,
                 env=clean_env(),
@@ -148,6 +156,23 @@ def test_fairness_across_processes(store: TaskStore, workers: Workers) -> None:
     assert len(overtook) <= 2, f"{len(overtook)} of A's tasks started before B's"
     workers.stop_all()
     assert len(a_ids) == 200
+
+
+def test_an_idle_worker_in_another_process_is_woken_by_an_enqueue(
+    store: TaskStore, workers: Workers
+) -> None:
+    """A task enqueued by this process starts in an idle worker of another process at once:
+    on PostgreSQL through NOTIFY, on SQLite through the wake-up socket beside the database.
+    The worker's idle poll is 30 s here, so a start within 5 s was woken, not polled."""
+    workers.start(1, concurrency=2, idle_poll=30.0)
+    for round_ in range(3):
+        time.sleep(1.0)  # the worker found nothing to claim and waits
+        task = store.enqueue_one(EnqueueRequest(f"p{round_}", "delete", {}))
+        (done,) = wait_all(store, [task.id], timeout=60)
+        assert done.status is TaskStatus.SUCCESS
+        assert done.started_at is not None
+        waited = (done.started_at - done.created_at).total_seconds()
+        assert waited < 5.0, f"the task started {waited:.1f} s after its enqueue"
 
 
 def test_kill_9_mid_task_is_finished_by_another_worker(store: TaskStore, workers: Workers) -> None:

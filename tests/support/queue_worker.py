@@ -1,6 +1,7 @@
 """A worker process for engine tests: the production worker loop with the probe handler.
 
 python -m tests.support.queue_worker DB_URL LOG_DIR [--concurrency N] [--lease S] [--grace S]
+                                    [--idle-poll S]
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def main() -> None:
     parser.add_argument("--lease", type=float, default=2.0)
     parser.add_argument("--grace", type=float, default=5.0)
     parser.add_argument("--host", default=None)
+    parser.add_argument("--idle-poll", type=float, default=1.0)
     args = parser.parse_args()
     logs.configure("WARNING")
     settings = Settings(
@@ -33,6 +35,7 @@ def main() -> None:
         task_lease_seconds=args.lease,
         shutdown_grace_seconds=args.grace,
         task_max_attempts=5,
+        worker_idle_poll_seconds=args.idle_poll,
     )
     runtime = composition.build(settings)
     probe = ProbeHandler(args.log_dir)

@@ -1,6 +1,9 @@
 """Building a csbs process from Settings: engine, services, repository, edge state, workers.
 
-No logic: every choice here is a setting passed down as a plain value.
+No logic: every choice here is a setting passed down as a plain value. What only one kind
+of process needs (the task handlers for workers, Alembic for migrations; the HTTP stack is
+`serving`'s) is imported where it is used, so a command line that reads or writes a few
+rows does not load it.
 """
 
 from __future__ import annotations
@@ -11,12 +14,10 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import argon2
 import sqlalchemy as sa
 
-from csbs import migrations
-from csbs import tasks as task_handlers
 from csbs.api.edge import ApiEdge, ApiOptions
 from csbs.app.activity import ApiActivity
 from csbs.blobstore import BlobStore
@@ -41,6 +42,9 @@ from csbs.services.quotas import QuotaService
 from csbs.services.restores import RestoreService
 from csbs.services.scheduler import Scheduler
 from csbs.services.tags import TagService
+
+if TYPE_CHECKING:
+    import argon2
 
 log = logging.getLogger("csbs")
 
@@ -200,6 +204,8 @@ def make_worker(
 ) -> Worker:
     """A worker over this runtime's queue with the production handlers (or `handlers`);
     `api_busy` tells it when the API beside it is answering calls (embedded workers)."""
+    from csbs import tasks as task_handlers
+
     settings = runtime.settings
     return Worker(
         runtime.services.tasks,
@@ -227,6 +233,8 @@ def make_scheduler(runtime: Runtime) -> Scheduler:
 
 def prepare(runtime: Runtime) -> str | None:
     """Apply migrations and create the admin account; returns a generated admin password."""
+    from csbs import migrations
+
     migrations.upgrade(runtime.services.db.engine)
     # The first set-up records the deployment's repository settings (the chunk size that
     # new projects take), so workers configured otherwise still create projects alike.

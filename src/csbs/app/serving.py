@@ -35,6 +35,7 @@ def serve(runtime: Runtime) -> None:
     """Run the API (and, per settings, the worker process and the scheduler) until
     SIGINT/SIGTERM."""
     settings = runtime.settings
+    runtime.services.identity.prepare_logins()
     app = create_app(runtime.services, runtime.edge)
     config = uvicorn.Config(
         app,

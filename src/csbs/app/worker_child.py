@@ -13,7 +13,8 @@ The child dies with its parent (Linux: PR_SET_PDEATHSIG), like the worker thread
 replaces did, so a `kill -9` of `csbs serve` leaves no worker behind; the tasks it ran are
 reclaimed by lease as after any crash. On PostgreSQL the enqueue's notification wakes the
 child at once; on SQLite, which has none, the parent's `TaskStore.poke` after an enqueue
-does, through a pipe.
+does, through a pipe (and other processes' enqueues through the wake-up socket the child's
+worker listens on, `queue/wake.py`).
 """
 
 from __future__ import annotations

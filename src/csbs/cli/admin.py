@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from csbs import app as composition
 from csbs.cli.common import (
     DatabaseUrlOpt,
     DataDirOpt,
@@ -20,16 +19,25 @@ from csbs.domain import errors
 from csbs.domain.identity import Role
 from csbs.domain.quotas import QuotaUsage
 
-admin = typer.Typer(help="Administer projects, users and tokens.", no_args_is_help=True)
-project_app = typer.Typer(help="Projects.", no_args_is_help=True)
-user_app = typer.Typer(help="Users.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from csbs import app as composition
+
+admin = typer.Typer(
+    help="Administer projects, users and tokens.", no_args_is_help=True, rich_markup_mode=None
+)
+project_app = typer.Typer(help="Projects.", no_args_is_help=True, rich_markup_mode=None)
+user_app = typer.Typer(help="Users.", no_args_is_help=True, rich_markup_mode=None)
 admin.add_typer(project_app, name="project")
 admin.add_typer(user_app, name="user")
-quota_app = typer.Typer(help="Quotas of projects (-1 = unlimited).", no_args_is_help=True)
+quota_app = typer.Typer(
+    help="Quotas of projects (-1 = unlimited).", no_args_is_help=True, rich_markup_mode=None
+)
 admin.add_typer(quota_app, name="quota")
 
 
 def _runtime(data_dir: DataDirOpt, database_url: DatabaseUrlOpt) -> composition.Runtime:
+    from csbs import app as composition
+
     runtime = composition.build(settings_from(data_dir=data_dir, database_url=database_url))
     composition.prepare(runtime)
     return runtime

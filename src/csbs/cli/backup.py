@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from csbs import app as composition
 from csbs.cli.common import DatabaseUrlOpt, DataDirOpt, cli_runtime, console, err_console
 from csbs.cli.tag import parse_tag
 from csbs.cli.task import wait_with_progress
 from csbs.domain import errors
 from csbs.domain.backups import Backup, BackupFilter, Tag
+from csbs.domain.operations import TaskStatus
 from csbs.domain.paging import page_request
 from csbs.domain.restores import VolumeMapping
-from csbs.queue import TaskStatus
-from csbs.services.backups import DEFAULT_SORT, SORT_KEYS, ProtectRequest
-from csbs.services.restores import RestoreRequest
 
-backup_app = typer.Typer(help="Backups of servers.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from csbs import app as composition
+
+backup_app = typer.Typer(help="Backups of servers.", no_args_is_help=True, rich_markup_mode=None)
 ProjectOpt = Annotated[str | None, typer.Option("--project", help="Project name or id.")]
 
 
@@ -44,6 +44,8 @@ def create(
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """Back up a server (all its disks); prints the backup id."""
+    from csbs.services.backups import ProtectRequest
+
     with cli_runtime(data_dir, database_url) as runtime:
         server = runtime.services.inventory.get(None, server_id)
         _cp, backup = runtime.services.backups.protect(
@@ -80,6 +82,8 @@ def list_(
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """List backups, newest first."""
+    from csbs.services.backups import DEFAULT_SORT, SORT_KEYS
+
     with cli_runtime(data_dir, database_url) as runtime:
         pid = runtime.services.identity.resolve_project(project).id if project else None
         page = page_request(
@@ -108,6 +112,7 @@ def count(
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """Count backups."""
+
     with cli_runtime(data_dir, database_url) as runtime:
         pid = runtime.services.identity.resolve_project(project).id if project else None
         print(runtime.services.backups.count(BackupFilter(project_id=pid, status=status)))
@@ -156,6 +161,8 @@ def restore(
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """Restore a backup onto a server's disks; prints the restore id."""
+    from csbs.services.restores import RestoreRequest
+
     with cli_runtime(data_dir, database_url) as runtime:
         backup = runtime.services.backups.get(None, backup_id)
         target = runtime.services.inventory.get(backup.project_id, to)

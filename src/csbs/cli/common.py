@@ -1,4 +1,9 @@
-"""Options every subcommand shares, and how they become Settings."""
+"""Options every subcommand shares, and how they become Settings.
+
+The command line loads only what the command it runs needs: modules of the cli import
+typer, rich and the domain at the top, and the composition root, settings and services
+inside the commands (`csbs --help` and a listing must not load the HTTP stack).
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,16 @@ import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 
-from csbs import app as composition
-from csbs import logs
-from csbs.config import Settings, load_settings
 from csbs.domain import errors
+
+if TYPE_CHECKING:
+    from csbs import app as composition
+    from csbs.config import Settings
 
 # Piped output (scripts, tests) gets wide lines, so ids are never wrapped in tables.
 console = Console(width=None if sys.stdout.isatty() else 240)
@@ -37,6 +42,11 @@ DatabaseUrlOpt = Annotated[
 
 def settings_from(**overrides: Any) -> Settings:
     """Settings from the environment plus the flags that were given; exit 2 on bad values."""
+    from pydantic import ValidationError
+
+    from csbs import logs
+    from csbs.config import load_settings
+
     try:
         settings = load_settings(**overrides)
     except ValidationError as e:
@@ -52,6 +62,8 @@ def cli_runtime(
 ) -> Iterator[composition.Runtime]:
     """A runtime for one command: schema ready, closed afterwards, and any CSBS error
     printed with its code and turned into exit status 1."""
+    from csbs import app as composition
+
     runtime = composition.build(settings_from(data_dir=data_dir, database_url=database_url))
     try:
         if prepare:

@@ -6,13 +6,10 @@ from typing import Annotated
 
 import typer
 
-from csbs import app as composition
-from csbs import migrations
-from csbs.app import run, serving
 from csbs.cli.admin import admin
 from csbs.cli.backup import backup_app
 from csbs.cli.backup import restore as restore_command
-from csbs.cli.bench import bench_app
+from csbs.cli.bench import bench
 from csbs.cli.common import DatabaseUrlOpt, DataDirOpt, console, settings_from
 from csbs.cli.policy import policy_app
 from csbs.cli.repo import repo_app
@@ -21,7 +18,12 @@ from csbs.cli.tag import tag_app
 from csbs.cli.task import task_app
 
 app = typer.Typer(
-    help="csbs: Cloud Server Backup Service.", no_args_is_help=True, pretty_exceptions_enable=False
+    help="csbs: Cloud Server Backup Service.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    # Plain help and usage errors (every group): rich's renderer loads its Markdown stack,
+    # a tenth of a second or more, for a page of text.
+    rich_markup_mode=None,
 )
 app.add_typer(admin, name="admin")
 app.add_typer(task_app, name="task")
@@ -30,9 +32,9 @@ app.add_typer(backup_app, name="backup")
 app.add_typer(policy_app, name="policy")
 app.add_typer(tag_app, name="tag")
 app.add_typer(repo_app, name="repo")
-app.add_typer(bench_app, name="bench")
 app.command("restore")(restore_command)
-db_app = typer.Typer(help="Metadata database.", no_args_is_help=True)
+app.command("bench")(bench)
+db_app = typer.Typer(help="Metadata database.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(db_app, name="db")
 
 
@@ -48,6 +50,9 @@ def serve(
     ] = None,
 ) -> None:
     """Run the API server (and its task workers), creating the schema and admin on first start."""
+    from csbs import app as composition
+    from csbs.app import serving
+
     settings = settings_from(data_dir=data_dir, database_url=database_url, host=host, port=port)
     runtime = composition.build(settings)
     generated = composition.prepare(runtime)
@@ -81,6 +86,10 @@ def worker(
     ] = None,
 ) -> None:
     """Run a task worker (for machines other than the one running `csbs serve`)."""
+    from csbs import app as composition
+    from csbs import migrations
+    from csbs.app.run import run_worker
+
     settings = settings_from(
         data_dir=data_dir,
         database_url=database_url,
@@ -92,21 +101,28 @@ def worker(
     runtime.services.repository.warn_if_configured_otherwise()
     worker = composition.make_worker(runtime)
     console.print(f"csbs worker {worker.worker_id}: {worker.concurrency} slots", highlight=False)
-    run.run_worker(runtime, worker)
+    run_worker(runtime, worker)
 
 
 @app.command()
 def scheduler(data_dir: DataDirOpt = None, database_url: DatabaseUrlOpt = None) -> None:
     """Run the policy scheduler alone (one instance leads across machines; others stand by)."""
+    from csbs import app as composition
+    from csbs import migrations
+    from csbs.app.run import run_scheduler
+
     runtime = composition.build(settings_from(data_dir=data_dir, database_url=database_url))
     migrations.upgrade(runtime.services.db.engine)
     console.print("csbs scheduler: firing due policies while it leads", highlight=False)
-    run.run_scheduler(runtime)
+    run_scheduler(runtime)
 
 
 @db_app.command("upgrade")
 def db_upgrade(data_dir: DataDirOpt = None, database_url: DatabaseUrlOpt = None) -> None:
     """Apply schema migrations (also done automatically by `csbs serve`)."""
+    from csbs import app as composition
+    from csbs import migrations
+
     runtime = composition.build(settings_from(data_dir=data_dir, database_url=database_url))
     try:
         migrations.upgrade(runtime.services.db.engine)

@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from csbs import app as composition
 from csbs.cli.common import DatabaseUrlOpt, DataDirOpt, cli_runtime, console
 from csbs.domain import errors, schedules
 from csbs.domain.inventory import SERVER_TYPE
 from csbs.domain.paging import page_request
 from csbs.domain.policies import Policy, PolicyFilter
-from csbs.services.policies import (
-    DEFAULT_SORT,
-    SORT_KEYS,
-    OperationSpec,
-    PolicySpec,
-    ResourceSpec,
-)
 
-policy_app = typer.Typer(help="Backup policies: schedules and retention.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from csbs import app as composition
+    from csbs.services.policies import ResourceSpec
+
+policy_app = typer.Typer(
+    help="Backup policies: schedules and retention.", no_args_is_help=True, rich_markup_mode=None
+)
 ProjectOpt = Annotated[str, typer.Option("--project", help="Project name or id.")]
 ScheduleOpt = Annotated[
     str | None,
@@ -45,6 +43,8 @@ DaysOpt = Annotated[
 
 
 def _resources(runtime: composition.Runtime, project_id: str, ids: list[str]) -> list[ResourceSpec]:
+    from csbs.services.policies import ResourceSpec
+
     out = []
     for server_id in ids:
         server = runtime.services.inventory.get(project_id, server_id)
@@ -93,6 +93,8 @@ def create(
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """Create a policy; prints its id."""
+    from csbs.services.policies import OperationSpec, PolicySpec
+
     with cli_runtime(data_dir, database_url) as runtime:
         if schedule is None:
             raise errors.InvalidInput("--schedule is required")
@@ -122,6 +124,8 @@ def list_(
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """List policies (of one project, or all)."""
+    from csbs.services.policies import DEFAULT_SORT, SORT_KEYS
+
     with cli_runtime(data_dir, database_url) as runtime:
         pid = runtime.services.identity.resolve_project(project).id if project else None
         page = page_request(
@@ -172,6 +176,8 @@ def update(
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """Change a policy: servers (replaced), schedule, retention, enabled."""
+    from csbs.services.policies import OperationSpec, PolicySpec
+
     with cli_runtime(data_dir, database_url) as runtime:
         current = runtime.services.policies.get(None, policy_id)
         definition = None

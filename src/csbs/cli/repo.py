@@ -5,20 +5,21 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from csbs import app as composition
-from csbs import migrations
-from csbs.blobstore import RetryingStore, open_store
 from csbs.cli.common import DatabaseUrlOpt, DataDirOpt, console, err_console, settings_from
-from csbs.db.engine import create_engine
-from csbs.domain.clock import SystemClock
 from csbs.domain.errors import CsbsError
-from csbs.repository import Repository, RepositoryError, load_or_create_master_key, memtune
 
-repo_app = typer.Typer(help="Backup repositories: audit, verify, master key.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from csbs.repository import Repository
+
+repo_app = typer.Typer(
+    help="Backup repositories: audit, verify, master key.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 
 StoreOpt = Annotated[
     str | None,
@@ -38,6 +39,12 @@ def open_repository(
     """The configured Repository, as the composition root builds it for every process
     (the same settings), over the database (migrated) and the blob store (`--store`, else
     the configured one), with retries."""
+    from csbs import app as composition
+    from csbs import migrations
+    from csbs.blobstore import RetryingStore, open_store
+    from csbs.db.engine import create_engine
+    from csbs.domain.clock import SystemClock
+
     settings = settings_from(data_dir=data_dir, database_url=database_url, repository_url=store_url)
     composition.ensure_data_dir(settings)
     engine = create_engine(
@@ -70,6 +77,8 @@ def check(
 ) -> None:
     """Mark-and-sweep audit: missing, leaked and corrupt chunks, and the directories and
     files of a local repository that group or others may use; exit 1 on any problem."""
+    from csbs.repository import RepositoryError
+
     with open_repository(data_dir, database_url, store) as repo:
         try:
             report = repo.check(project, read_data=read_data)
@@ -118,6 +127,10 @@ def verify(
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """Read back every chunk of every disk of a backup and check each image digest."""
+    from csbs import app as composition
+    from csbs.repository import RepositoryError, memtune
+
+    memtune.tune_malloc()  # this process runs the restore pipeline
     repo_backup, project_id = backup, project
     # A CSBS backup id names the repository backup its last attempt wrote.
     runtime = composition.build(settings_from(data_dir=data_dir, database_url=database_url))
@@ -132,7 +145,6 @@ def verify(
     if project_id is None:
         err_console.print(f"[red]error:[/red] no backup {backup}; give --project for a raw id")
         raise typer.Exit(1)
-    memtune.tune_malloc()  # this process runs the restore pipeline
     with open_repository(data_dir, database_url, store) as repo:
         try:
             results = repo.verify(project_id, repo_backup)
@@ -183,6 +195,9 @@ def rotate_master_key(
     Afterwards point CSBS_MASTER_KEY_FILE (or CSBS_MASTER_KEY) at the new key. Safe to run
     again after an interruption.
     """
+    from csbs import app as composition
+    from csbs.repository import load_or_create_master_key
+
     new = load_or_create_master_key(new_key_file)
     with open_repository(data_dir, database_url, store) as repo:
         settings = settings_from(data_dir=data_dir, database_url=database_url)

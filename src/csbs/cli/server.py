@@ -9,9 +9,10 @@ from rich.table import Table
 
 from csbs.cli.common import DatabaseUrlOpt, DataDirOpt, cli_runtime, console
 from csbs.domain.inventory import Server, ServerStatus
-from csbs.services.inventory import DiskSpec
 
-server_app = typer.Typer(help="Servers and their disks.", no_args_is_help=True)
+server_app = typer.Typer(
+    help="Servers and their disks.", no_args_is_help=True, rich_markup_mode=None
+)
 ProjectOpt = Annotated[str, typer.Option("--project", help="Project name or id.")]
 
 
@@ -50,6 +51,8 @@ def add(
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """Register a server with its disks; prints the server id."""
+    from csbs.services.inventory import DiskSpec
+
     with cli_runtime(data_dir, database_url) as runtime:
         project_id = runtime.services.identity.resolve_project(project).id
         server = runtime.services.inventory.add_server(

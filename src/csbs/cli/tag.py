@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from csbs import app as composition
 from csbs.cli.common import DatabaseUrlOpt, DataDirOpt, cli_runtime, console
 from csbs.domain import errors
 from csbs.domain.tags import TagKind
 
-tag_app = typer.Typer(help="Tags of backups and policies.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from csbs import app as composition
+
+tag_app = typer.Typer(
+    help="Tags of backups and policies.", no_args_is_help=True, rich_markup_mode=None
+)
 PolicyOpt = Annotated[
     bool, typer.Option("--policy", help="RESOURCE is a policy id (needs --project).")
 ]

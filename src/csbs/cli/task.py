@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from csbs import app as composition
 from csbs.cli.common import DatabaseUrlOpt, DataDirOpt, console, err_console, settings_from
 from csbs.domain import errors
+from csbs.domain.operations import TaskStatus
 from csbs.domain.paging import page_request
-from csbs.queue import Task, TaskFilter, TaskStatus
-from csbs.services.operation_logs import DEFAULT_SORT, SORT_KEYS
 
-task_app = typer.Typer(help="Tasks (operation logs).", no_args_is_help=True)
+if TYPE_CHECKING:
+    from csbs import app as composition
+    from csbs.queue import Task
+
+#: How often `wait_with_progress` reads the task: first, and at most.
+_FIRST_POLL_SECONDS = 0.02
+_LAST_POLL_SECONDS = 0.5
+
+task_app = typer.Typer(help="Tasks (operation logs).", no_args_is_help=True, rich_markup_mode=None)
 
 
 def _runtime(data_dir: DataDirOpt, database_url: DatabaseUrlOpt) -> composition.Runtime:
+    from csbs import app as composition
+
     return composition.build(settings_from(data_dir=data_dir, database_url=database_url))
 
 
@@ -47,6 +54,9 @@ def list_tasks(
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """List tasks, newest first."""
+    from csbs.queue import TaskFilter
+    from csbs.services.operation_logs import DEFAULT_SORT, SORT_KEYS
+
     runtime = _runtime(data_dir, database_url)
     try:
         page = page_request(
@@ -127,6 +137,8 @@ def wait_task(
 
 def wait_with_progress(runtime: composition.Runtime, task_id: str, timeout: float) -> Task:
     """Poll a task until it is terminal, drawing its progress; returns its last state."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     deadline = time.monotonic() + timeout
     with Progress(
         TextColumn("{task.description}"),
@@ -137,6 +149,9 @@ def wait_with_progress(runtime: composition.Runtime, task_id: str, timeout: floa
         transient=False,
     ) as progress:
         bar = progress.add_task("waiting", total=100)
+        # Short tasks end within tens of milliseconds of a wake-up: look again soon at first,
+        # then less often (every half second for long ones).
+        pause = _FIRST_POLL_SECONDS
         while True:
             log = runtime.services.operation_logs.get(None, task_id)
             t = log.task
@@ -146,4 +161,5 @@ def wait_with_progress(runtime: composition.Runtime, task_id: str, timeout: floa
             progress.update(bar, completed=t.progress, description=label)
             if t.status.terminal or time.monotonic() >= deadline:
                 return t
-            time.sleep(0.5)
+            time.sleep(pause)
+            pause = min(pause * 1.5, _LAST_POLL_SECONDS)

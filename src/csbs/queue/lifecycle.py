@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from csbs.domain.clock import Clock
 from csbs.domain.ids import new_id
 from csbs.domain.operations import TaskStatus
-from csbs.queue import statements
+from csbs.queue import statements, wake
 from csbs.queue.config import QueueConfig
 from csbs.queue.jobs import EnqueueRequest, Task, error_info
 from csbs.queue.schema import tasks
@@ -63,6 +63,8 @@ class TaskLifecycle:
         self._enqueue_stmt, self._enqueue_group = statements.enqueue(self._insert, self.is_postgres)
         self._local_wakers: list[Waker] = []
         self._wakers_lock = threading.Lock()
+        #: SQLite: wakes workers of other processes (PostgreSQL's enqueues notify them).
+        self._other_processes = wake.sender_for(engine)
 
     @property
     def engine(self) -> sa.Engine:
@@ -80,10 +82,13 @@ class TaskLifecycle:
                 self._local_wakers.remove(waker)
 
     def poke(self) -> None:
-        """Wake this process's idle workers (call after committing an enqueue)."""
+        """Wake this process's idle workers, and on SQLite those of other processes on this
+        machine (call after committing an enqueue)."""
         with self._wakers_lock:
             for event in self._local_wakers:
                 event.set()
+        if self._other_processes is not None:
+            self._other_processes.send()
 
     def _notify(self, conn: sa.Connection, payload: str) -> None:
         if self.is_postgres:

@@ -25,6 +25,7 @@ from csbs.domain import errors
 from csbs.domain.clock import Clock
 from csbs.domain.ids import new_hex_id
 from csbs.domain.operations import TaskStatus
+from csbs.queue import wake
 from csbs.queue.context import CancelReason, RetryLater, TaskCancelled, TaskContext
 from csbs.queue.jobs import Task, error_info
 from csbs.queue.lifecycle import Hook, TaskLifecycle
@@ -149,7 +150,12 @@ class Worker:
         self._stopping = threading.Event()
         self._monitor_stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._listener = Listener(store.engine, self._wake) if store.is_postgres else None
+        # Woken by other processes' enqueues: NOTIFY on PostgreSQL, a socket on SQLite.
+        self._listener: Listener | wake.SocketListener | None = (
+            Listener(store.engine, self._wake)
+            if store.is_postgres
+            else wake.listener_for(store.engine, self._wake)
+        )
 
     # -- life cycle -------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ their SHA-256 is stored, so a copy of the database cannot be used to call the AP
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import re
 import secrets
@@ -66,8 +67,18 @@ class IdentityService:
         self._ttl = token_ttl
         self._tokens = TokenCache(clock, token_cache_seconds)
         self._hasher = hasher or argon2.PasswordHasher()
-        # Verified against when the user does not exist, so both paths cost the same time.
-        self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
+
+    @functools.cached_property
+    def _dummy_hash(self) -> str:
+        """Verified against when the user does not exist, so both paths cost the same time.
+        Made at the first login that needs it: a hash costs a third of a second, which a
+        command that authenticates nobody (most of the command line) should not pay."""
+        return self._hasher.hash(secrets.token_urlsafe(16))
+
+    def prepare_logins(self) -> None:
+        """Make what every login needs now (a service that answers logins calls it before
+        the first, so that even that one takes as long for an unknown user)."""
+        _ = self._dummy_hash
 
     # -- administration -------------------------------------------------------------------
 

@@ -1,0 +1,461 @@
+"""The backup engine against restic and borg on one generated disk image, in one run.
+
+    python -m bench.repo [--size 1GiB] [--work-dir /var/tmp] [--tools csbs,restic,borg]
+                         [--out docs/benchmarks-repo.md]
+
+The same steps for every tool: a first backup, a second with nothing changed, one after a
+1 % clustered and one after a 1 % scattered change, a restore (timed until the image is on
+disk), then eighteen more backups and the deletion of one with its space reclaimed. Every
+operation runs in a child process under `/usr/bin/time` (when present), so each tool's peak
+RSS is its own (a forked child's ru_maxrss starts from its parent's). The csbs children run
+`bench.repo_child`. Prints the report (and writes it to `--out` when given) with the
+machine's single-core limits that `csbs bench` measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import blake3
+
+from csbs.cli.bench import generate_image, parse_size, primitive_limits
+
+MB = 1_000_000
+MiB = 1024 * 1024
+_PASSWORD = "csbs-bench"
+_BACKUPS = 20  # backups in the repository when one is deleted
+_PACKAGES = {"restic": "restic", "borg": "borgbackup"}  # Debian packages
+#: The checkout's root, so that children find `bench` as this process did.
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+def change_clustered(path: Path, size: int, seed: int) -> None:
+    """Overwrite 1 % of the image in one contiguous run."""
+    rng = random.Random(seed)
+    length = size // 100
+    start = rng.randrange(0, size - length) // 4096 * 4096
+    with open(path, "r+b") as f:
+        f.seek(start)
+        f.write(rng.randbytes(length))
+
+
+def change_scattered(path: Path, size: int, seed: int, fraction: float = 0.01) -> None:
+    """Overwrite `fraction` of the image as 4 KiB blocks at random places."""
+    rng = random.Random(seed)
+    blocks = max(1, int(size * fraction) // 4096)
+    with open(path, "r+b") as f:
+        for block in rng.sample(range(size // 4096), blocks):
+            f.seek(block * 4096)
+            f.write(rng.randbytes(4096))
+
+
+def file_digest(path: Path) -> bytes:
+    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    with open(path, "rb") as f:
+        while chunk := f.read(16 * MiB):
+            hasher.update(chunk)
+    return hasher.digest()
+
+
+def tree_bytes(*paths: Path) -> int:
+    """Apparent size of every file below `paths`."""
+    total = 0
+    for root in paths:
+        if root.is_file():
+            total += root.stat().st_size
+            continue
+        for directory, _, files in os.walk(root):
+            total += sum(os.path.getsize(os.path.join(directory, f)) for f in files)
+    return total
+
+
+# -- running tools -----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Run:
+    seconds: float
+    peak_kib: int
+    output: str
+
+
+def run(command: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> Run:
+    """Run `command` to completion; its wall time and own peak RSS (via /usr/bin/time)."""
+    timer = shutil.which("time") or ("/usr/bin/time" if os.path.exists("/usr/bin/time") else None)
+    # Every operation starts with nothing waiting to be written back (earlier steps and
+    # other tools leave gigabytes of dirty pages): the disk is then the tool's alone.
+    os.sync()
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as stats:
+        full = [timer, "-f", "%M", "-o", stats.name, *command] if timer else command
+        started = time.monotonic()
+        done = subprocess.run(
+            full,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        seconds = time.monotonic() - started
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"{' '.join(command)} failed ({done.returncode}): {done.stderr[-2000:]}"
+            )
+        lines = [line for line in Path(stats.name).read_text().split() if line.isdigit()]
+    return Run(seconds, int(lines[-1]) if lines else 0, done.stdout)
+
+
+def _on_disk(seconds: float, target_dir: Path, image: Path) -> tuple[float, Path]:
+    """A restore that left `image` (restored under `target_dir` at its own path) in the page
+    cache, timed until it is on disk; and where it is.
+
+    A restore is done when the image is on disk: csbs fsyncs the image it wrote before it
+    reports success, restic and borg do not. Their restores are timed up to the same point,
+    by adding the fsync they leave out."""
+    restored = target_dir / str(image).lstrip("/")
+    started = time.monotonic()
+    fd = os.open(restored, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return seconds + time.monotonic() - started, restored
+
+
+class Tool:
+    """One backup program driven through the benchmark's scenarios."""
+
+    name = ""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work / self.name
+        self.work.mkdir()
+        self.repo = self.work / "repo"
+        self.peak_kib = 0
+
+    def _run(self, command: list[str], **kwargs: object) -> Run:
+        result = run(command, **kwargs)  # type: ignore[arg-type]
+        self.peak_kib = max(self.peak_kib, result.peak_kib)
+        return result
+
+    def init(self) -> None:
+        """Create the repository (if the tool needs that)."""
+
+    def backup(self, image: Path, name: str) -> float:
+        raise NotImplementedError
+
+    def restore(self, name: str, target_dir: Path, image: Path) -> tuple[float, Path]:
+        raise NotImplementedError
+
+    def delete(self, name: str) -> float:
+        raise NotImplementedError
+
+    def stored(self) -> int:
+        return tree_bytes(self.repo)
+
+
+class Csbs(Tool):
+    name = "csbs"
+
+    def _child(self, *args: str) -> Run:
+        db = f"sqlite:///{self.work / 'csbs.db'}"
+        command = [sys.executable, "-m", "bench.repo_child", args[0], db, str(self.repo)]
+        path = os.pathsep.join(p for p in (str(_ROOT), os.environ.get("PYTHONPATH")) if p)
+        return self._run([*command, *args[1:]], env={"PYTHONPATH": path})
+
+    # Timed inside the child: a csbs worker is a long-running process, so interpreter
+    # start-up and imports (about 0.7 s, excluded) are not part of a backup's cost.
+    def backup(self, image: Path, name: str) -> float:
+        return float(self._child("backup", str(image), name).output.split()[-1])
+
+    def restore(self, name: str, target_dir: Path, image: Path) -> tuple[float, Path]:
+        target = target_dir / "restored.img"
+        return float(self._child("restore", name, str(target)).output.split()[-1]), target
+
+    def delete(self, name: str) -> float:
+        return float(self._child("delete", name).output.split()[-1])
+
+    def stored(self) -> int:
+        return tree_bytes(self.repo, *self.work.glob("csbs.db*"))
+
+
+class Restic(Tool):
+    name = "restic"
+
+    def _env(self) -> dict[str, str]:
+        return {
+            "RESTIC_REPOSITORY": str(self.repo),
+            "RESTIC_PASSWORD": _PASSWORD,
+            "RESTIC_CACHE_DIR": str(self.work / "cache"),
+        }
+
+    def init(self) -> None:
+        self._run(["restic", "init", "--repository-version", "2"], env=self._env())
+
+    def backup(self, image: Path, name: str) -> float:
+        # --force: a disk image is re-read like csbs re-reads a device, not skipped by mtime.
+        command = ["restic", "backup", "--force", "--tag", name, "--compression", "auto"]
+        return self._run([*command, str(image)], env=self._env()).seconds
+
+    def restore(self, name: str, target_dir: Path, image: Path) -> tuple[float, Path]:
+        command = ["restic", "restore", "latest", "--tag", name, "--target", str(target_dir)]
+        return _on_disk(self._run(command, env=self._env()).seconds, target_dir, image)
+
+    def delete(self, name: str) -> float:
+        return self._run(["restic", "forget", "--tag", name, "--prune"], env=self._env()).seconds
+
+
+class Borg(Tool):
+    name = "borg"
+
+    def _env(self) -> dict[str, str]:
+        return {
+            "BORG_PASSPHRASE": _PASSWORD,
+            "BORG_BASE_DIR": str(self.work / "base"),
+            "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes",
+        }
+
+    def init(self) -> None:
+        self._run(
+            ["borg", "init", "--encryption", "repokey-blake2", str(self.repo)], env=self._env()
+        )
+
+    def backup(self, image: Path, name: str) -> float:
+        command = ["borg", "create", "--compression", "zstd,1", "--files-cache", "disabled"]
+        return self._run([*command, f"{self.repo}::{name}", str(image)], env=self._env()).seconds
+
+    def restore(self, name: str, target_dir: Path, image: Path) -> tuple[float, Path]:
+        command = ["borg", "extract", "--sparse", f"{self.repo}::{name}"]
+        seconds = self._run(command, env=self._env(), cwd=target_dir).seconds
+        return _on_disk(seconds, target_dir, image)
+
+    def delete(self, name: str) -> float:
+        first = self._run(["borg", "delete", f"{self.repo}::{name}"], env=self._env()).seconds
+        return first + self._run(["borg", "compact", str(self.repo)], env=self._env()).seconds
+
+
+@dataclasses.dataclass
+class Results:
+    """One tool's figures."""
+
+    first: float = 0.0  # seconds
+    first_stored: int = 0  # bytes
+    unchanged: float = 0.0
+    clustered: float = 0.0
+    clustered_stored: int = 0  # bytes added
+    scattered: float = 0.0
+    scattered_stored: int = 0
+    restore: float = 0.0
+    exact: bool = False
+    delete: float = 0.0
+    reclaimed: int = 0  # bytes
+    peak_kib: int = 0
+
+
+def scenario(tool: Tool, image: Path, pristine: Path, size: int, work: Path) -> Results:
+    """The scenarios, on a fresh copy of the image (every tool sees the same changes)."""
+    _sparse_copy(pristine, image)
+    r = Results()
+    tool.init()
+    r.first = tool.backup(image, "b01")
+    r.first_stored = tool.stored()
+    r.unchanged = tool.backup(image, "b02")
+    before = tool.stored()
+    change_clustered(image, size, seed=3)
+    r.clustered = tool.backup(image, "b03")
+    r.clustered_stored = tool.stored() - before
+    before = tool.stored()
+    change_scattered(image, size, seed=4)
+    r.scattered = tool.backup(image, "b04")
+    r.scattered_stored = tool.stored() - before
+    target = work / f"{tool.name}-restore"
+    target.mkdir()
+    r.restore, restored = tool.restore("b04", target, image)
+    r.exact = file_digest(restored) == file_digest(image)
+    shutil.rmtree(target)
+    for n in range(5, _BACKUPS + 1):
+        change_scattered(image, size, seed=100 + n, fraction=0.002)
+        tool.backup(image, f"b{n:02d}")
+    before = tool.stored()
+    r.delete = tool.delete("b03")  # holds the clustered change: real space to reclaim
+    r.reclaimed = before - tool.stored()
+    r.peak_kib = tool.peak_kib
+    return r
+
+
+def _sparse_copy(source: Path, target: Path) -> None:
+    """Copy an image keeping its holes (SEEK_DATA), so every tool starts from the same file."""
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        size = os.fstat(src.fileno()).st_size
+        dst.truncate(size)
+        offset = 0
+        while offset < size:
+            try:
+                start = os.lseek(src.fileno(), offset, os.SEEK_DATA)
+            except OSError:
+                break
+            end = os.lseek(src.fileno(), start, os.SEEK_HOLE)
+            src.seek(start)
+            dst.seek(start)
+            remaining = end - start
+            while remaining:
+                data = src.read(min(remaining, 16 * MiB))
+                dst.write(data)
+                remaining -= len(data)
+            offset = end
+
+
+# -- report ------------------------------------------------------------------------------------
+
+
+def _mbps(size: int, seconds: float) -> str:
+    return f"{size / seconds / MB:,.0f} MB/s ({seconds:.2f} s)" if seconds else "-"
+
+
+def table(size: int, limits: dict[str, float], results: dict[str, Results]) -> str:
+    """The report: one row per measure, one column per tool, and csbs's ratios."""
+    tools = list(results)
+    others = [t for t in tools if t != "csbs"]
+    header = ["measure", *tools, *(f"csbs vs {t}" for t in others)]
+    rows: list[list[str]] = []
+
+    def add(
+        label: str,
+        cell: Callable[[Results], str],
+        ratio: Callable[[Results, Results], float] | None,
+    ) -> None:
+        row = [label, *(cell(results[t]) for t in tools)]
+        if "csbs" in results:
+            for t in others:
+                row.append(f"{ratio(results['csbs'], results[t]):.1f}x" if ratio else "")
+        rows.append(row)
+
+    def speed(field: str) -> Callable[[Results, Results], float]:
+        # csbs's speed-up: the other tool's time over csbs's.
+        def ratio(a: Results, b: Results) -> float:
+            ours = float(getattr(a, field))
+            return float(getattr(b, field)) / ours if ours else 0.0
+
+        return ratio
+
+    less = speed  # sizes and memory: the other's over csbs's, i.e. how many times less
+    add("first backup", lambda r: _mbps(size, r.first), speed("first"))
+    add("  stored after it", lambda r: f"{r.first_stored / MB:,.0f} MB", less("first_stored"))
+    add("second backup, nothing changed", lambda r: _mbps(size, r.unchanged), speed("unchanged"))
+    add("1 % clustered change: backup", lambda r: _mbps(size, r.clustered), speed("clustered"))
+    add(
+        "  stored bytes added",
+        lambda r: f"{r.clustered_stored / MB:,.1f} MB",
+        less("clustered_stored"),
+    )
+    add(
+        "1 % scattered 4 KiB change: backup", lambda r: _mbps(size, r.scattered), speed("scattered")
+    )
+    add(
+        "  stored bytes added",
+        lambda r: f"{r.scattered_stored / MB:,.1f} MB",
+        less("scattered_stored"),
+    )
+    add(
+        "restore, to disk (bit-exact?)",
+        lambda r: f"{_mbps(size, r.restore)} {'exact' if r.exact else 'DIFFERS'}",
+        speed("restore"),
+    )
+    add(f"delete 1 of {_BACKUPS} backups + reclaim", lambda r: f"{r.delete:.2f} s", speed("delete"))
+    add("  space reclaimed", lambda r: f"{r.reclaimed / MB:,.1f} MB", None)
+    add("peak RSS (any operation)", lambda r: f"{r.peak_kib / 1024:,.0f} MiB", less("peak_kib"))
+
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
+    cores = os.cpu_count() or 1
+    first = results.get("csbs")
+    limit_line = (
+        f"Single core: read {limits['read'] / MB:,.0f} MB/s, "
+        f"keyed BLAKE3 {limits['blake3'] / MB:,.0f} MB/s, "
+        f"zstd-1 {limits['zstd-1'] / MB:,.0f} MB/s, AES-256-GCM {limits['aes-gcm'] / MB:,.0f} MB/s "
+        f"(on pieces of the image). Single-pass pipeline limit on {cores} cores: "
+        f"{limits['pipeline'] / MB:,.0f} MB/s"
+    )
+    if first is not None and first.first:
+        limit_line += (
+            f"; csbs's first backup reaches {size / first.first / limits['pipeline']:.0%} of it."
+        )
+    return "\n".join(lines) + "\n\n" + limit_line + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", default="1GiB", help="image size (e.g. 1GiB, 256MiB)")
+    parser.add_argument("--out", type=Path, default=None, help="also write the report here")
+    parser.add_argument(
+        "--work-dir", type=Path, default=None, help="where images and repositories go"
+    )
+    parser.add_argument("--tools", default="csbs,restic,borg", help="comma-separated subset")
+    args = parser.parse_args()
+    nbytes = parse_size(args.size)
+    work = Path(tempfile.mkdtemp(prefix="csbs-bench-", dir=args.work_dir))
+    try:
+        pristine = work / "pristine.img"
+        print(f"generating a {nbytes / MB:,.0f} MB image in {work}", flush=True)
+        generate_image(pristine, nbytes)
+        limits = primitive_limits(pristine, nbytes)
+        results: dict[str, Results] = {}
+        notes: list[str] = []
+        kinds: dict[str, type[Tool]] = {"csbs": Csbs, "restic": Restic, "borg": Borg}
+        for name in (t.strip() for t in args.tools.split(",") if t.strip()):
+            if name != "csbs" and shutil.which(name) is None:
+                notes.append(f"{name}: not installed, skipped (apt-get install {_PACKAGES[name]})")
+                continue
+            print(f"running {name} ...", flush=True)
+            image = work / "disk.img"
+            results[name] = scenario(kinds[name](work), image, pristine, nbytes, work)
+        versions = _versions(list(results))
+        report = (
+            f"# Repository benchmark\n\nCommand: `python -m bench.repo --size {args.size}` on "
+            f"{os.cpu_count()} CPUs; image {nbytes / MB:,.0f} MB (4 MiB extents: zeros, random, "
+            f"repeated, compressible text). Ratios are csbs's speed-up (times) or, for sizes and "
+            f"memory, how many times less csbs needs. restic runs with `--force` and borg with "
+            f"`--files-cache disabled` so that, like csbs reading a device, they read the image "
+            f"every time. Deletion: csbs `delete_backup` + sweep (grace 0), restic "
+            f"`forget --prune`, borg `delete` + `compact`. csbs operations are timed inside "
+            f"their process, as a long-running worker runs them (interpreter start-up and "
+            f"imports, about 0.7 s, excluded); restic and borg are timed as whole commands. "
+            f"Every operation starts after a `sync`, so no tool pays for another's writeback. "
+            f"A restore is timed until the image is on disk: csbs fsyncs it before it reports "
+            f"success; restic and borg do not, so the fsync of their image is added. "
+            f"Peak RSS is each process's own (GNU time).\n{versions}\n\n"
+            + table(nbytes, limits, results)
+            + "".join(f"\n- {n}" for n in notes)
+        )
+        print(report)
+        if args.out is not None:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(report)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _versions(tools: list[str]) -> str:
+    parts = []
+    for name, command in (("restic", ["restic", "version"]), ("borg", ["borg", "--version"])):
+        if name in tools:
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            parts.append(done.stdout.strip().splitlines()[0] if done.stdout else name)
+    return "Versions: " + "; ".join(parts) if parts else ""
+
+
+if __name__ == "__main__":
+    main()
