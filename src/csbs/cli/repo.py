@@ -36,27 +36,20 @@ StoreOpt = Annotated[
 def open_repository(
     data_dir: Path | None, database_url: str | None, store_url: str | None
 ) -> Iterator[Repository]:
-    """The configured Repository, as the composition root builds it for every process
-    (the same settings), over the database (migrated) and the blob store (`--store`, else
-    the configured one), with retries."""
+    """The Repository of this deployment, built by the composition root exactly as every
+    other process builds it (settings, master key, store), over the migrated database and
+    the blob store `--store` names, else the configured one."""
     from csbs import app as composition
     from csbs import migrations
-    from csbs.blobstore import RetryingStore, open_store
-    from csbs.db.engine import create_engine
-    from csbs.domain.clock import SystemClock
 
     settings = settings_from(data_dir=data_dir, database_url=database_url, repository_url=store_url)
-    composition.ensure_data_dir(settings)
-    engine = create_engine(
-        settings.effective_database_url, connect_timeout=settings.db_connect_timeout_seconds
-    )
-    store = RetryingStore(open_store(settings.effective_repository_url))
+    runtime = composition.build(settings)
     try:
-        migrations.upgrade(engine)
-        yield composition.build_repository(settings, engine, SystemClock(), store)
+        migrations.upgrade(runtime.services.db.engine)
+        yield runtime.services.repository
     finally:
-        store.close()
-        engine.dispose()
+        runtime.services.repository.store.close()
+        runtime.close()
 
 
 @repo_app.command("check")
