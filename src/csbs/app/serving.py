@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 from typing import Any
@@ -57,6 +58,11 @@ def serve(runtime: Runtime) -> None:
     scheduler = make_scheduler(runtime) if settings.embedded_scheduler else None
     if scheduler is not None:
         scheduler.start()
+    # What start-up built lives as long as the process: out of the collector's sight, a
+    # full collection no longer walks it, and the pauses it made (a tail of tens of ms
+    # for calls that arrive then) go (decision 0011).
+    gc.collect()
+    gc.freeze()
     log.info("serving", extra={"host": settings.host, "port": settings.port})
     try:
         server.run()
