@@ -218,6 +218,7 @@ class Worker:
         while not self._stopping.is_set():
             free = self.concurrency - len(self._running_snapshot())
             claimed: list[Task] = []
+            holding_back = False
             if free > 0 and self.api_busy is not None and self.api_busy():
                 # Calls are being answered: they go first. One task per interval still
                 # starts, so a service that is never idle still runs its tasks.
@@ -226,7 +227,7 @@ class Worker:
                     self._stopping.wait(min(wait, _BUSY_RECHECK_SECONDS))
                     continue
                 free = 1
-                self._last_busy_claim = time.monotonic()
+                holding_back = True
             if free > 0:
                 try:
                     claimed = self.store.claim_many(
@@ -240,6 +241,10 @@ class Worker:
                     log.exception("claim failed")
                     self._stopping.wait(1.0)
                     continue
+                if holding_back:
+                    # The interval runs from this claim's end: a slow claim does not let
+                    # the next task start sooner after this one.
+                    self._last_busy_claim = time.monotonic()
                 for task in claimed:
                     self._launch(task)
             if not claimed or len(claimed) < free:
