@@ -126,6 +126,28 @@ class Cloud:
             time.sleep(0.1)
         raise AssertionError("backup did not finish")
 
+    def start_restore(self, item: dict[str, Any], server: dict[str, Any]) -> Any:
+        """Restore the first disk backup of `item` onto the first disk of `server` (S1)."""
+        vb = item["extend_info"]["volume_backups"][0]["id"]
+        return self.env.client.post(
+            f"/v1/{self.pid}/restores",
+            headers=self.headers(),
+            json={
+                "restore": {
+                    "provider_id": PROVIDER,
+                    "checkpoint_id": item["checkpoint_id"],
+                    "parameters": {
+                        "checkpoint_item_id": item["id"],
+                        "power_on": False,
+                        "targets": {
+                            "server_id": server["id"],
+                            "volumes": [{"backup_id": vb, "volume_id": server["disks"][0]["id"]}],
+                        },
+                    },
+                }
+            },
+        )
+
     def wait_restore(self, restore_id: str, timeout: float = 120) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

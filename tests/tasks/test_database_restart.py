@@ -109,25 +109,7 @@ def test_restore_survives_a_restart(pg_cloud: Cloud, restart: PostgresRestart) -
     assert item["status"] == "available"
     target = cloud.server("dst", [cloud.blank("dst", 32)])
     _on_call(cloud.worker_runtime.services.repository.store, "get", 20, _cut(restart))
-    vb = item["extend_info"]["volume_backups"][0]["id"]
-    r = cloud.env.client.post(
-        f"/v1/{cloud.pid}/restores",
-        headers=cloud.headers(),
-        json={
-            "restore": {
-                "provider_id": PROVIDER,
-                "checkpoint_id": item["checkpoint_id"],
-                "parameters": {
-                    "checkpoint_item_id": item["id"],
-                    "power_on": False,
-                    "targets": {
-                        "server_id": target["id"],
-                        "volumes": [{"backup_id": vb, "volume_id": target["disks"][0]["id"]}],
-                    },
-                },
-            }
-        },
-    )
+    r = cloud.start_restore(item, target)
     assert r.status_code == 200, r.text
     restore_id = r.json()["restore"]["id"]
     restart.wait_down()

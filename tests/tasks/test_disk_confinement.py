@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.tasks.conftest import PROVIDER, Cloud
+from tests.tasks.conftest import Cloud
 
 #: Iterations of each race; the unconfined code leaked on about one backup in four.
 ROUNDS = 16
@@ -78,25 +78,7 @@ def _stored_image(cloud: Cloud, item: dict[str, Any]) -> bytes:
 
 
 def _restore(cloud: Cloud, item: dict[str, Any], server: dict[str, Any]) -> dict[str, Any]:
-    vb = item["extend_info"]["volume_backups"][0]["id"]
-    r = cloud.env.client.post(
-        f"/v1/{cloud.pid}/restores",
-        headers=cloud.headers(),
-        json={
-            "restore": {
-                "provider_id": PROVIDER,
-                "checkpoint_id": item["checkpoint_id"],
-                "parameters": {
-                    "checkpoint_item_id": item["id"],
-                    "power_on": False,
-                    "targets": {
-                        "server_id": server["id"],
-                        "volumes": [{"backup_id": vb, "volume_id": server["disks"][0]["id"]}],
-                    },
-                },
-            }
-        },
-    )
+    r = cloud.start_restore(item, server)
     assert r.status_code == 200, r.text
     return cloud.wait_restore(r.json()["restore"]["id"])
 

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy.exc
 
 from csbs.blobstore.errors import StoreUnavailable
-from tests.tasks.conftest import PROVIDER, Cloud
+from tests.tasks.conftest import Cloud
 
 SECRET_URL = "http://10.0.0.7:9000/csbs-bucket/repo/projects/"
 DRIVER_TEXT = (
@@ -92,25 +92,7 @@ def test_missing_data_reads_plainly(cloud: Cloud) -> None:
     chunk = next(n for n in repo.store.list("") if "/chunks/" in n)
     repo.store.delete(chunk)
     target = cloud.server("t", [cloud.blank("t", 2)])
-    vb = item["extend_info"]["volume_backups"][0]["id"]
-    r = cloud.env.client.post(
-        f"/v1/{cloud.pid}/restores",
-        headers=cloud.headers(),
-        json={
-            "restore": {
-                "provider_id": PROVIDER,
-                "checkpoint_id": item["checkpoint_id"],
-                "parameters": {
-                    "checkpoint_item_id": item["id"],
-                    "power_on": False,
-                    "targets": {
-                        "server_id": target["id"],
-                        "volumes": [{"backup_id": vb, "volume_id": target["disks"][0]["id"]}],
-                    },
-                },
-            }
-        },
-    )
+    r = cloud.start_restore(item, target)
     assert r.status_code == 200, r.text
     assert cloud.wait_restore(r.json()["restore"]["id"])["status"] == "fail"
     logs = cloud.env.client.get(

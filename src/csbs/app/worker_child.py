@@ -37,7 +37,7 @@ from csbs.app.build import build, make_worker
 from csbs.app.run import run_worker
 from csbs.config import Settings
 
-log = logging.getLogger("csbs.worker_process")
+log = logging.getLogger("csbs.worker_child")
 
 _PR_SET_PDEATHSIG = 1
 #: Seconds the child gets, beyond the shutdown grace, to hand its tasks back before SIGKILL.

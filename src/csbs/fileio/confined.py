@@ -151,7 +151,8 @@ class OpenDisk:
     """A disk opened beneath its root; `fd` is what reads and writes go through.
 
     `dir_fd` is the directory that holds it (an `O_PATH` fd), where a snapshot clone is
-    made as an unnamed file.
+    made as an unnamed file; `path` is its canonical name (the root's real path and the
+    components below it), the form a registration stores.
     """
 
     def __init__(self, fd: int, dir_fd: int, path: str, st: os.stat_result) -> None:
@@ -273,7 +274,7 @@ def open_disk(
         st = os.fstat(fd)
         _check(path, st, rules, expected=expected, allow_hardlinks=allow_hardlinks)
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
-        return OpenDisk(fd, dir_fd, path, st)
+        return OpenDisk(fd, dir_fd, str(root.joinpath(*parts)), st)
     except BaseException:
         os.close(fd)
         os.close(dir_fd)

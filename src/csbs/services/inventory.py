@@ -20,7 +20,7 @@ from csbs.domain import errors
 from csbs.domain.clock import Clock
 from csbs.domain.ids import new_id
 from csbs.domain.inventory import Disk, Server, ServerNotFound, ServerStatus, check_name
-from csbs.fileio.confined import OpenDisk, Rules, split_beneath
+from csbs.fileio.confined import OpenDisk, Rules
 from csbs.fileio.confined import open_disk as open_confined
 
 MAX_DISKS = 24
@@ -62,11 +62,10 @@ class InventoryService:
         sid = server_id or new_id()
         built: list[Disk] = []
         for i, spec in enumerate(disks):
-            root, parts = split_beneath(spec.path, self.rules.roots)
             with open_confined(
                 spec.path, self.rules, write=True, allow_hardlinks=allow_hardlinks
             ) as opened:
-                size, identity = opened.size, str(opened.identity)
+                path, size, identity = opened.path, opened.size, str(opened.identity)
             disk_name = check_name("disk", spec.name) if spec.name else f"{name}-disk{i}"
             built.append(
                 Disk(
@@ -74,7 +73,7 @@ class InventoryService:
                     server_id=sid,
                     name=disk_name,
                     device_name=f"/dev/vd{chr(ord('a') + i)}",
-                    path=str(root.joinpath(*parts)),
+                    path=path,
                     size_bytes=size,
                     bootable=i == 0,
                     identity=identity,
