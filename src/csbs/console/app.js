@@ -77,7 +77,7 @@ function loginPage(main) {
           if (path === "login") go("overview");
           else route();
         } catch (err) {
-          out.replaceChildren(notice("error", err.message));
+          out.replaceChildren(notice("error", `Login failed: ${err.message}`));
           password.select();
         } finally {
           button.disabled = false;
@@ -97,6 +97,7 @@ function loginPage(main) {
 }
 
 let generation = 0;
+let firstRoute = true;
 
 async function route() {
   stopTimers();
@@ -104,6 +105,7 @@ async function route() {
   const s = api.session();
   renderWho(s);
   if (!s) {
+    firstRoute = false;
     loginPage(main);
     return;
   }
@@ -119,6 +121,7 @@ async function route() {
     return;
   }
   const [match, page, title] = found;
+  const wasFirst = firstRoute;
   document.title = `${title} · csbs console`;
   const mine = ++generation;
   const view = h("div", { class: "page" });
@@ -129,8 +132,10 @@ async function route() {
     if (err instanceof api.ApiError && err.status === 401) return;
     view.append(notice("error", err.message || String(err)));
   }
-  // Move focus to the new page's heading, so keyboard and screen reader users start there.
-  if (mine === generation && !main.contains(document.activeElement)) {
+  // Move focus to the new page's heading, so keyboard and screen reader users start there;
+  // not on the first page a tab opens, where the skip link should come first.
+  firstRoute = false;
+  if (mine === generation && !wasFirst && !main.contains(document.activeElement)) {
     const heading = main.querySelector("h1");
     if (heading) {
       heading.setAttribute("tabindex", "-1");

@@ -3,20 +3,27 @@
 // shows none rather than reaching past the API.
 
 import { call, get, isAdmin } from "../api.js";
-import { announce, field, fmtBytes, h, notice, table } from "../ui.js";
+import { field, fmtBytes, h, notice, table } from "../ui.js";
 
 export async function adminPage(view, ctx) {
   view.append(h("h1", {}, "Admin"));
   const admin = isAdmin();
   if (!admin) view.append(notice("info", "Only administrators may change quotas and servers; you see them read-only."));
   const out = h("div", { class: "out" });
-  const quotaBox = h("section", { class: "card", "aria-labelledby": "q-title" });
-  const serverBox = h("section", { class: "card", "aria-labelledby": "s-title" });
-  view.append(out, h("div", { class: "grid" }, quotaBox, serverBox), h("section", { class: "card", "aria-labelledby": "p-title" }, h("h2", { id: "p-title" }, "Projects and users"), h("p", {}, "The API has no calls for projects and users; manage them with ", h("code", {}, "csbs admin project"), " and ", h("code", {}, "csbs admin user"), " on the service's machine.")));
+  const quotaBox = h("div");
+  const serverBox = h("div");
+  view.append(
+    out,
+    h(
+      "div",
+      { class: "grid" },
+      h("section", { class: "card", "aria-labelledby": "q-title" }, h("h2", { id: "q-title" }, "Quotas of this project"), quotaBox),
+      h("section", { class: "card", "aria-labelledby": "s-title" }, h("h2", { id: "s-title" }, "Servers"), serverBox),
+    ), h("section", { class: "card", "aria-labelledby": "p-title" }, h("h2", { id: "p-title" }, "Projects and users"), h("p", {}, "The API has no calls for projects and users; manage them with ", h("code", {}, "csbs admin project"), " and ", h("code", {}, "csbs admin user"), " on the service's machine.")));
 
   const report = (kind, text) => {
+    // The notice is a live region of its own: screen readers read it once.
     out.replaceChildren(notice(kind, text));
-    if (kind !== "error") announce(text);
   };
 
   const loadQuotas = async () => {
@@ -25,7 +32,6 @@ export async function adminPage(view, ctx) {
     const backups = h("input", { type: "number", name: "quota-backups", min: "-1", value: String(of("backups").quota), disabled: !admin });
     const capacity = h("input", { type: "number", name: "quota-capacity", min: "-1", step: "any", value: String(of("backup_capacity").quota), disabled: !admin });
     quotaBox.replaceChildren(
-      h("h2", { id: "q-title" }, "Quotas of this project"),
       h("p", {}, `Used: ${of("backups").used} backups, ${of("backup_capacity").used} GB stored.`),
       h(
         "form",
@@ -54,7 +60,6 @@ export async function adminPage(view, ctx) {
     const host = h("input", { name: "server-host", disabled: !admin });
     const disks = h("textarea", { name: "server-disks", rows: "3", required: true, disabled: !admin });
     serverBox.replaceChildren(
-      h("h2", { id: "s-title" }, "Servers"),
       table(
         "Registered servers",
         ["Name", "Status", "Disks", "Actions"],

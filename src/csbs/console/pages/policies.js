@@ -142,7 +142,6 @@ export async function policiesPage(view, ctx) {
     try {
       await fn();
       out.replaceChildren(notice("success", done));
-      announce(done);
       await load();
     } catch (err) {
       out.replaceChildren(notice("error", err.message));

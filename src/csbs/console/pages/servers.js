@@ -83,7 +83,6 @@ export async function serversPage(view, ctx) {
       const r = await call("POST", `/providers/${PROVIDER}/resources/${s.id}/action`, { protect: {} });
       const msg = `Backup of ${s.name} started (record ${r.checkpoint.id}); its progress shows below.`;
       out.replaceChildren(notice("success", msg));
-      announce(msg);
       await load();
     } catch (err) {
       out.replaceChildren(notice("error", err.message));
