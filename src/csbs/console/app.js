@@ -122,6 +122,7 @@ async function route() {
   }
   const [match, page, title] = found;
   const wasFirst = firstRoute;
+  firstRoute = false;
   document.title = `${title} · csbs console`;
   const mine = ++generation;
   const view = h("div", { class: "page" });
@@ -134,7 +135,6 @@ async function route() {
   }
   // Move focus to the new page's heading, so keyboard and screen reader users start there;
   // not on the first page a tab opens, where the skip link should come first.
-  firstRoute = false;
   if (mine === generation && !wasFirst && !main.contains(document.activeElement)) {
     const heading = main.querySelector("h1");
     if (heading) {

@@ -137,6 +137,19 @@ export function table(caption, headers, rows, opts = {}) {
     ),
     h("tbody", {}, rows),
   );
+  // At phone width the stylesheet lays rows out as cards, each cell under its header's
+  // name; the explicit roles keep the table a table for screen readers when it does.
+  const names = headers.map((x) => (x instanceof Node ? x.textContent : String(x)));
+  t.setAttribute("role", "table");
+  for (const group of t.querySelectorAll("thead, tbody")) group.setAttribute("role", "rowgroup");
+  for (const tr of t.querySelectorAll("tr")) tr.setAttribute("role", "row");
+  for (const th of t.querySelectorAll("thead th")) th.setAttribute("role", "columnheader");
+  for (const tr of t.querySelectorAll("tbody tr")) {
+    [...tr.children].forEach((cell, i) => {
+      cell.setAttribute("role", cell.tagName === "TH" ? "rowheader" : "cell");
+      if (names[i]) cell.dataset.label = names[i];
+    });
+  }
   if (!rows.length) {
     t.querySelector("tbody").append(
       h("tr", {}, h("td", { colspan: String(headers.length), class: "empty" }, opts.empty || "Nothing here yet.")),

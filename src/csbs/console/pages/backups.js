@@ -242,7 +242,7 @@ export async function backupPage(view, ctx) {
   const id = ctx.id;
   const head = h("h1", {}, "Backup");
   const out = h("div", { class: "out" });
-  const body = h("div", { class: "grid" });
+  const body = h("div");
   view.append(h("p", {}, h("a", { href: "#/backups" }, "← All backups")), head, out, body);
 
   const load = async () => {
@@ -262,7 +262,7 @@ export async function backupPage(view, ctx) {
     const e = b.extend_info;
     const seconds = e.finished_at ? (parseTime(e.finished_at) - parseTime(b.created_at)) / 1000 : null;
     body.replaceChildren(
-      h(
+      h("div", { class: "grid" }, h(
         "section",
         { class: "card", "aria-labelledby": "b-facts" },
         h("h2", { id: "b-facts" }, "Details"),
@@ -286,7 +286,7 @@ export async function backupPage(view, ctx) {
             .filter(Boolean)
             .map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]),
         ),
-      ),
+      ), tagsCard(b, load, out)),
       table(
         "Disks",
         ["Disk", "Device", "Size", "Kind", "Saving ratio"],
@@ -295,7 +295,6 @@ export async function backupPage(view, ctx) {
         ),
         { showCaption: true },
       ),
-      tagsCard(b, load, out),
       table(
         "Tasks of this backup",
         ["Task", "Status", "Progress", "Started", "Ended", "Error"],
@@ -347,6 +346,7 @@ function tagsCard(b, reload, out) {
                   onclick: async () => {
                     try {
                       await call("DELETE", `/csbs_backup/${b.id}/tags/${encodeURIComponent(t.key)}`);
+                      out.replaceChildren();
                       announce(`Tag ${t.key} removed.`);
                       await reload();
                     } catch (err) {
@@ -368,6 +368,7 @@ function tagsCard(b, reload, out) {
           e.preventDefault();
           try {
             await call("POST", `/csbs_backup/${b.id}/tags`, { tag: { key: key.value, value: value.value } });
+            out.replaceChildren();
             announce(`Tag ${key.value} set.`);
             key.value = "";
             value.value = "";

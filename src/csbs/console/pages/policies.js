@@ -228,9 +228,14 @@ export async function policyPage(view, ctx) {
     days: dayBoxes.map((l) => l.querySelector("input")).filter((b) => b.checked).map((b) => b.value),
     times: times.value,
   });
+  const countField = field("N backups", maxBackups);
+  const daysField = field("N days", days);
   const showKind = () => {
     daysSet.hidden = kind.value !== "weekly";
     intervalField.hidden = kind.value !== "interval";
+    const how = keepRadios.map((l) => l.querySelector("input")).find((r) => r.checked);
+    countField.hidden = !how || how.value !== "count";
+    daysField.hidden = !how || how.value !== "days";
   };
   const refreshPreview = debounce(async () => {
     let pattern;
@@ -247,7 +252,7 @@ export async function policyPage(view, ctx) {
       preview.replaceChildren(
         h("h3", {}, `Next runs (${zone.value || "UTC"})`),
         h("ol", { class: "next-runs" }, r.next_runs.map((t) => h("li", {}, inZone(t, zone.value), h("span", { class: "hint" }, ` · ${fmtTime(t)}`)))),
-        enabled.checked ? null : h("p", { class: "hint" }, "The policy is disabled: these runs happen only once it is enabled."),
+        ...(enabled.checked ? [] : [h("p", { class: "hint" }, "The policy is disabled: these runs happen only once it is enabled.")]),
       );
     } catch (err) {
       preview.replaceChildren(notice("error", err.message));
@@ -317,13 +322,14 @@ export async function policyPage(view, ctx) {
       {},
       h("legend", {}, "Retention"),
       keepRadios,
-      field("N backups", maxBackups),
-      field("N days", days),
+      countField,
+      daysField,
     ),
     h("fieldset", {}, h("legend", {}, "Servers"), servers.length ? memberBoxes : h("p", {}, "No servers registered."), h("p", { class: "hint" }, "A server belongs to one policy at most.")),
     out,
     h("div", { class: "actions" }, h("a", { class: "button secondary", href: "#/policies" }, "Cancel"), h("button", { type: "submit", disabled: !write }, isNew ? "Create policy" : "Save")),
   );
+  for (const r of keepRadios) r.querySelector("input").addEventListener("change", showKind);
   for (const el of [kind, interval, times, zone, enabled, ...dayBoxes.map((l) => l.querySelector("input"))]) {
     el.addEventListener("input", () => {
       showKind();
