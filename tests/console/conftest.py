@@ -3,6 +3,7 @@ Playwright to use its console as a person would."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -89,24 +90,38 @@ def _cli(data: Path, *args: str, **env: str) -> None:
     )
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    root = tmp_path_factory.mktemp("console")
-    data = root / "data"
-    disks = data / "disks"
+@contextlib.contextmanager
+def serving(root: Path, **env: str) -> Iterator[str]:
+    """`csbs serve` on a free port with its data in `root`; yields its base URL."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     proc = start_serve(
-        data,
+        root / "data",
         port,
         log=root / "serve.log",
         CSBS_ADMIN_PASSWORD=ADMIN_PASSWORD,
         # A revoked token must fail at the next call, not up to five seconds later.
         CSBS_TOKEN_CACHE_SECONDS="0",
         CSBS_LOG_LEVEL="WARNING",
+        **env,
     )
     try:
         wait_ready(base, proc)
+        yield base
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    root = tmp_path_factory.mktemp("console")
+    data = root / "data"
+    disks = data / "disks"
+    with serving(root) as base:
         _cli(data, "admin", "project", "create", "alpha")
         for user, role in (("mia", "member"), ("rita", "reader")):
             _cli(
@@ -153,12 +168,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             assert r.status_code == 200, r.text
             servers[name] = r.json()["server"]
         yield Site(base=base, data=data, pid=pid, servers=servers)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ page checked by axe-core and photographed at laptop and phone width."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import httpx2
 from playwright.sync_api import Page, expect
@@ -15,6 +16,7 @@ from tests.console.conftest import (
     check_accessibility,
     login,
     screenshots,
+    serving,
 )
 
 
@@ -217,6 +219,20 @@ def test_a_revoked_token_lands_on_the_login_with_the_message(page: Page, site: S
     expect(page.get_by_role("heading", name="Log in")).to_be_visible(timeout=15_000)
     expect(page.get_by_role("alert")).to_have_text("The token is invalid or has been revoked.")
     assert page.evaluate("sessionStorage.getItem('csbs.session')") is None
+
+
+def test_an_expired_token_lands_on_the_login_with_the_message(page: Page, tmp_path: Path) -> None:
+    # A service of its own whose tokens live two seconds.
+    with serving(tmp_path, CSBS_TOKEN_TTL_SECONDS="2") as base:
+        page.goto(f"{base}/console/")
+        page.get_by_label("User").fill("admin")
+        page.get_by_label("Password").fill(ADMIN_PASSWORD)
+        page.get_by_label("Project").fill("admin")
+        page.get_by_role("button", name="Log in").click()
+        expect(page.get_by_role("heading", name="Overview", level=1)).to_be_visible()
+        # The overview polls; the first call after the expiry sends the person to the login.
+        expect(page.get_by_role("heading", name="Log in")).to_be_visible(timeout=15_000)
+        expect(page.get_by_role("alert")).to_have_text("The token has expired.")
 
 
 def test_logout_revokes_the_token(page: Page, site: Site) -> None:
