@@ -264,6 +264,30 @@ def test_every_page_is_accessible_at_laptop_and_phone_width(page: Page, site: Si
     login(page, site, "admin", project="admin", password=ADMIN_PASSWORD)
     page.get_by_role("link", name="Admin", exact=True).click()
     expect(page.get_by_role("button", name="Save quotas")).to_be_enabled()
+    # Quotas and servers of a tenant's project.
+    page.get_by_label("Project to manage").select_option(label="alpha")
+    expect(page.get_by_role("table", name="Registered servers")).to_contain_text("web1")
+    page.get_by_label("Backups (-1 = unlimited)").fill("100")
+    page.get_by_role("button", name="Save quotas").click()
+    expect(page.locator("#main").get_by_text("Quotas saved.")).to_be_visible()
+    quotas = site.api("GET", "/quotas", site.token("mia")).json()["quotas"]["resources"]
+    assert {"type": "backups", "quota": 100} == {
+        k: v for k, v in next(q for q in quotas if q["type"] == "backups").items() if k != "used"
+    }
+    # Projects and users, through the identity API.
+    page.get_by_label("New project").fill("gamma")
+    page.get_by_role("button", name="Create project").click()
+    expect(page.get_by_role("table", name="Projects")).to_contain_text("gamma")
+    page.get_by_label("User name").fill("gina")
+    page.get_by_label("Password", exact=True).fill("gina-password-1")
+    page.get_by_label("Project", exact=True).select_option(label="gamma")
+    page.get_by_label("Role").select_option("reader")
+    page.get_by_role("button", name="Create user").click()
+    expect(page.get_by_role("table", name="Users")).to_contain_text("reader in gamma")
+    page.get_by_label("User name").fill("gina")
+    page.get_by_label("Password", exact=True).fill("another-password")
+    page.get_by_role("button", name="Create user").click()
+    expect(page.get_by_role("alert")).to_contain_text("user 'gina' already exists")
     check_accessibility(page, "admin")
     screenshots(page, "admin")
 

@@ -100,8 +100,14 @@ export function forget() {
   saveSession(null);
 }
 
-// Call `path` under /v1/{project_id}. Answers the parsed body with `headers` beside it.
-export async function call(method, path, body) {
+// Call `path` under /v1/{project_id}; answers the parsed body.
+export function call(method, path, body) {
+  const s = session();
+  return callAt(method, s ? `/v1/${s.projectId}${path}` : path, body);
+}
+
+// Call an absolute path of the service (/v3/... for identity) with the session's token.
+export async function callAt(method, url, body) {
   const s = session();
   if (!s) {
     onUnauthorized("Please log in.");
@@ -114,7 +120,7 @@ export async function call(method, path, body) {
   }
   let response;
   try {
-    response = await fetch(`/v1/${s.projectId}${path}`, init);
+    response = await fetch(url, init);
   } catch {
     throw new ApiError(0, "The service cannot be reached. Is csbs running?");
   }

@@ -1,8 +1,7 @@
-// Admin: what the API lets an administrator change — quotas, the server inventory.
-// Projects and users have no API calls (they are managed with `csbs admin`), so the console
-// shows none rather than reaching past the API.
+// Admin: what the API lets an administrator change — quotas, the server inventory, projects
+// and users (through the identity API, /v3).
 
-import { call, get, isAdmin } from "../api.js";
+import { callAt, isAdmin, session } from "../api.js";
 import { field, fmtBytes, h, notice, table } from "../ui.js";
 
 export async function adminPage(view, ctx) {
@@ -10,6 +9,7 @@ export async function adminPage(view, ctx) {
   const admin = isAdmin();
   if (!admin) view.append(notice("info", "Only administrators may change quotas and servers; you see them read-only."));
   const out = h("div", { class: "out" });
+  const peopleBox = h("div");
   const quotaBox = h("div");
   const serverBox = h("div");
   view.append(
@@ -17,9 +17,33 @@ export async function adminPage(view, ctx) {
     h(
       "div",
       { class: "grid" },
-      h("section", { class: "card", "aria-labelledby": "q-title" }, h("h2", { id: "q-title" }, "Quotas of this project"), quotaBox),
+      h("section", { class: "card", "aria-labelledby": "q-title" }, h("h2", { id: "q-title" }, "Quotas"), quotaBox),
       h("section", { class: "card", "aria-labelledby": "s-title" }, h("h2", { id: "s-title" }, "Servers"), serverBox),
-    ), h("section", { class: "card", "aria-labelledby": "p-title" }, h("h2", { id: "p-title" }, "Projects and users"), h("p", {}, "The API has no calls for projects and users; manage them with ", h("code", {}, "csbs admin project"), " and ", h("code", {}, "csbs admin user"), " on the service's machine.")));
+    ),
+    h("section", { class: "card", "aria-labelledby": "p-title" }, h("h2", { id: "p-title" }, "Projects and users"), peopleBox),
+  );
+
+  // An administrator may manage any project: quotas and servers follow the chosen one.
+  let pid = session().projectId;
+  const call = (method, path, body) => callAt(method, `/v1/${pid}${path}`, body);
+  const get = (path) => call("GET", path);
+  if (admin) {
+    const projects = (await callAt("GET", "/v3/projects")).projects;
+    const chooser = h(
+      "select",
+      {
+        name: "admin-project",
+        onchange: async (e) => {
+          pid = e.target.value;
+          out.replaceChildren();
+          await Promise.all([loadQuotas(), loadServers()]);
+        },
+      },
+      projects.map((p) => h("option", { value: p.id }, p.name)),
+    );
+    chooser.value = pid;
+    view.insertBefore(h("div", { class: "filters" }, field("Project to manage", chooser, "Quotas and servers below are this project's.")), out);
+  }
 
   const report = (kind, text) => {
     // The notice is a live region of its own: screen readers read it once.
@@ -119,5 +143,74 @@ export async function adminPage(view, ctx) {
       ),
     );
   };
-  await Promise.all([loadQuotas(), loadServers()]);
+  const loadPeople = async () => {
+    if (!admin) {
+      peopleBox.replaceChildren(h("p", {}, "Only administrators see the projects and users."));
+      return;
+    }
+    const [projects, users] = await Promise.all([callAt("GET", "/v3/projects"), callAt("GET", "/v3/users")]);
+    const projectName = h("input", { name: "project-name", required: true, maxlength: "64" });
+    const userName = h("input", { name: "user-name", required: true, maxlength: "64", autocomplete: "off" });
+    const userPassword = h("input", { name: "user-password", type: "password", required: true, autocomplete: "new-password" });
+    const userProject = h("select", { name: "user-project" }, projects.projects.map((p) => h("option", { value: p.id }, p.name)));
+    const userRole = h("select", { name: "user-role" }, ["member", "reader", "admin"].map((r) => h("option", { value: r }, r)));
+    peopleBox.replaceChildren(
+      h(
+        "div",
+        { class: "grid" },
+        h(
+          "div",
+          {},
+          table("Projects", ["Name", "Id"], projects.projects.map((p) => h("tr", {}, h("th", { scope: "row" }, p.name), h("td", {}, h("code", {}, p.id)))), { showCaption: true }),
+          h(
+            "form",
+            {
+              class: "inline",
+              onsubmit: async (e) => {
+                e.preventDefault();
+                try {
+                  await callAt("POST", "/v3/projects", { project: { name: projectName.value } });
+                  report("success", `Project ${projectName.value} created.`);
+                  await loadPeople();
+                } catch (err) {
+                  report("error", err.message);
+                }
+              },
+            },
+            field("New project", projectName),
+            h("div", { class: "field" }, h("button", { type: "submit" }, "Create project")),
+          ),
+        ),
+        h(
+          "div",
+          {},
+          table("Users", ["Name", "Roles"], users.users.map((u) => h("tr", {}, h("th", { scope: "row" }, u.name), h("td", {}, u.roles.map((r) => `${r.role} in ${r.project}`).join(", ")))), { showCaption: true }),
+          h(
+            "form",
+            {
+              onsubmit: async (e) => {
+                e.preventDefault();
+                try {
+                  await callAt("POST", "/v3/users", {
+                    user: { name: userName.value, password: userPassword.value, default_project_id: userProject.value, role: userRole.value },
+                  });
+                  report("success", `User ${userName.value} created.`);
+                  await loadPeople();
+                } catch (err) {
+                  report("error", err.message);
+                }
+              },
+            },
+            h("h3", {}, "New user"),
+            field("User name", userName),
+            field("Password", userPassword),
+            field("Project", userProject),
+            field("Role", userRole),
+            h("button", { type: "submit" }, "Create user"),
+          ),
+        ),
+      ),
+    );
+  };
+  await Promise.all([loadQuotas(), loadServers(), loadPeople()]);
 }
