@@ -157,6 +157,7 @@ def test_create_a_policy_and_see_its_next_runs_before_saving(page: Page, site: S
     page.get_by_label(re.compile("^At")).fill("03:30")
     page.get_by_label("Keep the last N backups of each server").check()
     page.get_by_label("N backups", exact=True).fill("5")
+    page.get_by_label("Weeks", exact=True).fill("4")
     page.locator("label.member", has_text="web2").get_by_role("checkbox").check()
     check_accessibility(page, "policy editor")
     screenshots(page, "policy-editor")
@@ -164,6 +165,14 @@ def test_create_a_policy_and_see_its_next_runs_before_saving(page: Page, site: S
     row = page.locator("tr[data-policy=nightly-web]")
     expect(row).to_contain_text("weekly on TU, FR at 03:30 (Europe/Berlin)")
     expect(row).to_contain_text("keep last 5")
+    (policy,) = [
+        p
+        for p in site.api("GET", "/policies", site.token("mia")).json()["policies"]
+        if p["name"] == "nightly-web"
+    ]
+    definition = policy["scheduled_operations"][0]["operation_definition"]
+    assert definition["week_backups"] == "4" and definition["timezone"] == "Europe/Berlin"
+    assert definition["max_backups"] == "5" and definition["permanent"] is False
     expect(row).to_contain_text(re.compile(r"(Tue|Fri) \d{4}-\d\d-\d\d 03:30 Europe/Berlin"))
     # Disable, then run now: the run shows among the policy's last runs.
     row.get_by_role("button", name="Disable nightly-web").click()

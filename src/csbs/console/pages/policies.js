@@ -96,6 +96,9 @@ function retentionText(def) {
   const parts = [];
   if (def.max_backups && def.max_backups !== "-1") parts.push(`last ${def.max_backups}`);
   if (def.retention_duration_days && def.retention_duration_days !== "-1") parts.push(`${def.retention_duration_days} days`);
+  for (const [key, unit] of [["day_backups", "days"], ["week_backups", "weeks"], ["month_backups", "months"], ["year_backups", "years"]]) {
+    if (def[key] && def[key] !== "0") parts.push(`the latest of each of ${def[key]} ${unit}`);
+  }
   return parts.length ? `keep ${parts.join(", ")}` : "keep forever";
 }
 
@@ -214,6 +217,10 @@ export async function policyPage(view, ctx) {
   const maxBackups = h("input", { type: "number", name: "max_backups", min: "1", max: "99999", value: def.max_backups && def.max_backups !== "-1" ? def.max_backups : "7" });
   const days = h("input", { type: "number", name: "retention_days", min: "1", max: "99999", value: def.retention_duration_days && def.retention_duration_days !== "-1" ? def.retention_duration_days : "30" });
 
+  const longTerm = [["day_backups", "Days"], ["week_backups", "Weeks"], ["month_backups", "Months"], ["year_backups", "Years"]].map(([key, label]) => {
+    const input = h("input", { type: "number", name: key, min: "0", max: "100", value: def[key] && def[key] !== "0" ? String(def[key]) : "0" });
+    return { key, input, field: field(label, input) };
+  });
   const members = new Set(policy ? policy.resources.map((r) => r.id) : []);
   const memberBoxes = servers.map((s) => {
     const box = h("input", { type: "checkbox", name: "server", value: s.id });
@@ -228,6 +235,12 @@ export async function policyPage(view, ctx) {
     days: dayBoxes.map((l) => l.querySelector("input")).filter((b) => b.checked).map((b) => b.value),
     times: times.value,
   });
+  const longTermSet = h(
+    "fieldset",
+    { class: "inline-fields" },
+    h("legend", {}, "Also keep the latest backup of each of the last N…"),
+    longTerm.map((x) => x.field),
+  );
   const countField = field("N backups", maxBackups);
   const daysField = field("N days", days);
   const showKind = () => {
@@ -236,6 +249,7 @@ export async function policyPage(view, ctx) {
     const how = keepRadios.map((l) => l.querySelector("input")).find((r) => r.checked);
     countField.hidden = !how || how.value !== "count";
     daysField.hidden = !how || how.value !== "days";
+    longTermSet.hidden = !how || how.value === "forever";
   };
   const refreshPreview = debounce(async () => {
     let pattern;
@@ -278,6 +292,12 @@ export async function policyPage(view, ctx) {
           max_backups: how === "count" ? Number(maxBackups.value) : -1,
           retention_duration_days: how === "days" ? Number(days.value) : -1,
         };
+        // The latest backup of each of the last N days, weeks, ... stays as well, counted
+        // in the schedule's zone.
+        if (!definition.permanent && longTerm.some((x) => Number(x.input.value) > 0)) {
+          for (const x of longTerm) definition[x.key] = Number(x.input.value);
+          definition.timezone = zone.value || "UTC";
+        }
         const resources = servers.filter((s) => memberBoxes.find((l) => l.querySelector("input").value === s.id).querySelector("input").checked).map((s) => ({ id: s.id, type: "OS::Nova::Server", name: s.name }));
         const operation = {
           enabled: enabled.checked,
@@ -324,6 +344,7 @@ export async function policyPage(view, ctx) {
       keepRadios,
       countField,
       daysField,
+      longTermSet,
     ),
     h("fieldset", {}, h("legend", {}, "Servers"), servers.length ? memberBoxes : h("p", {}, "No servers registered."), h("p", { class: "hint" }, "A server belongs to one policy at most.")),
     out,
