@@ -225,7 +225,11 @@ def check_accessibility(page: Page, name: str) -> None:
 
 
 def screenshots(page: Page, name: str) -> None:
-    """The page at laptop and at phone width, for a person to look at."""
+    """The page at laptop and at phone width, for a person to look at (and a look at its
+    text for what a person should never read there)."""
+    text = page.locator("main").inner_text()
+    for word in ("null", "undefined", "NaN", "[object Object]"):
+        assert word not in text.split(), f"{name}: {word!r} in {text!r}"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     for label, size in (("laptop", LAPTOP), ("phone", PHONE)):
         page.set_viewport_size(size)

@@ -65,6 +65,8 @@ def test_back_up_a_server_watch_it_finish_then_restore_it(page: Page, site: Site
     expect(page.locator("[data-restore-status]")).to_have_attribute(
         "data-restore-status", "success", timeout=60_000
     )
+    check_accessibility(page, "servers after a restore")
+    screenshots(page, "servers-restored")
 
 
 def test_a_running_server_cannot_be_restored_and_the_wizard_says_why(
@@ -105,6 +107,8 @@ def test_delete_two_backups_and_watch_them_queue_and_go(page: Page, site: Site) 
     for backup_id in (first, second):
         assert site.api("GET", f"/checkpoint_items/{backup_id}", token).status_code == 404
     expect(page.get_by_text("No backup matches.")).to_be_visible()
+    check_accessibility(page, "backups after deletions")
+    screenshots(page, "backups-deleted")
 
 
 def test_a_backups_details_and_tags(page: Page, site: Site) -> None:
@@ -183,6 +187,8 @@ def test_create_a_policy_and_see_its_next_runs_before_saving(page: Page, site: S
     ).to_be_visible()
     row.get_by_role("link", name="nightly-web").click()
     expect(page.get_by_role("table", name="Last runs")).to_contain_text("manual")
+    check_accessibility(page, "policy with its runs")
+    screenshots(page, "policy-runs")
 
 
 def test_a_reader_sees_but_cannot_change(page: Page, site: Site) -> None:

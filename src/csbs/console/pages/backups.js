@@ -191,13 +191,13 @@ export async function backupsPage(view, ctx) {
       h(
         "ul",
         { class: "plain" },
-        [...watched.entries()].map(([id, w]) =>
+        [...watched.values()].map((w) =>
           h("li", { "data-deletion": w.name }, `${w.name}: `, badge(w.status), w.position ? ` (queue position ${w.position})` : null, w.error ? notice("error", w.error) : null),
         ),
       ),
       [...watched.values()].every((w) => w.status === "gone" || w.status === "error")
         ? h("button", { type: "button", class: "secondary small", onclick: () => { watched.clear(); drawDeletions(); } }, "Clear")
-        : null,
+        : "",
     );
   };
 

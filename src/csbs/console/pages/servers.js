@@ -232,7 +232,7 @@ function watchRestore(restore, server, out, reload) {
     box.replaceChildren(
       h("h2", {}, `Restore of ${server.name}`),
       h("p", {}, "Status: ", h("span", { class: `badge badge-${status}`, "data-restore-status": status }, status.replace("_", " ")), " ", status === "in_progress" ? progress(pct, "restore progress") : null),
-      reason ? notice("error", reason) : null,
+      reason ? notice("error", reason) : "",
     );
   };
   draw(restore.status, 0);
