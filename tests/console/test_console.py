@@ -126,6 +126,18 @@ def test_a_backups_details_and_tags(page: Page, site: Site) -> None:
     assert site.api("GET", f"/csbs_backup/{backup_id}/tags", token).json() == {
         "tags": [{"key": "env", "value": "prod"}]
     }
+    # The list filtered by the tag shows this backup alone.
+    name = page.get_by_role("heading", name=re.compile("^Backup ")).inner_text().split()[-1]
+    page.get_by_role("link", name="Backups", exact=True).click()
+    page.get_by_label("Tag", exact=True).fill("env=prod")
+    page.get_by_role("button", name="Apply").click()
+    rows = page.locator("tbody tr[data-backup]")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text(name)
+    expect(rows.first).to_contain_text("env=prod")
+    expect(page.get_by_text("Page 1 of 1 · 1 backup(s)")).to_be_visible()
+    page.get_by_role("link", name=name).click()
+    tags = page.get_by_role("region", name="Tags")
     # The API's own message for what it refuses (a key too long for a tag).
     tags.get_by_label("Key").evaluate("el => el.removeAttribute('maxlength')")
     tags.get_by_label("Key").fill("k" * 200)

@@ -38,13 +38,17 @@ export async function backupsPage(view, ctx) {
     resource_id: p.get("resource_id") || "",
     start_time: p.get("start_time") || "",
     end_time: p.get("end_time") || "",
+    tag: p.get("tag") || "",
     sort: p.get("sort") || "created_at:desc",
     limit: Number(p.get("limit") || 20),
     page: Number(p.get("page") || 1),
   };
   view.append(h("h1", {}, "Backups"));
   if (!canWrite()) view.append(readOnlyNote());
-  const servers = (await get("/servers")).servers;
+  const [servers, projectTags] = await Promise.all([
+    get("/servers").then((r) => r.servers),
+    get("/csbs_backup/tags").then((r) => r.tags),
+  ]);
 
   const inputs = {
     status: h("select", { name: "status" }, h("option", { value: "" }, "Any status"), STATUSES.map((s) => h("option", { value: s }, s.replace("_", " ")))),
@@ -52,6 +56,7 @@ export async function backupsPage(view, ctx) {
     resource_id: h("select", { name: "resource_id" }, h("option", { value: "" }, "Any server"), servers.map((s) => h("option", { value: s.id }, s.name))),
     start_time: h("input", { name: "start_time", type: "date" }),
     end_time: h("input", { name: "end_time", type: "date" }),
+    tag: h("input", { name: "tag", type: "search", list: "project-tags", placeholder: "key=value" }),
     sort: h("select", { name: "sort" }, SORTS.map(([v, l]) => h("option", { value: v }, l))),
     limit: h("select", { name: "limit" }, [10, 20, 50, 100].map((n) => h("option", { value: String(n) }, String(n)))),
   };
@@ -73,6 +78,12 @@ export async function backupsPage(view, ctx) {
     field("Server", inputs.resource_id),
     field("From", inputs.start_time),
     field("To", inputs.end_time),
+    field("Tag", inputs.tag, "key=value or key; with a tag the list is the tag query's, newest first"),
+    h(
+      "datalist",
+      { id: "project-tags" },
+      projectTags.flatMap((t) => [h("option", { value: t.key }), ...t.values.map((v) => h("option", { value: `${t.key}=${v}` }))]),
+    ),
     field("Sort", inputs.sort),
     field("Per page", inputs.limit),
     h("div", { class: "field" }, h("button", { type: "submit" }, "Apply")),
@@ -92,8 +103,23 @@ export async function backupsPage(view, ctx) {
     end_time: f.end_time ? `${f.end_time}T23:59:59` : "",
   });
 
+  // A tag filter is the API's tag query (T1), which knows tags and names but not the list's
+  // other filters: those stay as chosen but apply only without a tag.
+  const byTag = async () => {
+    const [key, ...rest] = f.tag.split("=");
+    const body = {
+      action: "filter",
+      tags: [{ key: key.trim(), values: rest.length ? [rest.join("=").trim()] : [] }],
+      limit: String(f.limit),
+      offset: String((f.page - 1) * f.limit),
+    };
+    if (f.name) body.matches = [{ key: "resource_name", value: f.name }];
+    const r = await call("POST", "/csbs_backup/resource_instances/action", body);
+    return [{ checkpoint_items: r.resources.map((x) => x.resource_detail) }, { count: r.total_count }];
+  };
+
   const load = async () => {
-    const [items, count] = await Promise.all([
+    const [items, count] = f.tag ? await byTag() : await Promise.all([
       get(`/checkpoint_items${query({ ...apiFilter(), sort: f.sort, limit: f.limit, offset: (f.page - 1) * f.limit })}`),
       get(`/checkpoint_items/count${query(apiFilter())}`),
     ]);
