@@ -215,7 +215,8 @@ export function every(ms, fn) {
   const tick = async () => {
     if (stopped) return;
     try {
-      await fn();
+      // A tab nobody looks at asks nothing of the service.
+      if (!document.hidden) await fn();
     } finally {
       if (!stopped) handle = setTimeout(tick, ms);
     }

@@ -254,7 +254,15 @@ export async function backupsPage(view, ctx) {
 
   await load();
   drawDeletions();
+  // Every second while something moves (a deletion watched, a backup in a passing state),
+  // else every third.
+  let tick = 0;
+  const moving = () =>
+    [...watched.values()].some((w) => w.status !== "gone" && w.status !== "error") ||
+    current.some((b) => !["available", "error"].includes(b.status));
   every(1000, async () => {
+    tick += 1;
+    if (!moving() && tick % 3) return;
     try {
       await pollDeletions();
       await load();
