@@ -31,15 +31,18 @@ def test_login_then_the_overview(page: Page, site: Site) -> None:
     for title in ("Servers", "Backups by status", "Tasks, last 24 hours", "Usage and quotas"):
         expect(page.get_by_role("heading", name=title, exact=True)).to_be_visible()
     expect(page.get_by_text("mia · alpha · member")).to_be_visible()
+    # Every registered server is counted, protected or not.
     servers = page.get_by_role("region", name="Servers")
-    expect(servers.locator(".stat", has_text="unprotected")).to_contain_text("4")
+    counts = servers.locator(".stat dd")
+    expect(counts).to_have_count(2)
+    assert sum(int(x) for x in counts.all_inner_texts()) == len(site.servers)
 
 
 def test_back_up_a_server_watch_it_finish_then_restore_it(page: Page, site: Site) -> None:
     login(page, site, "mia")
     page.get_by_role("link", name="Servers").click()
     row = page.locator("tr[data-server=web1]")
-    row.get_by_role("button", name="Back up web1 now").click()
+    row.get_by_role("button", name="Back up now: web1").click()
     expect(page.locator("#main").get_by_text("Backup of web1 started")).to_be_visible()
     # Live: the row goes from backing up to available without a reload.
     expect(row.locator(".last-backup")).to_contain_text("available", timeout=60_000)
@@ -193,7 +196,7 @@ def test_create_a_policy_and_see_its_next_runs_before_saving(page: Page, site: S
     # Disable, then run now: the run shows among the policy's last runs.
     row.get_by_role("button", name="Disable nightly-web").click()
     expect(row).to_contain_text("disabled")
-    row.get_by_role("button", name="Run nightly-web now").click()
+    row.get_by_role("button", name="Run now: nightly-web").click()
     expect(
         page.locator("#main").get_by_text("nightly-web is backing up its servers now")
     ).to_be_visible()
@@ -208,7 +211,7 @@ def test_a_reader_sees_but_cannot_change(page: Page, site: Site) -> None:
     expect(page.get_by_text("rita · alpha · reader")).to_be_visible()
     page.get_by_role("link", name="Servers").click()
     expect(page.get_by_text("Your role may only read in this project")).to_be_visible()
-    expect(page.get_by_role("button", name="Back up web1 now")).to_be_disabled()
+    expect(page.get_by_role("button", name="Back up now: web1")).to_be_disabled()
     expect(page.get_by_role("button", name="Restore web1")).to_be_disabled()
     page.get_by_role("link", name="Backups").click()
     expect(page.locator("tbody tr[data-backup]").first).to_be_visible()
@@ -216,7 +219,7 @@ def test_a_reader_sees_but_cannot_change(page: Page, site: Site) -> None:
     expect(page.get_by_role("button", name="Delete selected")).to_be_disabled()
     page.get_by_role("link", name="Policies").click()
     expect(page.get_by_role("button", name="New policy")).to_be_disabled()
-    expect(page.get_by_role("button", name="Run nightly-web now")).to_be_disabled()
+    expect(page.get_by_role("button", name="Run now: nightly-web")).to_be_disabled()
     page.get_by_role("link", name="Admin").click()
     expect(page.get_by_role("button", name="Save quotas")).to_be_disabled()
 

@@ -103,7 +103,7 @@ export async function adminPage(view, ctx) {
                   type: "button",
                   class: "secondary small",
                   disabled: !admin,
-                  "aria-label": `${s.status === "stopped" ? "Start" : "Stop"} ${s.name}`,
+                  "aria-label": `${s.status === "stopped" ? "Mark running" : "Mark stopped"}: ${s.name}`,
                   onclick: async () => {
                     try {
                       await call("PUT", `/servers/${s.id}`, { server: { status: s.status === "stopped" ? "running" : "stopped" } });

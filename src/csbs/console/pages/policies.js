@@ -134,7 +134,7 @@ export async function policiesPage(view, ctx) {
           "td",
           { class: "row-actions" },
           h("button", { type: "button", class: "secondary", disabled: !canWrite(), onclick: () => toggle(p), "aria-label": `${op.enabled ? "Disable" : "Enable"} ${p.name}` }, op.enabled ? "Disable" : "Enable"),
-          h("button", { type: "button", disabled: !canWrite(), onclick: () => runNow(p), "aria-label": `Run ${p.name} now` }, "Run now"),
+          h("button", { type: "button", disabled: !canWrite(), onclick: () => runNow(p), "aria-label": `Run now: ${p.name}` }, "Run now"),
           h("button", { type: "button", class: "danger", disabled: !canWrite(), onclick: () => remove(p), "aria-label": `Delete ${p.name}` }, "Delete"),
         ),
       );

@@ -65,7 +65,7 @@ export async function serversPage(view, ctx) {
         h(
           "td",
           { class: "row-actions" },
-          h("button", { type: "button", disabled: !canWrite(), onclick: () => backUp(s), "aria-label": `Back up ${s.name} now` }, "Back up now"),
+          h("button", { type: "button", disabled: !canWrite(), onclick: () => backUp(s), "aria-label": `Back up now: ${s.name}` }, "Back up now"),
           h("button", { type: "button", class: "secondary", disabled: !canWrite(), onclick: () => restoreWizard(s, state, out, load), "aria-label": `Restore ${s.name}` }, "Restore…"),
         ),
       );
