@@ -150,6 +150,15 @@ def test_a_backups_details_and_tags(page: Page, site: Site) -> None:
     expect(tags.get_by_text("No tags.")).to_be_visible()
     check_accessibility(page, "backup details")
     screenshots(page, "backup-details")
+    # Deleting one backup from its page: confirmed, then followed until it is gone.
+    page.get_by_role("button", name="Delete backup").click()
+    page.get_by_role("dialog", name=re.compile("^Delete backup")).get_by_role(
+        "button", name="Delete"
+    ).click()
+    expect(page.locator("#main").get_by_text("The backup is deleted.")).to_be_visible(
+        timeout=60_000
+    )
+    assert site.api("GET", f"/checkpoint_items/{backup_id}", token).status_code == 404
 
 
 def test_create_a_policy_and_see_its_next_runs_before_saving(page: Page, site: Site) -> None:

@@ -279,19 +279,39 @@ export async function backupPage(view, ctx) {
   const body = h("div");
   view.append(h("p", {}, h("a", { href: "#/backups" }, "← All backups")), head, out, body);
 
+  let lastSig = "";
+  let deleting = false;
+  const remove = async (b) => {
+    const ok = await confirmDialog(`Delete backup ${b.name}?`, `${b.name} of ${b.extend_info.resource_name} will be deleted; this cannot be undone.`, "Delete");
+    if (!ok) return;
+    try {
+      await call("DELETE", `/providers/${PROVIDER}/checkpoints/${b.checkpoint_id}${query({ checkpoint_items: b.id })}`);
+      deleting = true;
+      announce(`Deletion of ${b.name} accepted.`);
+      await load();
+    } catch (err) {
+      out.replaceChildren(notice("error", err.message));
+    }
+  };
   const load = async () => {
     let b;
     try {
       b = (await get(`/checkpoint_items/${id}`)).checkpoint_item;
     } catch (err) {
       if (err instanceof ApiError && err.status === 404) {
-        body.replaceChildren(notice("info", err.message));
+        const text = deleting ? "The backup is deleted." : err.message;
+        body.replaceChildren(notice(deleting ? "success" : "info", text));
+        if (deleting) announce(text);
         return false;
       }
       throw err;
     }
     const tasks = (await get(`/operation_logs${query({ checkpoint_item_id: id, limit: 20 })}`)).operation_logs;
     if (!ctx.isCurrent()) return false;
+    // Drawn again only when something changed: a redraw would take the keyboard focus away.
+    const sig = JSON.stringify([b, tasks]);
+    if (sig === lastSig) return true;
+    lastSig = sig;
     head.textContent = `Backup ${b.name}`;
     const e = b.extend_info;
     const seconds = e.finished_at ? (parseTime(e.finished_at) - parseTime(b.created_at)) / 1000 : null;
@@ -319,6 +339,15 @@ export async function backupPage(view, ctx) {
           ]
             .filter(Boolean)
             .map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]),
+        ),
+        h(
+          "div",
+          { class: "actions" },
+          h(
+            "button",
+            { type: "button", class: "danger", disabled: !canWrite() || !["available", "error"].includes(b.status), onclick: () => remove(b) },
+            "Delete backup",
+          ),
         ),
       ), tagsCard(b, load, out)),
       table(
