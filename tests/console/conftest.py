@@ -148,7 +148,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         pid = mia["project"]["id"]
         servers: dict[str, dict[str, Any]] = {}
         # Small image files with some data in them, so backups read and store real bytes.
-        layout = {"web1": [8, 4], "web2": [4], "db1": [4], "app1": [4]}
+        layout = {"web1": [8, 4], "web2": [4], "db1": [4], "app1": [4], "old1": [4]}
         for name, sizes in layout.items():
             paths = []
             for i, size in enumerate(sizes):

@@ -72,6 +72,30 @@ def test_back_up_a_server_watch_it_finish_then_restore_it(page: Page, site: Site
     screenshots(page, "servers-restored")
 
 
+def test_a_failed_backup_says_why_in_words(page: Page, site: Site) -> None:
+    # The image file is replaced behind the service's back: the registered disk is gone.
+    # (made before the old one goes, so it cannot reuse its inode number)
+    image = Path(site.servers["old1"]["disks"][0]["path"])
+    other = image.with_suffix(".new")
+    other.write_bytes(b"\0" * (4 << 20))
+    other.replace(image)
+    login(page, site, "mia")
+    page.get_by_role("link", name="Servers").click()
+    row = page.locator("tr[data-server=old1]")
+    row.get_by_role("button", name="Back up now: old1").click()
+    expect(row.locator(".last-backup")).to_contain_text("error", timeout=60_000)
+    page.get_by_role("link", name="Tasks").click()
+    page.get_by_label("Status").select_option("failed")
+    page.get_by_role("button", name="Apply").click()
+    failed = page.locator("tbody tr[data-task]", has_text="old1")
+    expect(failed.first).to_contain_text("is no longer the file or device registered for it")
+    # The server says so too, beside its last backup.
+    page.get_by_role("link", name="Servers").click()
+    expect(row.locator(".last-backup")).to_contain_text("is no longer the file or device")
+    check_accessibility(page, "failed tasks")
+    screenshots(page, "tasks-failed")
+
+
 def test_a_running_server_cannot_be_restored_and_the_wizard_says_why(
     page: Page, site: Site
 ) -> None:

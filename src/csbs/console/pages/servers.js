@@ -58,7 +58,7 @@ export async function serversPage(view, ctx) {
           "td",
           { class: "last-backup" },
           last
-            ? [badge(last.status), " ", fmtTime(last.created_at), last.status === "protecting" ? [" ", progress(last.extend_info.progress, `backup of ${s.name}`)] : null, h("br"), h("span", { class: "hint" }, last.extend_info.consistency || "")]
+            ? [badge(last.status), " ", fmtTime(last.created_at), last.status === "protecting" ? [" ", progress(last.extend_info.progress, `backup of ${s.name}`)] : null, h("br"), h("span", { class: "hint" }, last.extend_info.consistency || ""), last.status === "error" ? h("p", { class: "error-text" }, last.extend_info.fail_reason) : ""]
             : "never",
         ),
         h("td", {}, policy ? h("a", { href: `#/policies/${policy.id}` }, policy.name) : "—"),
