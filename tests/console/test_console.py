@@ -89,11 +89,11 @@ def test_a_failed_backup_says_why_in_words(page: Page, site: Site) -> None:
     page.get_by_role("button", name="Apply").click()
     failed = page.locator("tbody tr[data-task]", has_text="old1")
     expect(failed.first).to_contain_text("is no longer the file or device registered for it")
+    check_accessibility(page, "failed tasks")
+    screenshots(page, "tasks-failed")
     # The server says so too, beside its last backup.
     page.get_by_role("link", name="Servers").click()
     expect(row.locator(".last-backup")).to_contain_text("is no longer the file or device")
-    check_accessibility(page, "failed tasks")
-    screenshots(page, "tasks-failed")
 
 
 def test_a_running_server_cannot_be_restored_and_the_wizard_says_why(

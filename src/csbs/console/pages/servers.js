@@ -53,7 +53,7 @@ export async function serversPage(view, ctx) {
         h("th", { scope: "row" }, s.name),
         h("td", {}, s.status),
         h("td", {}, s.host || "—"),
-        h("td", {}, `${s.disks.length} (${fmtBytes(size)})`),
+        h("td", { class: "nowrap" }, `${s.disks.length} (${fmtBytes(size)})`),
         h(
           "td",
           { class: "last-backup" },
