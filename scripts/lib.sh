@@ -38,3 +38,27 @@ ensure_tools() {
     echo "mkfs.ext4 is missing: install e2fsprogs (the end-to-end tests build ext4 images)" >&2
   fi
 }
+
+# ensure_browser: the console's tests drive Debian's chromium through Playwright (never a
+# downloaded browser) and inject axe-core, installed from the npm registry by its lock file.
+ensure_browser() {
+  if ! command -v chromium >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      apt-get update -qq && apt-get install -y -qq chromium
+    else
+      echo "chromium is missing: install Debian's chromium package (the console's tests use it)" >&2
+    fi
+  fi
+  if ! command -v npm >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      apt-get update -qq && apt-get install -y -qq npm
+    else
+      echo "npm is missing: install it (the console's tests install axe-core with it)" >&2
+      return
+    fi
+  fi
+  local dir=tests/console
+  if [ ! -f "$dir/node_modules/.installed" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.installed" ]; then
+    (cd "$dir" && npm ci --no-audit --no-fund --silent) && touch "$dir/node_modules/.installed"
+  fi
+}

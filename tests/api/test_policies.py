@@ -396,3 +396,81 @@ def test_nul_characters_never_give_a_500(api: Api, path: str) -> None:
     assert r.status_code in (200, 400, 404), r.text
     if r.status_code != 200:
         assert r.json()["error_code"] in ("CSBS.9001", "CSBS.3000")
+
+
+def test_schedule_preview_shows_the_next_runs_in_the_zone(api: Api) -> None:
+    # The clock stands at Thursday 2026-01-01 00:00 UTC.
+    preview = {"schedule": {"pattern": PATTERN, "count": 3}}
+    r = api.call("POST", "/policies/schedule_preview", preview)
+    assert r.status_code == 200, r.text
+    assert r.json() == {
+        "next_runs": [
+            "2026-01-01T12:27:00.000000",
+            "2026-01-08T12:27:00.000000",
+            "2026-01-15T12:27:00.000000",
+        ],
+        "timezone": "UTC",
+    }
+    preview["schedule"]["timezone"] = "Europe/Berlin"
+    r = api.call("POST", "/policies/schedule_preview", preview)
+    assert r.json()["next_runs"][0] == "2026-01-01T11:27:00.000000"
+    assert r.json()["timezone"] == "Europe/Berlin"
+    # What a policy would refuse is refused here, in the same words.
+    r = api.call(
+        "POST",
+        "/policies/schedule_preview",
+        {"schedule": {"pattern": PATTERN.replace("BYHOUR=12", "BYHOUR=25")}},
+    )
+    assert r.status_code == 400
+    assert r.json()["error_code"] == "CSBS.9001"
+    assert "BYHOUR" in r.json()["error_msg"]
+    r = api.call(
+        "POST", "/policies/schedule_preview", {"schedule": {"pattern": PATTERN, "timezone": "Mars"}}
+    )
+    assert r.status_code == 400 and "timezone" in r.json()["error_msg"]
+
+
+def test_schedule_preview_of_a_policy_counts_its_days_from_its_creation(api: Api) -> None:
+    every_3_days = PATTERN.replace(
+        "FREQ=WEEKLY;BYDAY=TH;BYHOUR=12;BYMINUTE=27", "FREQ=DAILY;INTERVAL=3;BYHOUR=1;BYMINUTE=0"
+    )
+    p = api.call(
+        "POST", "/policies", body(trigger={"properties": {"pattern": every_3_days}})
+    ).json()["policy"]
+    api.env.clock.advance(86400)  # a day later: a new policy would count from today
+    api.token = api.env.token("mia", "pw-" + "x" * 8, "alpha")  # the first one has expired
+    preview = {"schedule": {"pattern": every_3_days, "count": 2, "policy_id": p["id"]}}
+    r = api.call("POST", "/policies/schedule_preview", preview)
+    assert r.status_code == 200, r.text
+    assert r.json()["next_runs"] == ["2026-01-04T01:00:00.000000", "2026-01-07T01:00:00.000000"]
+    assert p["next_run_at"] == "2026-01-01T01:00:00.000000"
+    del preview["schedule"]["policy_id"]
+    r = api.call("POST", "/policies/schedule_preview", preview)
+    assert r.json()["next_runs"] == ["2026-01-02T01:00:00.000000", "2026-01-05T01:00:00.000000"]
+
+
+def test_a_reader_may_preview_but_another_project_may_not(api: Api) -> None:
+    reader = api.env.add_user("rita", "alpha", Role.READER)
+    preview = {"schedule": {"pattern": PATTERN}}
+    r = api.call("POST", "/policies/schedule_preview", preview, token=reader)
+    assert r.status_code == 200 and len(r.json()["next_runs"]) == 5
+    other = api.env.add_user("olaf", "beta", Role.MEMBER)
+    r = api.call("POST", "/policies/schedule_preview", preview, token=other)
+    assert r.status_code == 403
+
+
+def test_runs_list_the_policys_firings_and_skips(api: Api) -> None:
+    s1 = api.server("web1")
+    p = api.call("POST", "/policies", body(resources=[res(s1, "web1")])).json()["policy"]
+    assert api.call("GET", f"/policies/{p['id']}/runs").json() == {"runs": []}
+    r = api.call(
+        "POST",
+        f"/providers/{CSBS_PROVIDER_ID}/checkpoints",
+        {"checkpoint": {"plan_id": p["id"], "parameters": {}}},
+    )
+    assert r.status_code == 200, r.text
+    (run,) = api.call("GET", f"/policies/{p['id']}/runs").json()["runs"]
+    assert run["trigger"] == "manual"
+    assert run["checkpoint_id"] == r.json()["checkpoint"]["id"]
+    assert run["skipped"] == []
+    assert api.call("GET", "/policies/nope/runs").status_code == 404

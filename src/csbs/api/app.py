@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR
 
 from csbs import __version__
+from csbs.api import console
 from csbs.api import errors as api_errors
 from csbs.api.edge import ApiEdge
 from csbs.api.fast_delete import FastDelete
@@ -76,6 +77,7 @@ def create_app(services: Services, edge: ApiEdge) -> FastAPI:
         tags,
     ):
         app.include_router(module.router)
+    console.install(app)
     # Inside the request context (added later, so it wraps this): request id, draining,
     # body limit, metrics and the log line apply to the fast DELETE as to every call.
     app.add_middleware(FastDelete, services=services)

@@ -249,6 +249,21 @@ def next_run(
     return best
 
 
+def next_runs(
+    schedule: Schedule,
+    tz: dt.tzinfo,
+    after: dt.datetime,
+    count: int,
+    anchor: dt.datetime | None = None,
+) -> list[dt.datetime]:
+    """The first `count` runs strictly after `after` (aware), as aware UTC times."""
+    runs: list[dt.datetime] = []
+    for _ in range(count):
+        after = next_run(schedule, tz, after, anchor)
+        runs.append(after)
+    return runs
+
+
 def short_form(text: str) -> str:
     """A pattern from `daily 02:00`, `daily 02:00,14:00`, `every 3 days 01:30` or
     `weekly mon,thu 12:27`; anything starting with BEGIN: is taken as iCalendar text.

@@ -10,6 +10,7 @@ drops backups through the deletion tasks (same admission limit as DELETE).
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -288,6 +289,28 @@ class PolicyService:
         with self._db.write() as s:
             _owned(q.get(s, policy_id, for_update=True), project_id, policy_id)
             q.delete(s, policy_id)
+
+    def preview(
+        self,
+        project_id: str,
+        pattern: str,
+        timezone: str | None,
+        count: int,
+        policy_id: str | None = None,
+    ) -> list[dt.datetime]:
+        """The next `count` runs of a schedule, before any policy is saved with it.
+
+        Counted from the policy's creation when `policy_id` names one (what an edit would
+        run), else from now (what a new policy would run); both as the scheduler counts
+        them, so what a person is shown is what will fire.
+
+        Raises InvalidInput (9001) for a pattern or zone a policy would refuse."""
+        schedule = schedules.parse(pattern)
+        zone = schedules.zone(self._timezone(timezone))
+        now = self._clock.now()
+        created = self.get(project_id, policy_id).created_at if policy_id else now
+        anchor = created.astimezone(zone).replace(tzinfo=None)
+        return schedules.next_runs(schedule, zone, now, count, anchor)
 
     def runs(self, project_id: str | None, policy_id: str, limit: int = 20) -> list[PolicyRun]:
         self.get(project_id, policy_id)

@@ -1,4 +1,5 @@
-"""Keystone-v3-compatible identity subset: version document, issue / validate / revoke tokens."""
+"""Keystone-v3-compatible identity subset: version document, issue / validate / revoke tokens,
+and for administrators the projects and users."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import JSONResponse
 
 from csbs.api.deps import PrincipalDep, ServicesDep, base_url, edge_of
-from csbs.api.schemas.identity import TokenRequest
+from csbs.api.schemas.identity import (
+    ProjectCreateBody,
+    TokenRequest,
+    UserCreateBody,
+    project_body,
+    user_body,
+)
 from csbs.domain import errors
 from csbs.domain.identity import IssuedToken, Principal
 from csbs.services.container import Services
@@ -149,3 +156,43 @@ def revoke_token(
             raise errors.Forbidden("Only administrators may revoke other users' tokens.")
     services.identity.revoke(subject)
     return Response(status_code=204)
+
+
+def _admin(caller: Principal, what: str) -> None:
+    if not caller.is_admin:
+        raise errors.Forbidden(f"Only administrators may {what}.")
+
+
+@router.get("/v3/projects", summary="List projects (admin)")
+def list_projects(services: ServicesDep, caller: PrincipalDep) -> dict[str, Any]:
+    _admin(caller, "list projects")
+    return {"projects": [project_body(p) for p in services.identity.list_projects()]}
+
+
+@router.post("/v3/projects", status_code=201, summary="Create a project (admin)")
+def create_project(
+    body: ProjectCreateBody, services: ServicesDep, caller: PrincipalDep
+) -> dict[str, Any]:
+    _admin(caller, "create projects")
+    return {"project": project_body(services.identity.create_project(body.project.name))}
+
+
+@router.get("/v3/users", summary="List users and their roles (admin)")
+def list_users(services: ServicesDep, caller: PrincipalDep) -> dict[str, Any]:
+    _admin(caller, "list users")
+    return {"users": [user_body(u, roles) for u, roles in services.identity.list_users()]}
+
+
+@router.post("/v3/users", status_code=201, summary="Create a user with a role in a project (admin)")
+def create_user(
+    body: UserCreateBody, services: ServicesDep, caller: PrincipalDep
+) -> dict[str, Any]:
+    _admin(caller, "create users")
+    u = body.user
+    # Keystone refuses a name taken; the command line's `user create` is the one that adds a
+    # role to an existing user (and sets its password).
+    if any(x.name == u.name for x, _ in services.identity.list_users()):
+        raise errors.Conflict(f"user {u.name!r} already exists", code="CSBS.9001")
+    user = services.identity.create_user(u.name, u.password, u.default_project_id, u.role)
+    roles = next(r for x, r in services.identity.list_users() if x.id == user.id)
+    return {"user": user_body(user, roles)}

@@ -8,13 +8,15 @@ from fastapi import APIRouter, Path, Query, Request
 
 from csbs.api.deps import ActorDep, ReaderDep, ServicesDep, base_url, check_all_tenants
 from csbs.api.schemas.backups import checkpoint_body
-from csbs.api.schemas.common import next_link
+from csbs.api.schemas.common import next_link, timestamp
 from csbs.api.schemas.policies import (
     CheckpointBody,
     PolicyCreateBody,
     PolicyUpdateBody,
+    SchedulePreviewBody,
     create_spec,
     policy_body,
+    run_body,
     update_spec,
 )
 from csbs.domain.paging import page_request
@@ -66,6 +68,29 @@ def list_policies(
             request, base_url(request), result.items[-1].id, page.limit
         )
     return body
+
+
+@router.post(
+    "/policies/schedule_preview",
+    summary="The next runs of a schedule, before saving a policy with it (our extension)",
+)
+def preview_schedule(
+    project_id: str, body: SchedulePreviewBody, services: ServicesDep, _p: ReaderDep
+) -> dict[str, Any]:
+    s = body.schedule
+    runs = services.policies.preview(project_id, s.pattern, s.timezone, s.count, s.policy_id)
+    return {"next_runs": [timestamp(r) for r in runs], "timezone": s.timezone or "UTC"}
+
+
+@router.get("/policies/{policy_id}/runs", summary="A policy's last runs and skips (our extension)")
+def list_policy_runs(
+    project_id: str,
+    policy_id: IdPath,
+    services: ServicesDep,
+    _p: ReaderDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> dict[str, Any]:
+    return {"runs": [run_body(r) for r in services.policies.runs(project_id, policy_id, limit)]}
 
 
 @router.get("/policies/{policy_id}", summary="Show a backup policy (P3)")

@@ -1,12 +1,14 @@
-"""Version discovery: `GET /` (300, Karbor style) and `GET /v1`."""
+"""Version discovery: `GET /` (300, Karbor style; a browser is sent to the console) and
+`GET /v1`."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
+from csbs.api.console import console_redirect, wants_html
 from csbs.api.deps import ServicesDep, base_url
 
 router = APIRouter(tags=["versions"])
@@ -24,7 +26,10 @@ def _v1(base: str) -> dict[str, Any]:
 
 
 @router.get("/", status_code=300, summary="List API versions")
-def list_versions(request: Request, services: ServicesDep) -> JSONResponse:
+def list_versions(request: Request, services: ServicesDep) -> Response:
+    # A browser asks for HTML and gets the console; API clients keep the versions document.
+    if wants_html(request.headers.get("accept")):
+        return console_redirect()
     return JSONResponse({"versions": [_v1(base_url(request))]}, status_code=300)
 
 

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from csbs.domain.identity import Project, Role, User
+
 
 class _Lenient(BaseModel):
     # Clients send more than we read (e.g. "domain" names, "methods" extras): ignore it.
@@ -66,3 +68,47 @@ class TokenRequest(_Lenient):
 
 class TokenResponse(BaseModel):
     token: dict[str, Any]
+
+
+class ProjectCreate(_Lenient):
+    name: str = Field(min_length=1, max_length=64)
+
+
+class ProjectCreateBody(_Lenient):
+    project: ProjectCreate
+
+
+class UserCreate(_Lenient):
+    name: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=4096)
+    #: Keystone's field: the project the user gets its role in (id or name)
+    default_project_id: str = Field(min_length=1, max_length=255)
+    #: our extension (Keystone assigns roles by a call of their own): admin, member, reader
+    role: Role = Role.MEMBER
+
+
+class UserCreateBody(_Lenient):
+    user: UserCreate
+
+
+def project_body(p: Project) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "name": p.name,
+        "domain_id": p.domain_id,
+        "enabled": p.enabled,
+        "is_domain": False,
+        "parent_id": p.domain_id,
+    }
+
+
+def user_body(u: User, roles: list[tuple[str, Role]]) -> dict[str, Any]:
+    return {
+        "id": u.id,
+        "name": u.name,
+        "domain_id": "default",
+        "enabled": u.enabled,
+        "password_expires_at": None,
+        # our extension: the user's role in each project, by project name
+        "roles": [{"project": name, "role": role.value} for name, role in roles],
+    }

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from csbs.api.schemas.backups import TagIn
 from csbs.api.schemas.common import timestamp
-from csbs.domain.policies import Policy
+from csbs.domain.policies import Policy, PolicyRun
 from csbs.services.policies import OperationSpec, PolicySpec, ResourceSpec
 
 
@@ -71,6 +71,21 @@ class PolicyUpdateIn(_Lenient):
 
 class PolicyUpdateBody(_Lenient):
     policy: PolicyUpdateIn
+
+
+class SchedulePreviewIn(_Lenient):
+    """Our extension: a schedule to try before saving a policy with it."""
+
+    # Length and content are checked by the schedule parser, which names the problem.
+    pattern: str
+    timezone: str | None = Field(default=None, max_length=64)
+    count: int = Field(default=5, ge=1, le=50)
+    #: an existing policy, whose schedule counts days from its creation
+    policy_id: str | None = Field(default=None, min_length=1, max_length=64)
+
+
+class SchedulePreviewBody(_Lenient):
+    schedule: SchedulePreviewIn
 
 
 class CheckpointParametersIn(_Lenient):
@@ -177,4 +192,21 @@ def policy_body(policy: Policy) -> dict[str, Any]:
         ],
         "status": policy.status,
         "tags": [{"key": t.key, "value": t.value} for t in policy.tags],
+        # our extension: when the scheduler fires it next (null while disabled)
+        "next_run_at": timestamp(policy.next_run_at),
+    }
+
+
+def run_body(run: PolicyRun) -> dict[str, Any]:
+    """One firing of a policy (our extension): the record it made, what it skipped and why."""
+    return {
+        "id": run.id,
+        "slot_at": timestamp(run.slot_at),
+        "fired_at": timestamp(run.fired_at),
+        "trigger": run.trigger,
+        "checkpoint_id": run.checkpoint_id,
+        "skipped": [
+            {"server_id": x.get("server_id", ""), "reason": x.get("reason", "")}
+            for x in run.skipped
+        ],
     }
