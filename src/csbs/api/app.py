@@ -21,6 +21,7 @@ from csbs.api.routes import (
     health,
     identity,
     operation_logs,
+    plans,
     policies,
     providers,
     quotas,
@@ -72,6 +73,7 @@ def create_app(services: Services, edge: ApiEdge) -> FastAPI:
         backups,
         restores,
         policies,
+        plans,
         quotas,
         tags,
     ):
