@@ -23,6 +23,7 @@ from csbs.api.routes import (
     operation_logs,
     plans,
     policies,
+    protectables,
     providers,
     quotas,
     restores,
@@ -74,6 +75,7 @@ def create_app(services: Services, edge: ApiEdge) -> FastAPI:
         restores,
         policies,
         plans,
+        protectables,
         quotas,
         tags,
     ):
