@@ -29,6 +29,7 @@ from tests.support.processes import clean_env, free_port, start_serve, wait_read
 PROVIDER = "fc4d5750-22e7-4798-8a46-f48f62c4c1da"
 PASSWORD = "admin-password-for-clients"
 KARBOR = str(Path(sys.executable).parent / "karbor")
+OPENSTACK = str(Path(sys.executable).parent / "openstack")
 AUTH_FAILED = "The request you have made requires authentication."
 
 pytestmark = pytest.mark.slow
@@ -52,6 +53,34 @@ class Live:
             project_name="admin",
             project_domain_id="default",
         )
+
+    def openstack(
+        self, *args: str, token: str | None = None, password: str = PASSWORD, check: bool = True
+    ) -> Any:
+        """Run the `openstack` command line with `-f json`; what it printed, parsed (or, for
+        a failure that was expected, its output as text)."""
+        env = self._env()
+        if token is None:
+            env.update(OS_USERNAME="admin", OS_PASSWORD=password, OS_USER_DOMAIN_ID="default")
+        else:
+            env.update(OS_AUTH_TYPE="token", OS_TOKEN=token)
+        done = subprocess.run(
+            [OPENSTACK, *args, "-f", "json"], capture_output=True, text=True, env=env, timeout=120
+        )
+        if not check:
+            return done.stdout + done.stderr
+        assert done.returncode == 0, f"openstack {args}: {done.stdout}\n{done.stderr}"
+        return json.loads(done.stdout)
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in clean_env().items() if not k.startswith("OS_")}
+        env.update(
+            OS_AUTH_URL=self.auth_url,
+            OS_PROJECT_NAME="admin",
+            OS_PROJECT_DOMAIN_ID="default",
+            OS_IDENTITY_API_VERSION="3",
+        )
+        return env
 
     def karbor(self, *args: str, token: str | None = None, check: bool = True) -> str:
         """Run the `karbor` command line; its standard output."""
@@ -375,3 +404,67 @@ def test_karbor_library_and_command_line(live: Live) -> None:
     assert [r["Id"] for r in by_token] == [PROVIDER]
     env_wrong = live.karbor("--os-password", "wrong", "provider-list", check=False)
     assert AUTH_FAILED in env_wrong
+
+
+def test_openstack_command_line(live: Live) -> None:
+    auth = live.password_auth()
+    session = ks_session.Session(auth=auth)
+    web1 = _server(live, session, "web1")
+    other_plan = "0b6f8d3c-4f43-4c53-9d7a-0f6e2a1c9b11"
+
+    issued = live.openstack("token", "issue")
+    assert issued["project_id"] == auth.get_project_id(session)
+    providers = live.openstack("data", "protection", "provider", "list")
+    assert [(p["Id"], p["Name"]) for p in providers] == [(PROVIDER, "CSBS")]
+    instance = live.openstack(
+        "data", "protection", "protectable", "instance", "show", "OS::Nova::Server", web1
+    )
+    assert instance["name"] == "web1"
+
+    plan = live.openstack(
+        "data",
+        "protection",
+        "plan",
+        "create",
+        "osc-plan",
+        PROVIDER,
+        f"{web1}=OS::Nova::Server=web1",
+    )
+    assert plan["status"] == "suspended"
+    listed = live.openstack("data", "protection", "plan", "list", "--status", "suspended")
+    assert [p["Id"] for p in listed] == [plan["id"]]
+    assert live.openstack("data", "protection", "plan", "list", "--status", "started") == []
+    assert live.openstack("data", "protection", "plan", "show", plan["id"])["name"] == "osc-plan"
+
+    # create and show parse resource_graph as JSON: it is JSON text, never null
+    made = live.openstack("data", "protection", "checkpoint", "create", PROVIDER, plan["id"])
+    kc = karbor_client.Client(
+        "1",
+        session.get_endpoint(service_type="data-protect", interface="public"),
+        session=session,
+        auth=auth,
+        service_type="data-protect",
+    )
+    _wait_checkpoint(kc, made["id"])
+    shown = live.openstack("data", "protection", "checkpoint", "show", PROVIDER, made["id"])
+    assert shown["status"] == "available"
+    assert web1 in json.dumps(shown["resource_graph"])
+    # The plugin's checkpoint list formats its rows with a plain function, which current
+    # osc-lib refuses ("Invalid formatter provided."): only an empty answer prints there, so
+    # the filter is checked by another plan's id (the non-empty lists: karbor's tests above).
+    assert (
+        live.openstack(
+            "data", "protection", "checkpoint", "list", PROVIDER, "--plan_id", other_plan
+        )
+        == []
+    )
+    logs = live.openstack("data", "protection", "operationlog", "list", "--status", "available")
+    assert [(x["Checkpoint id"], x["Provider id"]) for x in logs] == [(made["id"], PROVIDER)]
+    assert live.openstack("data", "protection", "restore", "list") == []
+
+    # a token as the credential, and a wrong password shown readably
+    by_token = live.openstack("data", "protection", "provider", "list", token=issued["id"])
+    assert [p["Id"] for p in by_token] == [PROVIDER]
+    wrong = live.openstack("data", "protection", "plan", "list", password="wrong", check=False)
+    assert AUTH_FAILED in wrong
+    assert "Unrecognized schema" not in wrong
