@@ -267,6 +267,10 @@ def test_karbor_library_and_command_line(live: Live) -> None:
         live.karbor("plan-create", "cli-plan", PROVIDER, f"{web2}=OS::Nova::Server=web2")
     )
     plan2 = shown["id"]
+    unknown = live.karbor(
+        "plan-create", "ghost-plan", PROVIDER, "nope=OS::Nova::Server=ghost", check=False
+    )
+    assert "The resource: nope can not be found." in unknown
     assert shown["status"] == "suspended" and shown["name"] == "cli-plan"
     assert web2 in shown["resources"]
     assert kc.plans.get(plan2).name == "cli-plan"

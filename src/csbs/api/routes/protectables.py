@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path
 from csbs.api.deps import ReaderDep, ServicesDep
 from csbs.api.params import StrictQuery
 from csbs.domain import errors
-from csbs.domain.inventory import SERVER_TYPE, Server
+from csbs.domain.inventory import SERVER_TYPE, Server, ServerNotFound
 
 router = APIRouter(prefix="/v1/{project_id}/protectables", tags=["protectables"])
 IdPath = Annotated[str, Path(min_length=1, max_length=64)]
@@ -68,4 +68,10 @@ def show_instance(
     _p: ReaderDep,
 ) -> dict[str, Any]:
     _require_type(protectable_type)
-    return {"instance": _instance(services.inventory.get(project_id, instance_id))}
+    try:
+        server = services.inventory.get(project_id, instance_id)
+    except ServerNotFound as e:
+        # CSBS answers 400 for a server named in a request; an instance looked up is
+        # Karbor's resource, and `karbor plan-create` reads only a 404 as "not found".
+        raise errors.NotFound(e.message, code=e.code) from e
+    return {"instance": _instance(server)}
