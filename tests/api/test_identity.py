@@ -35,9 +35,9 @@ def test_issue_token_by_project_name_has_catalog(env: Env) -> None:
         tzinfo=dt.UTC
     )
     assert expires == env.clock.now() + dt.timedelta(hours=24)
-    (service,) = token["catalog"]
-    assert service["type"] == "data-protect"
-    public = [e for e in service["endpoints"] if e["interface"] == "public"]
+    services = {s["type"]: s for s in token["catalog"]}
+    assert sorted(services) == ["data-protect", "identity"]
+    public = [e for e in services["data-protect"]["endpoints"] if e["interface"] == "public"]
     assert public == [
         {
             "id": "csbs-public",
@@ -47,6 +47,8 @@ def test_issue_token_by_project_name_has_catalog(env: Env) -> None:
             "url": f"http://testserver/v1/{project_id}",
         }
     ]
+    identity = [e for e in services["identity"]["endpoints"] if e["interface"] == "public"]
+    assert [e["url"] for e in identity] == ["http://testserver/v3"]
 
 
 def test_issue_token_by_project_id(env: Env) -> None:
@@ -75,8 +77,100 @@ def test_wrong_password_and_unknown_user_look_the_same(env: Env) -> None:
     )
     assert wrong.status_code == unknown.status_code == 401
     assert wrong.json() == unknown.json()
-    assert wrong.json()["unauthorized"]["code"] == 401
+    # Keystone's shape, whose message keystoneauth shows (spec §11.15); CSBS's keys follow.
+    assert wrong.json()["error"] == {
+        "code": 401,
+        "title": "Unauthorized",
+        "message": "The request you have made requires authentication.",
+    }
+    assert wrong.json()["error_msg"] == wrong.json()["error"]["message"]
     assert "X-Subject-Token" not in wrong.headers
+
+
+def test_identity_errors_speak_keystone_and_v1_errors_stay_csbs(env: Env) -> None:
+    bad = env.client.post("/v3/auth/tokens", json={"auth": {}})
+    assert bad.status_code == 400
+    assert bad.json()["error"]["code"] == 400
+    assert bad.json()["error"]["title"] == "Bad Request"
+    assert bad.json()["error_code"] == "CSBS.9001"
+    missing = env.client.get("/v3/auth/tokens")
+    assert missing.status_code == 401
+    assert missing.json()["error"]["title"] == "Unauthorized"
+    assert env.client.get("/v3/nothing").json()["error"]["code"] == 404
+    v1 = env.client.get("/v1/x/providers")
+    assert v1.status_code == 401
+    assert "error" not in v1.json()
+    assert v1.json()["unauthorized"]["code"] == 401
+
+
+def _token_auth(token: str, project: dict[str, str] | None = None) -> dict[str, object]:
+    auth: dict[str, object] = {"identity": {"methods": ["token"], "token": {"id": token}}}
+    if project is not None:
+        auth["scope"] = {"project": project}
+    return {"auth": auth}
+
+
+def test_token_method_rescopes_without_widening(env: Env) -> None:
+    env.services.identity.create_project("other")
+    env.services.identity.create_user("ann", "ann-password", "other", Role.READER)
+    env.services.identity.create_project("third")
+    env.services.identity.create_user("ann", "ann-password", "third", Role.MEMBER)
+    first = env.token("ann", "ann-password", "other")
+    env.clock.advance(20 * 3600)
+
+    same = env.client.post("/v3/auth/tokens", json=_token_auth(first))
+    assert same.status_code == 201, same.text
+    body = same.json()["token"]
+    assert body["methods"] == ["token"]
+    assert body["project"]["name"] == "other"
+    assert body["roles"] == [{"id": "reader", "name": "reader"}]
+    # never outlives the token it came from: 4 hours were left of its 24
+    expires = dt.datetime.strptime(body["expires_at"], "%Y-%m-%dT%H:%M:%S.%fZ")
+    assert expires.replace(tzinfo=dt.UTC) == env.clock.now() + dt.timedelta(hours=4)
+    new = same.headers["X-Subject-Token"]
+    assert new != first
+    pid = env.project_id("other")
+    assert env.client.get(f"/v1/{pid}/providers", headers={"X-Auth-Token": new}).status_code == 200
+
+    third = env.client.post(
+        "/v3/auth/tokens",
+        json=_token_auth(first, {"name": "third", "domain": {"id": "default"}}),
+    )
+    assert third.status_code == 201
+    assert third.json()["token"]["roles"] == [{"id": "member", "name": "member"}]
+    assert third.json()["token"]["project"]["id"] == env.project_id("third")
+
+    # a project the user has no role in, a revoked or unknown token: Keystone's 401
+    nowhere = env.client.post(
+        "/v3/auth/tokens", json=_token_auth(first, {"id": env.project_id("admin")})
+    )
+    assert nowhere.status_code == 401
+    assert nowhere.json()["error"]["code"] == 401
+    assert "X-Subject-Token" not in nowhere.headers
+    revoked = env.client.delete(
+        "/v3/auth/tokens", headers={"X-Auth-Token": first, "X-Subject-Token": first}
+    )
+    assert revoked.status_code == 204
+    again = env.client.post("/v3/auth/tokens", json=_token_auth(first))
+    assert again.status_code == 401
+    assert "revoked" in again.json()["error"]["message"]
+    unknown = env.client.post("/v3/auth/tokens", json=_token_auth("x" * 43))
+    assert unknown.status_code == 401
+    assert (
+        env.client.post(
+            "/v3/auth/tokens", json={"auth": {"identity": {"methods": ["token"]}}}
+        ).status_code
+        == 400
+    )
+
+
+def test_validate_an_unknown_subject_token_is_404(env: Env) -> None:
+    admin = env.admin_token()
+    r = env.client.get(
+        "/v3/auth/tokens", headers={"X-Auth-Token": admin, "X-Subject-Token": "y" * 43}
+    )
+    assert r.status_code == 404
+    assert r.json()["error"]["title"] == "Not Found"
 
 
 def test_unknown_scope_and_project_without_role_are_refused(env: Env) -> None:

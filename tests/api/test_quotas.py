@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from csbs.domain.backups import BackupFilter
+from csbs.domain.backups import BackupFilter, CheckpointFilter
 from csbs.domain.identity import Role
+from csbs.domain.paging import PageRequest
 from csbs.queue import TaskFilter
 from tests.support.runtime import Env, make_env
 from tests.support.seed import seed_backup
@@ -177,7 +178,7 @@ def test_backup_over_the_backups_quota_is_refused_and_creates_nothing(world: Wor
     assert s.backups.count(BackupFilter(project_id=world.pid)) == 3
     assert s.backups.count(BackupFilter(resource_id=second)) == 0
     assert s.tasks.count(TaskFilter(project_id=world.pid)) == before_tasks
-    assert len(s.backups.checkpoints(world.pid, 100, None)) == 3
+    assert len(s.backups.checkpoints(CheckpointFilter(world.pid), PageRequest()).items) == 3
 
     # raising the quota lets it through; -1 is unlimited
     assert world.set({"quotas": {"backups": -1}}).status_code == 200

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from csbs.domain import errors
-from csbs.domain.backups import BackupFilter, BackupRunning, BackupStatus
+from csbs.domain.backups import BackupFilter, BackupRunning, BackupStatus, CheckpointFilter
 from csbs.domain.inventory import ServerNotFound
 from csbs.domain.paging import PageRequest, SortKey
 from csbs.queue import TaskFilter, TaskStatus
@@ -130,4 +130,6 @@ def test_get_and_checkpoint_isolation(env: Env) -> None:
     assert env.services.backups.checkpoint(pid, cp.id).resources == ((sid, "web1"),)
     with pytest.raises(errors.NotFound):
         env.services.backups.checkpoint(other.id, cp.id)
-    assert [c.id for c in env.services.backups.checkpoints(pid, 10, None)] == [cp.id]
+    assert [
+        c.id for c in env.services.backups.checkpoints(CheckpointFilter(pid), PageRequest()).items
+    ] == [cp.id]

@@ -23,15 +23,18 @@ def seed_backup(
     created_at: dt.datetime = EPOCH,
     server_id: str | None = None,
     server_name: str = "web1",
+    plan_id: str | None = None,
+    status: BackupStatus = BackupStatus.AVAILABLE,
 ) -> Backup:
-    """One available backup of one server (two disks) in its own backup record."""
+    """One backup of one server (two disks) in its own backup record, available unless
+    `status` says otherwise; made by the policy `plan_id`, or on demand without one."""
     server_id = server_id or new_id()
     cp = Checkpoint(
         id=new_id(),
         project_id=project_id,
-        plan_id=f"fake_{new_id()}",
+        plan_id=plan_id or f"fake_{new_id()}",
         plan_name=f"server protect plan for {server_id}",
-        status=BackupStatus.AVAILABLE,
+        status=status,
         created_at=created_at,
         created_by="manual",
         resources=((server_id, server_name),),
@@ -47,12 +50,12 @@ def seed_backup(
         resource_id=server_id,
         resource_name=server_name,
         resource_type="OS::Nova::Server",
-        status=BackupStatus.AVAILABLE,
+        status=status,
         created_at=created_at,
         updated_at=done,
         protected_at=created_at + dt.timedelta(seconds=1),
         finished_at=done,
-        plan_id=None,
+        plan_id=plan_id,
         auto_trigger=False,
         incremental=False,
         progress=100,

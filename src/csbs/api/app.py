@@ -22,7 +22,9 @@ from csbs.api.routes import (
     health,
     identity,
     operation_logs,
+    plans,
     policies,
+    protectables,
     providers,
     quotas,
     restores,
@@ -73,6 +75,8 @@ def create_app(services: Services, edge: ApiEdge) -> FastAPI:
         backups,
         restores,
         policies,
+        plans,
+        protectables,
         quotas,
         tags,
     ):

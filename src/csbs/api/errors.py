@@ -3,10 +3,15 @@
 Body shape: the OpenStack fault object first, then CSBS's two keys::
 
     {"itemNotFound": {"code": 404, "message": "..."}, "error_code": "CSBS.3001", "error_msg": "..."}
+
+and under /v3 Keystone's (spec §11.15)::
+
+    {"error": {"code": 401, "title": "Unauthorized", "message": "..."}, "error_code": ..., ...}
 """
 
 from __future__ import annotations
 
+import http
 import logging
 from typing import Any
 
@@ -54,7 +59,21 @@ def status_for(exc: errors.CsbsError) -> int:
     return 500
 
 
-def error_body(status: int, code: str, message: str) -> dict[str, Any]:
+def is_identity_path(path: str) -> bool:
+    """Whether `path` is Keystone's, whose errors take Keystone's shape (spec §11.15)."""
+    return path == "/v3" or path.startswith("/v3/")
+
+
+def error_body(status: int, code: str, message: str, path: str = "") -> dict[str, Any]:
+    """The error body for a call to `path`: Keystone's under /v3, where keystoneauth reads
+    `error.message` and shows only "Unrecognized schema" otherwise; the OpenStack fault
+    object elsewhere (spec §11.10). CSBS's two keys follow either."""
+    if is_identity_path(path):
+        return {
+            "error": {"code": status, "title": _title(status), "message": message},
+            "error_code": code,
+            "error_msg": message,
+        }
     return {
         FAULT_NAMES.get(status, "computeFault" if status >= 500 else "badRequest"): {
             "code": status,
@@ -65,25 +84,41 @@ def error_body(status: int, code: str, message: str) -> dict[str, Any]:
     }
 
 
+def _title(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
 def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    path: str = "",
 ) -> JSONResponse:
-    return JSONResponse(error_body(status, code, message), status_code=status, headers=headers)
+    return JSONResponse(
+        error_body(status, code, message, path), status_code=status, headers=headers
+    )
 
 
-def response_for(exc: errors.CsbsError) -> JSONResponse:
+def response_for(exc: errors.CsbsError, path: str = "") -> JSONResponse:
     status = status_for(exc)
     headers: dict[str, str] = {}
     if isinstance(exc, errors.ServiceUnavailable):
         headers["Retry-After"] = str(exc.retry_after)
     elif isinstance(exc, errors.Unauthenticated):
         headers["WWW-Authenticate"] = 'Keystone uri="/v3"'
-    return error_response(status, exc.code, exc.message, headers)
+    return error_response(status, exc.code, exc.message, headers, path)
 
 
-def internal_error_response(request_id: str) -> JSONResponse:
+def internal_error_response(request_id: str, path: str = "") -> JSONResponse:
     return error_response(
-        500, "CSBS.9999", f"Internal error; quote request id {request_id} to the operator."
+        500,
+        "CSBS.9999",
+        f"Internal error; quote request id {request_id} to the operator.",
+        path=path,
     )
 
 
@@ -110,12 +145,12 @@ def install(app: FastAPI) -> None:
     """Register the error handlers on `app`. Called once by the app factory."""
 
     @app.exception_handler(errors.CsbsError)
-    async def _csbs(_request: Request, exc: errors.CsbsError) -> JSONResponse:
-        return response_for(exc)
+    async def _csbs(request: Request, exc: errors.CsbsError) -> JSONResponse:
+        return response_for(exc, request.url.path)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(400, "CSBS.9001", validation_message(exc))
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(400, "CSBS.9001", validation_message(exc), path=request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -125,4 +160,6 @@ def install(app: FastAPI) -> None:
             message = f"Method {request.method} is not allowed for {request.url.path}."
         else:
             message = str(exc.detail)
-        return error_response(exc.status_code, "CSBS.9001", message, dict(exc.headers or {}))
+        return error_response(
+            exc.status_code, "CSBS.9001", message, dict(exc.headers or {}), request.url.path
+        )

@@ -69,6 +69,7 @@ class RequestContextMiddleware:
             if self.lifecycle.draining and path not in _ALWAYS_OPEN:
                 await self._send_error(
                     send_wrapper,
+                    path,
                     503,
                     "CSBS.9998",
                     "The service is shutting down; retry.",
@@ -79,6 +80,7 @@ class RequestContextMiddleware:
             if body_receive is None:
                 await self._send_error(
                     send_wrapper,
+                    path,
                     413,
                     "CSBS.9001",
                     f"The request body exceeds {self.max_body_bytes} bytes.",
@@ -92,6 +94,7 @@ class RequestContextMiddleware:
                 if not status_holder["started"]:
                     await self._send_error(
                         send_wrapper,
+                        path,
                         503,
                         "CSBS.9998",
                         "The metadata database is unavailable.",
@@ -100,7 +103,7 @@ class RequestContextMiddleware:
             else:
                 log.exception("unhandled error", extra={"request_id": request_id})
                 if not status_holder["started"]:
-                    resp = api_errors.internal_error_response(request_id)
+                    resp = api_errors.internal_error_response(request_id, path)
                     await resp(scope, receive, send_wrapper)
         finally:
             if counted:
@@ -163,9 +166,14 @@ class RequestContextMiddleware:
 
     @staticmethod
     async def _send_error(
-        send: Send, status: int, code: str, message: str, extra_headers: dict[str, str]
+        send: Send,
+        path: str,
+        status: int,
+        code: str,
+        message: str,
+        extra_headers: dict[str, str],
     ) -> None:
-        body = json.dumps(api_errors.error_body(status, code, message)).encode()
+        body = json.dumps(api_errors.error_body(status, code, message, path)).encode()
         headers: list[tuple[bytes, bytes]] = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),

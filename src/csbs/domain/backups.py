@@ -140,6 +140,23 @@ class Checkpoint:
     resources: tuple[tuple[str, str], ...]  # (server id, server name)
 
 
+#: Karbor's checkpoint statuses (spec §11.18): a list may ask for any of them; records here
+#: are only ever the first four, so the others answer nothing rather than a 400.
+CHECKPOINT_STATUSES = ("available", "protecting", "deleting", "error", "deleted", "error-deleting")
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointFilter:
+    """Which backup records (Karbor checkpoints) a list takes; None means "any"."""
+
+    project_id: str | None = None
+    plan_id: str | None = None
+    #: one of CHECKPOINT_STATUSES: the record's status as `checkpoint_status` derives it
+    status: str | None = None
+    created_from: dt.datetime | None = None
+    created_to: dt.datetime | None = None
+
+
 def checkpoint_status(items: Sequence[BackupStatus]) -> BackupStatus:
     """A record's status from its backups': busy if any is, else error if any is."""
     for busy in (BackupStatus.PROTECTING, BackupStatus.WAITING_PROTECT):

@@ -34,6 +34,22 @@ class TaskStatus(enum.StrEnum):
         return self in (TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.TIMEOUT)
 
 
+#: Karbor's operation types that name one of ours (spec §11.18).
+KARBOR_TYPES = {"protect": OperationType.BACKUP}
+#: Karbor's operation-log statuses as ours, with the one type a status implies, if any
+#: ("available" is a finished protect, "deleted" a finished delete).
+KARBOR_STATUSES: dict[str, tuple[TaskStatus, OperationType | None]] = {
+    "available": (TaskStatus.SUCCESS, OperationType.BACKUP),
+    "deleted": (TaskStatus.SUCCESS, OperationType.DELETE),
+    "protecting": (TaskStatus.RUNNING, OperationType.BACKUP),
+    "restoring": (TaskStatus.RUNNING, OperationType.RESTORE),
+    "deleting": (TaskStatus.RUNNING, OperationType.DELETE),
+    "in_progress": (TaskStatus.RUNNING, None),
+    "error": (TaskStatus.FAILED, None),
+    "fail": (TaskStatus.FAILED, None),
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class TaskFilter:
     """Filters of the task list; None means "any"."""

@@ -206,3 +206,6 @@ class PolicyFilter:
 
     project_id: str | None = None
     name: str | None = None
+    description: str | None = None
+    #: whether its schedule fires (Karbor's plan status: started or suspended)
+    enabled: bool | None = None

@@ -37,3 +37,11 @@ class Restore:
     task_id: str | None
     created_at: dt.datetime
     ended_at: dt.datetime | None
+
+
+@dataclasses.dataclass(frozen=True)
+class RestoreFilter:
+    """Which restores a list takes; None means "any"."""
+
+    project_id: str | None = None
+    status: RestoreStatus | None = None

@@ -20,6 +20,7 @@ from csbs.domain.backups import (
     BackupRunning,
     BackupStatus,
     Checkpoint,
+    CheckpointFilter,
     CheckpointNotFound,
     DiskBackup,
     Tag,
@@ -39,12 +40,14 @@ from csbs.domain.inventory import (
 )
 from csbs.domain.operations import OperationType
 from csbs.domain.paging import Page, PageRequest
+from csbs.domain.providers import CSBS_PROVIDER_ID
 from csbs.queue import EnqueueRequest, Task, TaskStatus, TaskStore
 from csbs.queue.jobs import Refs
 from csbs.services.quotas import QuotaService
 
 SORT_KEYS = frozenset({"created_at", "updated_at", "name", "status", "protected_at", "id"})
 DEFAULT_SORT = "created_at:desc"
+CHECKPOINT_SORT_KEYS = frozenset({"created_at", "id"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,6 +261,7 @@ class BackupService:
                     operation_type=OperationType.BACKUP,
                     params={"backup_id": backup_id},
                     refs=Refs(
+                        provider_id=CSBS_PROVIDER_ID,
                         checkpoint_id=checkpoint.id,
                         checkpoint_item_id=backup_id,
                         plan_id=spec.plan_id,
@@ -316,9 +320,9 @@ class BackupService:
             raise CheckpointNotFound(checkpoint_id)
         return cp
 
-    def checkpoints(self, project_id: str, limit: int, marker: str | None) -> list[Checkpoint]:
+    def checkpoints(self, f: CheckpointFilter, page: PageRequest) -> Page[Checkpoint]:
         with self._db.read() as s:
-            return q.list_checkpoints(s, project_id, limit, marker)
+            return q.list_checkpoints(s, f, page)
 
 
 class BackupRecorder:

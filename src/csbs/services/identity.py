@@ -204,6 +204,36 @@ class IdentityService:
                 raise errors.Unauthenticated(_AUTH_FAILED)
             return self._issue(s, user, project)
 
+    def rescope(
+        self,
+        secret: str,
+        *,
+        project_id: str | None = None,
+        project_name: str | None = None,
+    ) -> IssuedToken:
+        """Keystone's token method: a new token for the same user, scoped to a project the
+        user has a role in (the token's own when none is named), with that role, expiring
+        no later than the token it was made from.
+
+        Raises:
+            Unauthenticated: an invalid token, or no role in the named project.
+        """
+        principal = self.validate(secret)
+        with self._db.write() as s:
+            found = q.find_user_by_id(s, principal.user_id)
+            if found is None or not found[0].enabled:
+                raise errors.Unauthenticated(_AUTH_FAILED)
+            if project_id is None and project_name is None:
+                project_id = principal.project_id
+            project = (
+                q.get_project(s, project_id)
+                if project_id
+                else q.find_project_by_name(s, project_name or "")
+            )
+            if project is None or not project.enabled:
+                raise errors.Unauthenticated(_AUTH_FAILED)
+            return self._issue(s, found[0], project, not_after=principal.expires_at)
+
     def validate(self, secret: str | None) -> Principal:
         """The principal a token speaks for.
 
@@ -258,12 +288,21 @@ class IdentityService:
         except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
             return False
 
-    def _issue(self, s: orm.Session, user: User, project: Project) -> IssuedToken:
+    def _issue(
+        self,
+        s: orm.Session,
+        user: User,
+        project: Project,
+        *,
+        not_after: dt.datetime | None = None,
+    ) -> IssuedToken:
         role = q.get_role(s, user.id, project.id)
         if role is None:
             raise errors.Unauthenticated(_AUTH_FAILED)
         now = self._clock.now()
         expires = now + self._ttl
+        if not_after is not None:
+            expires = min(expires, not_after)
         secret = secrets.token_urlsafe(32)
         q.add_token(s, hash_token(secret), user.id, project.id, now, expires)
         # Expired tokens are dropped opportunistically: a day after expiry they are useless.

@@ -18,8 +18,9 @@ from csbs.domain.clock import Clock
 from csbs.domain.ids import new_id
 from csbs.domain.inventory import SERVER_TYPE, Server, ServerNotFound, ServerStatus
 from csbs.domain.operations import OperationType
+from csbs.domain.paging import Page, PageRequest
 from csbs.domain.providers import CSBS_PROVIDER_ID
-from csbs.domain.restores import Restore, RestoreStatus, VolumeMapping
+from csbs.domain.restores import Restore, RestoreFilter, RestoreStatus, VolumeMapping
 from csbs.queue import EnqueueRequest, Task, TaskStatus, TaskStore
 from csbs.queue.jobs import Refs
 from csbs.services.backups import Capability
@@ -197,9 +198,13 @@ class RestoreService:
             raise RestoreNotFound(f"Restore ({restore_id}) is not found.")
         return r
 
-    def restores(self, project_id: str, limit: int, marker: str | None) -> list[Restore]:
+    def restores(self, f: RestoreFilter, page: PageRequest) -> Page[Restore]:
         with self._db.read() as s:
-            return q.search(s, project_id, limit, marker)
+            return q.search(s, f, page)
+
+
+SORT_KEYS = frozenset({"created_at", "ended_at", "status", "id"})
+DEFAULT_SORT = "created_at:desc"
 
 
 class RestoreRecorder:

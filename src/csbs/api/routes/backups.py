@@ -15,7 +15,14 @@ from csbs.api.deps import (
     base_url,
     check_all_tenants,
 )
-from csbs.api.params import parse_item_ids, parse_time
+from csbs.api.params import (
+    StrictQuery,
+    karbor_sort,
+    parse_date_bound,
+    parse_item_ids,
+    parse_time,
+    project_scope,
+)
 from csbs.api.schemas.backups import (
     ProtectBody,
     ResourcesActionBody,
@@ -24,10 +31,20 @@ from csbs.api.schemas.backups import (
 )
 from csbs.api.schemas.common import next_link
 from csbs.domain import errors
-from csbs.domain.backups import BackupFilter, BackupStatus
+from csbs.domain.backups import (
+    CHECKPOINT_STATUSES,
+    BackupFilter,
+    BackupStatus,
+    CheckpointFilter,
+)
 from csbs.domain.paging import page_request
 from csbs.domain.providers import require_provider
-from csbs.services.backups import DEFAULT_SORT, SORT_KEYS, ProtectRequest
+from csbs.services.backups import (
+    CHECKPOINT_SORT_KEYS,
+    DEFAULT_SORT,
+    SORT_KEYS,
+    ProtectRequest,
+)
 from csbs.services.container import Services
 
 router = APIRouter(prefix="/v1/{project_id}", tags=["backups"])
@@ -251,18 +268,60 @@ def accept_deletion(
     return JSONResponse({}, headers={"X-Operation-Log-Id": ",".join(task_ids)})
 
 
-@router.get("/providers/{provider_id}/checkpoints", summary="List backup records (Karbor)")
+@router.get(
+    "/providers/{provider_id}/checkpoints",
+    summary="List backup records (Karbor)",
+    dependencies=[StrictQuery],
+)
 def list_checkpoints(
     project_id: str,
     provider_id: IdPath,
+    request: Request,
     services: ServicesDep,
-    _p: ReaderDep,
-    limit: Annotated[int | None, Query(ge=1)] = None,
+    principal: ReaderDep,
+    plan_id: Str64 = None,
+    start_date: Str64 = None,
+    end_date: Str64 = None,
+    status: Str64 = None,
+    tenant: Annotated[str | None, Query(alias="project_id", max_length=64)] = None,
+    all_tenants: Annotated[bool | None, Query()] = None,
+    limit: Annotated[int | None, Query()] = None,
     marker: Str64 = None,
+    offset: Annotated[int | None, Query()] = None,
+    sort: Str255 = None,
+    sort_key: Str64 = None,
+    sort_dir: Str64 = None,
 ) -> dict[str, Any]:
     require_provider(provider_id)
-    cps = services.backups.checkpoints(project_id, limit or 1000, marker)
-    return {"checkpoints": [checkpoint_body(c) for c in cps]}
+    if status is not None and status not in CHECKPOINT_STATUSES:
+        raise errors.InvalidInput(f"status must be one of: {', '.join(CHECKPOINT_STATUSES)}")
+    project, impossible = project_scope(
+        project_id, check_all_tenants(principal, all_tenants), tenant
+    )
+    page = page_request(
+        limit=limit,
+        marker=marker,
+        offset=offset,
+        sort=karbor_sort(sort, sort_key, sort_dir),
+        allowed_sort=CHECKPOINT_SORT_KEYS,
+        default_sort=DEFAULT_SORT,
+    )
+    f = CheckpointFilter(
+        project_id=project,
+        plan_id=plan_id,
+        status=status,
+        created_from=parse_date_bound(start_date, "start_date", end=False),
+        created_to=parse_date_bound(end_date, "end_date", end=True),
+    )
+    if impossible:
+        return {"checkpoints": []}
+    result = services.backups.checkpoints(f, page)
+    body: dict[str, Any] = {"checkpoints": [checkpoint_body(c) for c in result.items]}
+    if result.has_more and result.items:
+        body["checkpoints_links"] = next_link(
+            request, base_url(request), result.items[-1].id, page.limit
+        )
+    return body
 
 
 @router.get(

@@ -31,15 +31,32 @@ def _ts(value: Any) -> str:
     return str(value.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
 
 
+def _endpoints(service: str, url: str, region: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": f"{service}-{interface}",
+            "interface": interface,
+            "region": region,
+            "region_id": region,
+            "url": url,
+        }
+        for interface in ("public", "internal", "admin")
+    ]
+
+
 def token_body(
-    principal: Principal, issued_at: Any, request: Request, services: Services
+    principal: Principal,
+    issued_at: Any,
+    request: Request,
+    services: Services,
+    methods: list[str] | None = None,
 ) -> dict[str, Any]:
     base = base_url(request)
     region = edge_of(request).options.region
     endpoint_url = f"{base}/v1/{principal.project_id}"
     return {
         "token": {
-            "methods": ["password"],
+            "methods": methods or ["password"],
             "expires_at": _ts(principal.expires_at),
             "issued_at": _ts(issued_at),
             "user": {
@@ -60,17 +77,16 @@ def token_body(
                     "id": "csbs",
                     "type": SERVICE_TYPE,
                     "name": "csbs",
-                    "endpoints": [
-                        {
-                            "id": f"csbs-{interface}",
-                            "interface": interface,
-                            "region": region,
-                            "region_id": region,
-                            "url": endpoint_url,
-                        }
-                        for interface in ("public", "internal", "admin")
-                    ],
-                }
+                    "endpoints": _endpoints("csbs", endpoint_url, region),
+                },
+                # Clients that re-authenticate or discover through the catalog (the
+                # openstack CLI, openstacksdk) look Keystone itself up here.
+                {
+                    "id": "keystone",
+                    "type": "identity",
+                    "name": "keystone",
+                    "endpoints": _endpoints("keystone", f"{base}/v3", region),
+                },
             ],
         }
     }
@@ -105,19 +121,31 @@ def _check_domain(domain: Any) -> None:
 
 @router.post("/v3/auth/tokens", status_code=201, summary="Issue a project-scoped token")
 def issue_token(body: TokenRequest, request: Request, services: ServicesDep) -> JSONResponse:
-    user = body.auth.identity.password.user
-    project = body.auth.scope.project
-    _check_domain(user.domain)
-    _check_domain(project.domain)
-    issued: IssuedToken = services.identity.authenticate(
-        password=user.password,
-        user_id=user.id,
-        user_name=user.name,
-        project_id=project.id,
-        project_name=project.name,
-    )
+    identity = body.auth.identity
+    project = body.auth.scope.project if body.auth.scope else None
+    if project is not None:
+        _check_domain(project.domain)
+    method = identity.methods[0]
+    issued: IssuedToken
+    if identity.token is not None and method == "token":
+        issued = services.identity.rescope(
+            identity.token.id,
+            project_id=project.id if project else None,
+            project_name=project.name if project else None,
+        )
+    else:
+        assert identity.password is not None and project is not None  # the schema's checks
+        user = identity.password.user
+        _check_domain(user.domain)
+        issued = services.identity.authenticate(
+            password=user.password,
+            user_id=user.id,
+            user_name=user.name,
+            project_id=project.id,
+            project_name=project.name,
+        )
     return JSONResponse(
-        token_body(issued.principal, issued.issued_at, request, services),
+        token_body(issued.principal, issued.issued_at, request, services, methods=[method]),
         status_code=201,
         headers={"X-Subject-Token": issued.secret},
     )
@@ -130,7 +158,13 @@ def validate_token(
     caller: PrincipalDep,
     x_subject_token: Annotated[str | None, Header(alias="X-Subject-Token")] = None,
 ) -> JSONResponse:
-    subject = services.identity.validate(x_subject_token) if x_subject_token else caller
+    subject = caller
+    if x_subject_token:
+        try:
+            subject = services.identity.validate(x_subject_token)
+        except errors.Unauthenticated as e:
+            # Keystone: the caller is authenticated; the token it asks about is not found.
+            raise errors.NotFound("The token could not be found.") from e
     if subject.user_id != caller.user_id and not caller.is_admin:
         raise errors.Forbidden("Only administrators may validate other users' tokens.")
     return JSONResponse(

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from csbs.api.deps import ReaderDep
+from csbs.api.params import StrictQuery, karbor_sort
+from csbs.domain import errors
+from csbs.domain.paging import page_request
 from csbs.domain.providers import CSBS_PROVIDER, Provider, require_provider
 
 router = APIRouter(prefix="/v1/{project_id}", tags=["providers"])
+SORT_KEYS = frozenset({"id", "name", "description"})
 
 
 def _provider(p: Provider) -> dict[str, Any]:
@@ -23,9 +27,42 @@ def _provider(p: Provider) -> dict[str, Any]:
     }
 
 
-@router.get("/providers", summary="List providers")
-def list_providers(_principal: ReaderDep) -> dict[str, Any]:
-    return {"providers": [_provider(CSBS_PROVIDER)]}
+Str = Annotated[str | None, Query(max_length=255)]
+
+
+@router.get("/providers", summary="List providers", dependencies=[StrictQuery])
+def list_providers(
+    _principal: ReaderDep,
+    name: Str = None,
+    description: Str = None,
+    limit: Annotated[int | None, Query()] = None,
+    marker: Str = None,
+    offset: Annotated[int | None, Query()] = None,
+    sort: Str = None,
+    sort_key: Str = None,
+    sort_dir: Str = None,
+) -> dict[str, Any]:
+    # One provider: the filters are checked against it and the sort only validated, so a
+    # request Karbor's clients can send is answered as Karbor would.
+    page = page_request(
+        limit=limit,
+        marker=marker,
+        offset=offset,
+        sort=karbor_sort(sort, sort_key, sort_dir),
+        allowed_sort=SORT_KEYS,
+        default_sort="name:asc",
+    )
+    providers = [
+        p
+        for p in (CSBS_PROVIDER,)
+        if (name is None or p.name == name)
+        and (description is None or p.description == description)
+    ]
+    if page.marker is not None:
+        if page.marker != CSBS_PROVIDER.id:
+            raise errors.InvalidInput(f"marker {page.marker} is not a provider of this list")
+        providers = []
+    return {"providers": [_provider(p) for p in providers[page.offset :][: page.limit]]}
 
 
 @router.get("/providers/{provider_id}", summary="Show a provider")

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from csbs.api.deps import ActorDep, ReaderDep, ServicesDep
-from csbs.api.schemas.common import timestamp
+from csbs.api.deps import ActorDep, ReaderDep, ServicesDep, base_url, check_all_tenants
+from csbs.api.params import StrictQuery, karbor_sort, project_scope
+from csbs.api.schemas.common import next_link, timestamp
+from csbs.domain import errors
+from csbs.domain.paging import page_request
 from csbs.domain.providers import require_provider
-from csbs.domain.restores import Restore, VolumeMapping
-from csbs.services.restores import RestoreRequest
+from csbs.domain.restores import Restore, RestoreFilter, RestoreStatus, VolumeMapping
+from csbs.services.restores import DEFAULT_SORT, SORT_KEYS, RestoreRequest
 
 router = APIRouter(prefix="/v1/{project_id}", tags=["restores"])
 
@@ -95,19 +98,46 @@ def create_restore(
     return {"restore": restore_body(restore)}
 
 
-@router.get("/restores", summary="List restores (Karbor)")
+@router.get("/restores", summary="List restores (Karbor)", dependencies=[StrictQuery])
 def list_restores(
     project_id: str,
+    request: Request,
     services: ServicesDep,
-    _p: ReaderDep,
-    limit: Annotated[int | None, Query(ge=1)] = None,
+    principal: ReaderDep,
+    status: Annotated[str | None, Query(max_length=64)] = None,
+    tenant: Annotated[str | None, Query(alias="project_id", max_length=64)] = None,
+    all_tenants: Annotated[bool | None, Query()] = None,
+    limit: Annotated[int | None, Query()] = None,
     marker: Annotated[str | None, Query(max_length=64)] = None,
+    offset: Annotated[int | None, Query()] = None,
+    sort: Annotated[str | None, Query(max_length=255)] = None,
+    sort_key: Annotated[str | None, Query(max_length=64)] = None,
+    sort_dir: Annotated[str | None, Query(max_length=64)] = None,
 ) -> dict[str, Any]:
-    return {
-        "restores": [
-            restore_body(r) for r in services.restores.restores(project_id, limit or 1000, marker)
-        ]
-    }
+    statuses = {s.value for s in RestoreStatus}
+    if status is not None and status not in statuses:
+        raise errors.InvalidInput(f"status must be one of: {', '.join(sorted(statuses))}")
+    project, impossible = project_scope(
+        project_id, check_all_tenants(principal, all_tenants), tenant
+    )
+    page = page_request(
+        limit=limit,
+        marker=marker,
+        offset=offset,
+        sort=karbor_sort(sort, sort_key, sort_dir),
+        allowed_sort=SORT_KEYS,
+        default_sort=DEFAULT_SORT,
+    )
+    if impossible:
+        return {"restores": []}
+    f = RestoreFilter(project_id=project, status=RestoreStatus(status) if status else None)
+    result = services.restores.restores(f, page)
+    body: dict[str, Any] = {"restores": [restore_body(r) for r in result.items]}
+    if result.has_more and result.items:
+        body["restores_links"] = next_link(
+            request, base_url(request), result.items[-1].id, page.limit
+        )
+    return body
 
 
 @router.get("/restores/{restore_id}", summary="Show a restore (Karbor)")

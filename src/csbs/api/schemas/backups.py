@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -75,13 +76,24 @@ def _plan(cp: Checkpoint) -> dict[str, Any]:
     }
 
 
+def resource_graph(cp: Checkpoint) -> str:
+    """Karbor's packed resource graph as JSON text in a string (spec §11.11): the nodes by
+    key, each `[type, id, name, extra_info]`, then the adjacency (servers have no children
+    here). Clients `json.loads` it, so it is never null."""
+    nodes = {
+        f"0x{i:x}": ["OS::Nova::Server", rid, rname, {}]
+        for i, (rid, rname) in enumerate(cp.resources)
+    }
+    return json.dumps([nodes, {}])
+
+
 def checkpoint_body(cp: Checkpoint) -> dict[str, Any]:
     return {
         "id": cp.id,
         "status": cp.status.value,
         "created_at": timestamp(cp.created_at),
         "project_id": cp.project_id,
-        "resource_graph": None,
+        "resource_graph": resource_graph(cp),
         "extra_info": {"created_by": cp.created_by},
         "protection_plan": _plan(cp),
     }

@@ -36,9 +36,21 @@ class PasswordMethod(_Lenient):
     user: PasswordUser
 
 
+class TokenMethod(_Lenient):
+    id: str = Field(min_length=1, max_length=4096)
+
+
 class Identity(_Lenient):
-    methods: list[Literal["password"]] = Field(min_length=1)
-    password: PasswordMethod
+    methods: list[Literal["password", "token"]] = Field(min_length=1, max_length=1)
+    password: PasswordMethod | None = None
+    token: TokenMethod | None = None
+
+    @model_validator(mode="after")
+    def _method_given(self) -> Identity:
+        method = self.methods[0]
+        if getattr(self, method) is None:
+            raise ValueError(f"the {method} method needs its {method!r} object")
+        return self
 
 
 class ProjectScope(_Lenient):
@@ -59,7 +71,14 @@ class Scope(_Lenient):
 
 class Auth(_Lenient):
     identity: Identity
-    scope: Scope
+    #: required with a password; a token without one keeps the token's own project
+    scope: Scope | None = None
+
+    @model_validator(mode="after")
+    def _scoped(self) -> Auth:
+        if self.scope is None and self.identity.methods[0] == "password":
+            raise ValueError("a password needs a project scope: unscoped tokens do not exist")
+        return self
 
 
 class TokenRequest(_Lenient):

@@ -18,6 +18,7 @@ from csbs.domain.backups import (
     BackupRef,
     BackupStatus,
     Checkpoint,
+    CheckpointFilter,
     DiskBackup,
     Tag,
     checkpoint_status,
@@ -473,20 +474,59 @@ def get_checkpoint(s: orm.Session, checkpoint_id: str) -> Checkpoint | None:
     return _checkpoint(s, [row])[0]
 
 
-def list_checkpoints(
-    s: orm.Session, project_id: str | None, limit: int, marker: str | None
-) -> list[Checkpoint]:
-    stmt = sa.select(tables.Checkpoint).order_by(
-        tables.Checkpoint.created_at.desc(), tables.Checkpoint.id
+CHECKPOINT_SORT_COLUMNS: Mapping[str, sa.ColumnElement[Any]] = {
+    "created_at": tables.Checkpoint.__table__.c.created_at,
+    "id": tables.Checkpoint.__table__.c.id,
+}
+
+
+def _has_member(*statuses: BackupStatus) -> sa.ColumnElement[bool]:
+    b = B.__table__.c
+    return sa.exists().where(
+        b.checkpoint_id == tables.Checkpoint.__table__.c.id,
+        b.status.in_([x.value for x in statuses]),
     )
-    if project_id is not None:
-        stmt = stmt.where(tables.Checkpoint.project_id == project_id)
-    rows = list(s.scalars(stmt))
-    cps = [c for c in _checkpoint(s, rows) if c.resources]
-    if marker is not None:
-        ids = [c.id for c in cps]
-        cps = cps[ids.index(marker) + 1 :] if marker in ids else []
-    return cps[:limit]
+
+
+def _checkpoint_where(f: CheckpointFilter) -> list[sa.ColumnElement[bool]]:
+    c = tables.Checkpoint.__table__.c
+    # A record whose backups are all gone is not listed (it is about to be removed).
+    conds = [_has_member(*[x for x in BackupStatus if x is not BackupStatus.DELETED])]
+    if f.project_id is not None:
+        conds.append(c.project_id == f.project_id)
+    if f.plan_id is not None:
+        conds.append(c.plan_id == f.plan_id)
+    if f.created_from is not None:
+        conds.append(c.created_at >= f.created_from)
+    if f.created_to is not None:
+        conds.append(c.created_at <= f.created_to)
+    if f.status is not None:
+        # The status `checkpoint_status` derives from the members', written as SQL:
+        # protecting wins over deleting, deleting over error, error over available.
+        protecting = _has_member(BackupStatus.PROTECTING, BackupStatus.WAITING_PROTECT)
+        deleting = _has_member(BackupStatus.DELETING, BackupStatus.WAITING_DELETE)
+        error = _has_member(BackupStatus.ERROR)
+        by_status: dict[str, sa.ColumnElement[bool]] = {
+            "protecting": protecting,
+            "deleting": sa.and_(~protecting, deleting),
+            "error": sa.and_(~protecting, ~deleting, error),
+            "available": sa.and_(~protecting, ~deleting, ~error),
+        }
+        conds.append(by_status.get(f.status, sa.false()))
+    return conds
+
+
+def list_checkpoints(s: orm.Session, f: CheckpointFilter, page: PageRequest) -> Page[Checkpoint]:
+    rows, more = fetch_page(
+        s,
+        tables.Checkpoint,
+        _checkpoint_where(f),
+        page,
+        columns=CHECKPOINT_SORT_COLUMNS,
+        tiebreak=tables.Checkpoint.__table__.c.id,
+        noun="checkpoint",
+    )
+    return Page(items=_checkpoint(s, rows), has_more=more)
 
 
 def _checkpoint(s: orm.Session, rows: Sequence[tables.Checkpoint]) -> list[Checkpoint]:

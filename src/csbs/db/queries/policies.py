@@ -173,6 +173,10 @@ def _where(f: PolicyFilter) -> list[sa.ColumnElement[bool]]:
         conds.append(P.project_id == f.project_id)
     if f.name is not None:
         conds.append(P.name == f.name)
+    if f.description is not None:
+        conds.append(P.description == f.description)
+    if f.enabled is not None:
+        conds.append(P.enabled.is_(f.enabled))
     return conds
 
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import orm
 
 from csbs.db import tables
-from csbs.domain.restores import Restore, RestoreStatus, VolumeMapping
+from csbs.domain.paging import Page, PageRequest
+from csbs.domain.restores import Restore, RestoreFilter, RestoreStatus, VolumeMapping
+from csbs.sql.paging import fetch_page
 
 R = tables.Restore
 
@@ -59,17 +63,23 @@ def get(s: orm.Session, restore_id: str) -> Restore | None:
     return _restore(row) if row else None
 
 
-def search(s: orm.Session, project_id: str, limit: int, marker: str | None) -> list[Restore]:
-    rows = list(
-        s.scalars(
-            sa.select(R).where(R.project_id == project_id).order_by(R.created_at.desc(), R.id)
-        )
-    )
-    out = [_restore(r) for r in rows]
-    if marker is not None:
-        ids = [r.id for r in out]
-        out = out[ids.index(marker) + 1 :] if marker in ids else []
-    return out[:limit]
+SORT_COLUMNS: Mapping[str, sa.ColumnElement[Any]] = {
+    "created_at": R.__table__.c.created_at,
+    "ended_at": R.__table__.c.ended_at,
+    "status": R.__table__.c.status,
+    "id": R.__table__.c.id,
+}
+
+
+def search(s: orm.Session, f: RestoreFilter, page: PageRequest) -> Page[Restore]:
+    c = R.__table__.c
+    conds: list[sa.ColumnElement[bool]] = []
+    if f.project_id is not None:
+        conds.append(c.project_id == f.project_id)
+    if f.status is not None:
+        conds.append(c.status == f.status.value)
+    rows, more = fetch_page(s, R, conds, page, columns=SORT_COLUMNS, tiebreak=c.id, noun="restore")
+    return Page(items=[_restore(r) for r in rows], has_more=more)
 
 
 def server_restoring(s: orm.Session, server_id: str) -> bool:
