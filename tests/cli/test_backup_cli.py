@@ -22,7 +22,7 @@ def test_backup_and_restore_commands(cloud: Cloud) -> None:
         app, ["backup", "create", src["id"], "--name", "clibk", "--wait", *common]
     )
     assert created.exit_code == 0, created.output
-    backup_id = created.output.splitlines()[0].strip()
+    backup_id = created.stdout.splitlines()[0].strip()
     listed = runner.invoke(app, ["backup", "list", "--project", "alpha", *common])
     assert "clibk" in listed.output and "available" in listed.output
     assert (
@@ -45,4 +45,4 @@ def test_backup_and_restore_commands(cloud: Cloud) -> None:
     assert deleted.exit_code == 0, deleted.output
     assert runner.invoke(app, ["backup", "show", backup_id, *common]).exit_code == 1
     tasks = runner.invoke(app, ["task", "list", "--type", "delete", "--status", "success", *common])
-    assert deleted.output.splitlines()[0].strip() in tasks.output
+    assert deleted.stdout.splitlines()[0].strip() in tasks.output

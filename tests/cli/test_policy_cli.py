@@ -61,7 +61,7 @@ def test_policy_commands(tmp_path: Path, db_url: str) -> None:
     ran = runner.invoke(app, ["policy", "run", policy_id, *common])
     assert ran.exit_code == 0, ran.output
     assert "of web1" in ran.output
-    record = ran.output.splitlines()[0].strip()
+    record = ran.stdout.splitlines()[0].strip()
     shown = runner.invoke(app, ["policy", "show", policy_id, *common])
     assert f"manual record {record}" in shown.output
     again = runner.invoke(app, ["policy", "run", policy_id, *common])
