@@ -11,6 +11,7 @@ import uvicorn
 
 from csbs.api.app import create_app
 from csbs.app.build import Runtime, make_scheduler
+from csbs.app.control import ControlProtocol, ControlSocket
 from csbs.app.worker_child import WorkerProcess
 
 log = logging.getLogger("csbs")
@@ -45,8 +46,12 @@ def serve(runtime: Runtime) -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_seconds)),
+        # One server for both doors: the TCP port and the control socket share the loop,
+        # the draining and the graceful shutdown (decision 0016).
+        http=ControlProtocol,
     )
     server = _DrainingServer(config, runtime)
+    control = ControlSocket(settings.control_socket)
     worker = WorkerProcess(settings, runtime.activity) if settings.embedded_workers else None
     if worker is not None:
         worker.start()
@@ -63,10 +68,26 @@ def serve(runtime: Runtime) -> None:
     # for calls that arrive then) go (decision 0011).
     gc.collect()
     gc.freeze()
-    log.info("serving", extra={"host": settings.host, "port": settings.port})
     try:
-        server.run()
+        port = config.bind_socket()
+        # uvicorn makes it inheritable for worker processes of its own; csbs's worker
+        # child must not hold the port open.
+        port.set_inheritable(False)
+        sockets = [port]
+        control_socket = control.open()
+        if control_socket is not None:
+            sockets.append(control_socket)
+        log.info(
+            "serving",
+            extra={
+                "host": settings.host,
+                "port": settings.port,
+                "control_socket": str(control.path) if control_socket is not None else None,
+            },
+        )
+        server.run(sockets=sockets)
     finally:
+        control.remove()
         if scheduler is not None:
             scheduler.stop()
         if worker is not None:

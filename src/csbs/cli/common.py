@@ -20,6 +20,7 @@ from csbs.domain import errors
 
 if TYPE_CHECKING:
     from csbs import app as composition
+    from csbs.cli.client import LocalApi
     from csbs.config import Settings
 
 # Piped output (scripts, tests) gets wide lines, so ids are never wrapped in tables.
@@ -74,3 +75,27 @@ def cli_runtime(
         raise typer.Exit(1) from e
     finally:
         runtime.close()
+
+
+def local_api(data_dir: Path | None, database_url: str | None) -> LocalApi | None:
+    """The API of the `csbs serve` of this data directory and database, if one answers on
+    its control socket (decision 0016); None: the command opens the database itself."""
+    from csbs.cli.client import open_local_api
+
+    return open_local_api(data_dir, database_url)
+
+
+@contextlib.contextmanager
+def api_errors() -> Iterator[None]:
+    """Print an error answer of the API as `cli_runtime` prints a CSBS error (the same
+    code and message: the API answers with the services' errors), and exit 1."""
+    from csbs.cli.client import ApiError
+
+    try:
+        yield
+    except ApiError as e:
+        err_console.print(f"[red]error:[/red] {e.code}: {e.message}", highlight=False)
+        raise typer.Exit(1) from e
+    except OSError as e:
+        err_console.print(f"[red]error:[/red] csbs serve did not answer: {e}", highlight=False)
+        raise typer.Exit(1) from e

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from csbs.cli import lean_params
 from csbs.cli.admin import admin
 from csbs.cli.backup import backup_app
 from csbs.cli.backup import restore as restore_command
@@ -17,6 +18,7 @@ from csbs.cli.server import server_app
 from csbs.cli.tag import tag_app
 from csbs.cli.task import task_app
 
+lean_params.install()
 app = typer.Typer(
     help="csbs: Cloud Server Backup Service.",
     no_args_is_help=True,
