@@ -22,15 +22,12 @@ from csbs.cli.common import (
 from csbs.cli.tag import parse_tag
 from csbs.cli.task import TaskState, wait_with_progress
 from csbs.domain import errors
-from csbs.domain.backups import Backup, BackupFilter, BackupStatus, Tag
 from csbs.domain.operations import TaskStatus
-from csbs.domain.paging import page_request
-from csbs.domain.providers import CSBS_PROVIDER_ID
-from csbs.domain.restores import VolumeMapping
 
 if TYPE_CHECKING:
     from csbs import app as composition
     from csbs.cli.client import LocalApi
+    from csbs.domain.backups import Backup
 
 backup_app = typer.Typer(help="Backups of servers.", no_args_is_help=True, rich_markup_mode=None)
 ProjectOpt = Annotated[str | None, typer.Option("--project", help="Project name or id.")]
@@ -89,6 +86,8 @@ def _protect_through(
 ) -> tuple[str, Callable[[], TaskState]]:
     """R1 through the API: the server's project, the backup record, then its one backup
     (R1 answers with the record; B4 by `checkpoint_id` names the backup and its task)."""
+    from csbs.domain.providers import CSBS_PROVIDER_ID
+
     server = api.get(f"/v1/{api.project_id}/servers/{server_id}", {"all_tenants": True})
     project_id = server["server"]["project_id"]
     protect: dict[str, Any] = {"description": description}
@@ -178,6 +177,8 @@ def list_(
     # A project is named by name or id, which the API cannot resolve, and B4 has no tag
     # filter: those listings, and one by a status no backup has (an empty list, where the
     # API answers 400), read the database.
+    from csbs.domain.backups import BackupFilter, BackupStatus, Tag
+
     if not project and not tag and (status is None or status in set(BackupStatus)):
         api = local_api(data_dir, database_url)
         if api is not None:
@@ -188,6 +189,7 @@ def list_(
                 )
             _print_backups(_Listed.from_wire(item) for item in body["checkpoint_items"])
             return
+    from csbs.domain.paging import page_request
     from csbs.services.backups import DEFAULT_SORT, SORT_KEYS
 
     with cli_runtime(data_dir, database_url) as runtime:
@@ -215,6 +217,7 @@ def count(
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """Count backups."""
+    from csbs.domain.backups import BackupFilter
 
     with cli_runtime(data_dir, database_url) as runtime:
         pid = runtime.services.identity.resolve_project(project).id if project else None
@@ -264,6 +267,7 @@ def restore(
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """Restore a backup onto a server's disks; prints the restore id."""
+    from csbs.domain.restores import VolumeMapping
     from csbs.services.restores import RestoreRequest
 
     with cli_runtime(data_dir, database_url) as runtime:

@@ -13,7 +13,6 @@ from rich.table import Table
 from csbs.cli.common import DatabaseUrlOpt, DataDirOpt, console, err_console, settings_from
 from csbs.domain import errors
 from csbs.domain.operations import TaskStatus
-from csbs.domain.paging import page_request
 
 if TYPE_CHECKING:
     from csbs import app as composition
@@ -88,6 +87,7 @@ def list_tasks(
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """List tasks, newest first."""
+    from csbs.domain.paging import page_request
     from csbs.queue import TaskFilter
     from csbs.services.operation_logs import DEFAULT_SORT, SORT_KEYS
 
