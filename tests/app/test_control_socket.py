@@ -71,11 +71,15 @@ class Deployment:
         return done
 
 
-def _opened_the_database(done: subprocess.CompletedProcess[str]) -> bool:
+def _loaded(done: subprocess.CompletedProcess[str], module: str) -> bool:
     return any(
-        line.startswith("import time:") and line.split("|")[-1].strip() == "sqlalchemy"
+        line.startswith("import time:") and line.split("|")[-1].strip() == module
         for line in done.stderr.splitlines()
     )
+
+
+def _opened_the_database(done: subprocess.CompletedProcess[str]) -> bool:
+    return _loaded(done, "sqlalchemy")
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -129,10 +133,12 @@ def test_the_command_line_asks_a_running_serve(served: tuple[Deployment, str]) -
 
     created = deployment.cli("backup", "create", server_id, "--name", "first", "--wait")
     assert not _opened_the_database(created)
+    assert not _loaded(created, "pydantic")  # neither the settings nor typer's coercion
     backup_id = created.stdout.strip()
     assert "backup success" in created.stderr and "100%" in created.stderr
     listed = deployment.cli("backup", "list")
     assert not _opened_the_database(listed)
+    assert not _loaded(listed, "pydantic") and not _loaded(listed, "rich.progress")
     assert backup_id in listed.stdout and "available" in listed.stdout
 
     # The same listing read from the database itself: the same table.

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import os
+import sys
+from collections.abc import Mapping
 from typing import Annotated
 
 import typer
@@ -145,4 +149,26 @@ def version() -> None:
 
 
 def main() -> None:
-    app()
+    """`csbs` as a process runs it: the command tree built only as far as the command line
+    reaches (see `lean_app`)."""
+    lean_app(sys.argv[1:], os.environ)()
+
+
+def lean_app(args: list[str], environ: Mapping[str, str]) -> typer.Typer:
+    """`app`, or for a command of a group (`csbs backup list`) `app` with that group alone.
+
+    typer builds every command of the tree before it parses anything, reading the
+    signature and type hints of each function: for the 40-odd commands of csbs that is
+    most of the time a command takes when it asks a running `csbs serve` (decision 0016).
+    The path a command line takes through the tree is the same in both (the top group, the
+    named group, its commands), so parsing, help and errors are the same
+    (`tests/cli/test_main.py` compares them). Help of the top group, its own commands and
+    shell completion see the whole tree."""
+    if not args or any(key.endswith("_COMPLETE") for key in environ):
+        return app
+    for group in app.registered_groups:
+        if group.name == args[0]:
+            lean = copy.copy(app)
+            lean.registered_groups = [group]
+            return lean
+    return app
