@@ -156,6 +156,29 @@ def test_the_command_line_asks_a_running_serve(served: tuple[Deployment, str]) -
             == deployment.cli("backup", "list", *flags, "--database-url", other).stdout
         )
 
+    # `task wait` too, with the same output as on the database.
+    api = open_local_api(deployment.data, deployment.database_url)
+    assert api is not None
+    (item,) = api.get(
+        f"/v1/{api.project_id}/checkpoint_items", {"all_tenants": True, "name": "first"}
+    )["checkpoint_items"]
+    api.close()
+    task_id = item["extend_info"]["taskid"]
+    waited = deployment.cli("task", "wait", task_id)
+    assert not _opened_the_database(waited)
+    other = _another_spelling(deployment.database_url)
+    assert waited.stdout == deployment.cli("task", "wait", task_id, "--database-url", other).stdout
+    assert waited.stdout.strip() == f"task {task_id}: success"
+    unknown = deployment.cli("task", "wait", "no-such-task", check=False)
+    assert not _opened_the_database(unknown)
+    alone = deployment.cli("task", "wait", "no-such-task", "--database-url", other, check=False)
+    assert unknown.returncode == alone.returncode == 1
+    assert (
+        [line for line in unknown.stderr.splitlines() if line.startswith("error:")]
+        == [line for line in alone.stderr.splitlines() if line.startswith("error:")]
+        != []
+    )
+
     # An error is told as the command line tells it without the service.
     refused = deployment.cli("backup", "create", "no-such-server", check=False)
     assert not _opened_the_database(refused)

@@ -86,10 +86,12 @@ def _protect_through(
 ) -> tuple[str, Callable[[], TaskState]]:
     """R1 through the API: the server's project, the backup record, then its one backup
     (R1 answers with the record; B4 by `checkpoint_id` names the backup and its task)."""
+    from csbs.cli.client import segment
     from csbs.domain.providers import CSBS_PROVIDER_ID
 
-    server = api.get(f"/v1/{api.project_id}/servers/{server_id}", {"all_tenants": True})
+    server = api.get(f"/v1/{api.project_id}/servers/{segment(server_id)}", {"all_tenants": True})
     project_id = server["server"]["project_id"]
+    server_id = server["server"]["id"]
     protect: dict[str, Any] = {"description": description}
     if name is not None:
         protect["backup_name"] = name

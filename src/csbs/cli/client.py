@@ -143,6 +143,11 @@ class LocalApi:
         return json.loads(data) if data else None
 
 
+def segment(value: str) -> str:
+    """`value` as one segment of a path (a user's argument never reaches another route)."""
+    return urllib.parse.quote(value, safe="")
+
+
 def _url(path: str, query: Mapping[str, object | None] | None) -> str:
     if not query:
         return path

@@ -86,15 +86,19 @@ def local_api(data_dir: Path | None, database_url: str | None) -> LocalApi | Non
 
 
 @contextlib.contextmanager
-def api_errors() -> Iterator[None]:
-    """Print an error answer of the API as `cli_runtime` prints a CSBS error (the same
-    code and message: the API answers with the services' errors), and exit 1."""
+def api_errors(*, with_code: bool = True) -> Iterator[None]:
+    """Print an error answer of the API as the command prints a CSBS error of its own
+    (`cli_runtime`'s code and message, or the message alone; the API answers with the
+    services' errors), and exit 1."""
     from csbs.cli.client import ApiError
 
     try:
         yield
     except ApiError as e:
-        err_console.print(f"[red]error:[/red] {e.code}: {e.message}", highlight=False)
+        if with_code:
+            err_console.print(f"[red]error:[/red] {e.code}: {e.message}", highlight=False)
+        else:
+            err_console.print(f"[red]error:[/red] {e.message}")
         raise typer.Exit(1) from e
     except OSError as e:
         err_console.print(f"[red]error:[/red] csbs serve did not answer: {e}", highlight=False)

@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from csbs.cli.common import DatabaseUrlOpt, DataDirOpt, console, err_console, settings_from
+from csbs.cli.common import (
+    DatabaseUrlOpt,
+    DataDirOpt,
+    api_errors,
+    console,
+    err_console,
+    local_api,
+    settings_from,
+)
 from csbs.domain import errors
 from csbs.domain.operations import TaskStatus
 
@@ -154,16 +162,28 @@ def wait_task(
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """Wait for a task with a progress bar; exit 0 on success, 1 otherwise."""
-    runtime = _runtime(data_dir, database_url)
-    try:
-        final = wait_with_progress(
-            lambda: TaskState.of(runtime.services.operation_logs.get(None, task_id)), timeout
-        )
-    except errors.CsbsError as e:
-        err_console.print(f"[red]error:[/red] {e.message}")
-        raise typer.Exit(1) from e
-    finally:
-        runtime.close()
+    api = local_api(data_dir, database_url)
+    if api is not None:
+        from csbs.cli.client import segment
+
+        path = f"/v1/{api.project_id}/operation_logs/{segment(task_id)}"
+        with api_errors(with_code=False):
+            final = wait_with_progress(
+                lambda: TaskState.from_wire(api.get(path, {"all_tenants": True})["operation_log"]),
+                timeout,
+            )
+    else:
+        runtime = _runtime(data_dir, database_url)
+        try:
+            final = wait_with_progress(
+                lambda: TaskState.of(runtime.services.operation_logs.get(None, task_id)),
+                timeout,
+            )
+        except errors.CsbsError as e:
+            err_console.print(f"[red]error:[/red] {e.message}")
+            raise typer.Exit(1) from e
+        finally:
+            runtime.close()
     console.print(f"task {final.id}: {final.status.value}")
     if final.status is not TaskStatus.SUCCESS:
         if final.error_info:
