@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from csbs.cli.client import ApiError, LocalApi, socket_path
+from csbs.cli.client import ApiError, LocalApi, open_local_api, socket_path
 from csbs.config import load_settings
 
 
@@ -169,3 +170,52 @@ def test_a_read_is_asked_again_on_a_new_connection_when_the_kept_one_was_closed(
     with pytest.raises(OSError):
         api.post("/third", {})
     api.close()
+
+
+def _listening_at(path: Path) -> socket.socket:
+    path.parent.mkdir(parents=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    sock.listen()
+    return sock
+
+
+def test_a_service_that_does_not_answer_is_done_without(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from csbs.cli import client
+
+    monkeypatch.setattr(client, "_FIRST_TIMEOUT_SECONDS", 0.2)
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    path = socket_path(tmp_path / "data", url)
+    assert path is not None
+    silent = _listening_at(path)  # connections wait in its backlog, never answered
+    try:
+        started = time.monotonic()
+        assert open_local_api(tmp_path / "data", url) is None
+        assert time.monotonic() - started < 5  # the first answer's time, not a call's
+    finally:
+        silent.close()
+    # A socket nobody listens on any more (its service was killed): no service either.
+    assert path.exists() and open_local_api(tmp_path / "data", url) is None
+
+
+def test_a_refusal_means_no_service(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    path = socket_path(tmp_path / "data", url)
+    assert path is not None
+    path.parent.mkdir(parents=True)
+    service = FakeService(path)
+    try:
+        service.canned.append(
+            _answer(403, {"error_code": "CSBS.9011", "error_msg": "not the service's user"})
+        )
+        assert open_local_api(tmp_path / "data", url) is None
+        service.canned.append(
+            _answer(200, {"token": {"project": {"id": "p-admin", "name": "admin"}}})
+        )
+        api = open_local_api(tmp_path / "data", url)
+        assert api is not None and api.project_id == "p-admin"
+        api.close()
+    finally:
+        service.close()

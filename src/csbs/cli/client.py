@@ -26,6 +26,9 @@ from csbs import control
 #: Seconds to wait for the service's answer to one call (a backup is enqueued, not run,
 #: within a call; a longer wait means the service is stuck, and the command says so).
 _TIMEOUT_SECONDS = 60.0
+#: ... and to its first answer, before the command has sent anything that changes a thing:
+#: a service that does not answer by then (stopped, stuck) is done without.
+_FIRST_TIMEOUT_SECONDS = 10.0
 
 
 class ApiError(Exception):
@@ -49,11 +52,13 @@ class _Connection:
         self._path = path
         self._sock: socket.socket | None = None
         self._buffer = b""
+        self.timeout = _TIMEOUT_SECONDS
 
     def call(self, method: str, url: str, body: bytes | None) -> tuple[int, bytes]:
         if self._sock is None:
-            self._sock = control.connect(self._path, _TIMEOUT_SECONDS)
+            self._sock = control.connect(self._path, self.timeout)
             self._buffer = b""
+        self._sock.settimeout(self.timeout)
         head = f"{method} {url} HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n"
         if body is not None:
             head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
@@ -125,6 +130,15 @@ class LocalApi:
         """The JSON body of a POST of `body`; raises ApiError for an error answer."""
         return self._call("POST", path, json.dumps(body).encode())
 
+    @property
+    def timeout(self) -> float:
+        """Seconds to wait for an answer."""
+        return self._connection.timeout
+
+    @timeout.setter
+    def timeout(self, seconds: float) -> None:
+        self._connection.timeout = seconds
+
     def close(self) -> None:
         self._connection.close()
 
@@ -178,10 +192,12 @@ def open_local_api(data_dir: Path | None, database_url: str | None) -> LocalApi 
         return None
     api = LocalApi(path)
     try:
-        # Who the service takes this process for; a refusal, a draining service or a
-        # stale socket all mean: do it without the service.
+        # Who the service takes this process for; a refusal, a draining service, one that
+        # does not answer or a stale socket all mean: do it without the service.
+        api.timeout = _FIRST_TIMEOUT_SECONDS
         whoami = api.get("/v3/auth/tokens")
         api.project_id = str(whoami["token"]["project"]["id"])
+        api.timeout = _TIMEOUT_SECONDS
     except (OSError, ApiError, ValueError, KeyError, TypeError, IndexError):
         api.close()
         return None
