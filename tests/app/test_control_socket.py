@@ -329,3 +329,13 @@ def test_a_second_serve_leaves_a_live_socket_alone(tmp_path: Path) -> None:
         listening.close()
         first.remove()
     assert not path.exists()
+
+
+def test_a_socket_that_cannot_be_made_is_not_served(tmp_path: Path) -> None:
+    """The service then serves its port alone (and the command line opens the database)."""
+    from csbs.app.control import ControlSocket
+
+    (tmp_path / "run").write_text("a file where the directory should be")
+    control = ControlSocket(tmp_path / "run" / "api-x.sock")
+    assert control.open() is None
+    control.remove()

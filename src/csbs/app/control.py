@@ -105,10 +105,22 @@ class ControlSocket:
         self._inode: int | None = None
 
     def open(self) -> socket.socket | None:
-        """Bind and listen; None when another live service answers at `path` already.
+        """Bind and listen; None when another live service answers at `path` already, or
+        the socket cannot be made (the service then serves its port alone, and the command
+        line opens the database as without it).
 
         A socket file left by a service that was killed (nobody accepts on it) is
         replaced."""
+        try:
+            return self._open()
+        except OSError as e:
+            log.warning(
+                "control socket: not served",
+                extra={"path": str(self.path), "error": f"{type(e).__name__}: {e}"},
+            )
+            return None
+
+    def _open(self) -> socket.socket | None:
         directory = self.path.parent
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(directory, 0o700)
