@@ -6,7 +6,10 @@ For each metadata engine: starts `csbs serve` (its worker child embedded, loopba
 a fresh data directory (SQLite) or a fresh schema (PostgreSQL), registers one server with a
 16 MiB disk through the command line, then times whole command-line processes as a user
 runs them: `csbs --help`, `csbs backup list` and `csbs backup create SERVER --wait`
-(enqueue, the worker's wake-up, the backup, the wait loop and the progress bar). Also
+(enqueue, the worker's wake-up, the backup, the wait loop and the progress bar), which ask
+the service over its control socket (decision 0018), and `csbs backup list` once more
+with the database named by another URL, which no service's socket is named after: the
+command line working on the database itself, as it does without `csbs serve`. Also
 times a bare `python -c pass` and `python -c "import typer, pydantic_settings,
 sqlalchemy.orm"` (the libraries a command that reads the database cannot do without), so
 that the figures can be told apart from the machine's speed.
@@ -131,6 +134,14 @@ def _serve(cli: Cli, port: int, log: Path) -> subprocess.Popen[bytes]:
     raise RuntimeError("csbs serve did not become ready")
 
 
+def _another_spelling(url: str) -> str:
+    """The same database under another URL (no control socket is named after it)."""
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        return f"sqlite:///{path.parent}/./{path.name}"
+    return f"{url}&application_name=csbs-bench-direct"
+
+
 def measure(database_url: str, work: Path, runs: int) -> dict[str, list[tuple[float, float]]]:
     cli = Cli(work, database_url)
     cli.data.mkdir(mode=0o700)
@@ -143,6 +154,8 @@ def measure(database_url: str, work: Path, runs: int) -> dict[str, list[tuple[fl
     cli.csbs("db", "upgrade")
     serve = _serve(cli, _free_port(), work / "serve.log")
     try:
+        if not any((cli.data / "run").glob("api-*.sock")):
+            raise RuntimeError("csbs serve made no control socket")
         cli.csbs("admin", "project", "create", "bench")
         out = cli.csbs("server", "add", "--project", "bench", "--name", "vm", "--disk", str(image))
         server = out.split()[-1]
@@ -152,6 +165,10 @@ def measure(database_url: str, work: Path, runs: int) -> dict[str, list[tuple[fl
             "--help": ("-m", "csbs", "--help"),
             "backup list": ("-m", "csbs", "backup", "list"),
             "backup create --wait": ("-m", "csbs", "backup", "create", server, "--wait"),
+            "backup list, on the database": (
+                *("-m", "csbs", "backup", "list"),
+                *("--database-url", _another_spelling(database_url)),
+            ),
         }
         for args in commands.values():  # fills the bytecode cache; the first backup
             cli.run(*args)

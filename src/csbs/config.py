@@ -18,6 +18,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from csbs import control
 from csbs.repository.index import RELEASE_REFS
 
 DEFAULT_PORT = 8799
@@ -121,6 +122,11 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'csbs.db'}"
+
+    @property
+    def control_socket(self) -> Path:
+        """Where `csbs serve` answers the command line of this machine (decision 0018)."""
+        return control.socket_path(self.data_dir, self.effective_database_url)
 
     @property
     def effective_repository_url(self) -> str:

@@ -154,3 +154,22 @@ def test_isolation_and_not_found(env: Env) -> None:
         headers={"X-Auth-Token": admin},
     )
     assert [x["id"] for x in r.json()["operation_logs"]] == [task_id]
+
+
+def test_an_admin_shows_any_projects_task_with_all_tenants(env: Env) -> None:
+    """How `csbs task wait TASK` finds a task it is given by id alone."""
+    member = env.add_user("mia", "alpha", Role.MEMBER)
+    alpha = env.project_id("alpha")
+    (task_id,) = _enqueue(env, alpha, 1)
+    admin, admin_project = env.admin_token(), env.project_id("admin")
+    path = f"/v1/{admin_project}/operation_logs/{task_id}"
+    assert env.client.get(path, headers={"X-Auth-Token": admin}).status_code == 404
+    shown = env.client.get(path, params={"all_tenants": "true"}, headers={"X-Auth-Token": admin})
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["operation_log"]["project_id"] == alpha
+    r = env.client.get(
+        f"/v1/{alpha}/operation_logs/{task_id}",
+        params={"all_tenants": "true"},
+        headers={"X-Auth-Token": member},
+    )
+    assert r.status_code == 403

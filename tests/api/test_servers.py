@@ -72,6 +72,29 @@ def test_other_projects_server_is_not_found(env: Env, disks: Path) -> None:
     assert r.status_code == 403
 
 
+def test_an_admin_shows_any_projects_server_with_all_tenants(env: Env, disks: Path) -> None:
+    """How the command line finds the project of a server it is given by id alone."""
+    env.add_user("mia", "alpha", Role.MEMBER)
+    beta = env.add_user("bo", "beta", Role.MEMBER)
+    alpha_id, beta_id = env.project_id("alpha"), env.project_id("beta")
+    admin_id = env.project_id("admin")
+    server = _create(env, env.admin_token(), alpha_id, [str(disks / "a.img")]).json()["server"]  # type: ignore[attr-defined]
+    path = f"/v1/{admin_id}/servers/{server['id']}"
+    assert env.client.get(path, headers={"X-Auth-Token": env.admin_token()}).status_code == 400
+    shown = env.client.get(
+        path, params={"all_tenants": "true"}, headers={"X-Auth-Token": env.admin_token()}
+    )
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["server"]["project_id"] == alpha_id
+    # Only administrators may look across projects.
+    r = env.client.get(
+        f"/v1/{beta_id}/servers/{server['id']}",
+        params={"all_tenants": "true"},
+        headers={"X-Auth-Token": beta},
+    )
+    assert r.status_code == 403
+
+
 def test_path_security(env: Env, disks: Path, tmp_path: Path) -> None:
     pid = env.project_id("admin")
     admin = env.admin_token()

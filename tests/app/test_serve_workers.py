@@ -160,7 +160,10 @@ def test_a_command_lines_backup_wakes_the_worker_process_at_once(tmp_path: Path)
         cli("admin", "project", "create", "p1")
         server_id = cli("server", "add", "--project", "p1", "--name", "vm", "--disk", str(disk))
         time.sleep(1.5)  # the child's workers are idle: only a wake-up starts a task promptly
-        cli("backup", "create", server_id.split()[-1], "--wait")
+        # The database under another URL than the service's: no control socket is named
+        # after it, so the command enqueues in a process of its own (decision 0018).
+        other_url = f"sqlite:///{data}/./csbs.db"
+        cli("backup", "create", server_id.split()[-1], "--wait", "--database-url", other_url)
         engine = create_engine(f"sqlite:///{data / 'csbs.db'}")
         try:
             store = TaskStore(engine, SystemClock(), QueueConfig())

@@ -7,8 +7,9 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Path, Request
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Scope
 
-from csbs.api.edge import ApiEdge
+from csbs.api.edge import LOCAL_PEER, ApiEdge
 from csbs.domain import errors
 from csbs.domain.identity import Principal
 from csbs.services.container import Services
@@ -33,18 +34,23 @@ EdgeDep = Annotated[ApiEdge, Depends(get_edge)]
 
 
 async def get_principal(
+    request: Request,
     services: ServicesDep,
     x_auth_token: Annotated[str | None, Header(alias="X-Auth-Token")] = None,
 ) -> Principal:
     """The caller, from its token. 401 when the token is missing, malformed or not valid."""
-    return await principal_of(services, x_auth_token)
+    return await principal_of(services, x_auth_token, request.scope)
 
 
-async def principal_of(services: Services, token: str | None) -> Principal:
-    """The principal of `token` (401 when it is missing, malformed or not valid).
+async def principal_of(services: Services, token: str | None, scope: Scope) -> Principal:
+    """The principal of the call: the administrator for a call over the control socket
+    (decision 0018), else the principal of `token` (401 when it is missing, malformed or
+    not valid).
 
     A recently validated token is answered from memory; otherwise the database is read on
     the thread pool."""
+    if LOCAL_PEER in scope:
+        return await run_in_threadpool(services.identity.operator)
     principal = services.identity.remembered(token)
     if principal is None:
         principal = await run_in_threadpool(services.identity.validate, token)

@@ -55,3 +55,18 @@ class ApiEdge:
     options: ApiOptions
     lifecycle: Lifecycle = dataclasses.field(default_factory=Lifecycle)
     calls: CallCounter = dataclasses.field(default_factory=_Uncounted)
+
+
+#: The ASGI scope key under which the server puts the `LocalPeer` of a call that came over
+#: `csbs serve`'s control socket from an admitted process (decision 0018). Only the server
+#: sets it, never from anything the caller sends.
+LOCAL_PEER = "csbs.local_peer"
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalPeer:
+    """The process at the other end of the control socket, as the kernel tells it."""
+
+    pid: int
+    uid: int
+    gid: int

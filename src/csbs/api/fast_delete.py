@@ -11,8 +11,9 @@ middleware takes the plain form of the call itself:
 goes on to the application.
 
 It does what the route does, in the same order and with the same code: the caller from its
-token (`deps.principal_of`, 401), its right to act in the project (`deps.actor_in`, 403), then
-`routes.backups.accept_deletion` on the thread pool (400, 404, or 200 with the task ids).
+token or the control socket (`deps.principal_of`, 401), its right to act in the project
+(`deps.actor_in`, 403), then `routes.backups.accept_deletion` on the thread pool (400, 404,
+or 200 with the task ids).
 Domain errors become the answers the application's handlers give (`errors.response_for`).
 The route `routes.backups.delete_backups` stays the documented definition of the call (the
 OpenAPI schema); `tests/api/test_fast_delete.py` checks that both answer alike.
@@ -70,7 +71,7 @@ class FastDelete:
                 break  # the first one, as the application's header parameter takes
         services = self.services
         try:
-            deps.actor_in(await deps.principal_of(services, token), project_id)
+            deps.actor_in(await deps.principal_of(services, token, scope), project_id)
             response = await run_in_threadpool(
                 backups.accept_deletion,
                 services,

@@ -17,10 +17,10 @@ from csbs.cli.common import (
 )
 from csbs.domain import errors
 from csbs.domain.identity import Role
-from csbs.domain.quotas import QuotaUsage
 
 if TYPE_CHECKING:
     from csbs import app as composition
+    from csbs.domain.quotas import QuotaUsage
 
 admin = typer.Typer(
     help="Administer projects, users and tokens.", no_args_is_help=True, rich_markup_mode=None

@@ -20,6 +20,7 @@ from csbs.domain import errors
 
 if TYPE_CHECKING:
     from csbs import app as composition
+    from csbs.cli.client import LocalApi
     from csbs.config import Settings
 
 # Piped output (scripts, tests) gets wide lines, so ids are never wrapped in tables.
@@ -74,3 +75,31 @@ def cli_runtime(
         raise typer.Exit(1) from e
     finally:
         runtime.close()
+
+
+def local_api(data_dir: Path | None, database_url: str | None) -> LocalApi | None:
+    """The API of the `csbs serve` of this data directory and database, if one answers on
+    its control socket (decision 0018); None: the command opens the database itself."""
+    from csbs.cli.client import open_local_api
+
+    return open_local_api(data_dir, database_url)
+
+
+@contextlib.contextmanager
+def api_errors(*, with_code: bool = True) -> Iterator[None]:
+    """Print an error answer of the API as the command prints a CSBS error of its own
+    (`cli_runtime`'s code and message, or the message alone; the API answers with the
+    services' errors), and exit 1."""
+    from csbs.cli.client import ApiError
+
+    try:
+        yield
+    except ApiError as e:
+        if with_code:
+            err_console.print(f"[red]error:[/red] {e.code}: {e.message}", highlight=False)
+        else:
+            err_console.print(f"[red]error:[/red] {e.message}")
+        raise typer.Exit(1) from e
+    except OSError as e:
+        err_console.print(f"[red]error:[/red] csbs serve did not answer: {e}", highlight=False)
+        raise typer.Exit(1) from e

@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
+import copy
+import importlib
+import os
+import sys
+from collections.abc import Mapping
 from typing import Annotated
 
 import typer
 
-from csbs.cli.admin import admin
-from csbs.cli.backup import backup_app
+from csbs.cli import lean_params
 from csbs.cli.backup import restore as restore_command
 from csbs.cli.bench import bench
 from csbs.cli.common import DatabaseUrlOpt, DataDirOpt, console, settings_from
-from csbs.cli.policy import policy_app
-from csbs.cli.repo import repo_app
-from csbs.cli.server import server_app
-from csbs.cli.tag import tag_app
-from csbs.cli.task import task_app
 
-app = typer.Typer(
+lean_params.install()
+#: The top group and its own commands; the groups are added by `_tree`.
+_top = typer.Typer(
     help="csbs: Cloud Server Backup Service.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -25,20 +26,49 @@ app = typer.Typer(
     # a tenth of a second or more, for a page of text.
     rich_markup_mode=None,
 )
-app.add_typer(admin, name="admin")
-app.add_typer(task_app, name="task")
-app.add_typer(server_app, name="server")
-app.add_typer(backup_app, name="backup")
-app.add_typer(policy_app, name="policy")
-app.add_typer(tag_app, name="tag")
-app.add_typer(repo_app, name="repo")
-app.command("restore")(restore_command)
-app.command("bench")(bench)
+_top.command("restore")(restore_command)
+_top.command("bench")(bench)
 db_app = typer.Typer(help="Metadata database.", no_args_is_help=True, rich_markup_mode=None)
-app.add_typer(db_app, name="db")
+#: The groups of commands, in the order help lists them: name, module, its typer.
+_GROUPS = (
+    ("admin", "csbs.cli.admin", "admin"),
+    ("task", "csbs.cli.task", "task_app"),
+    ("server", "csbs.cli.server", "server_app"),
+    ("backup", "csbs.cli.backup", "backup_app"),
+    ("policy", "csbs.cli.policy", "policy_app"),
+    ("tag", "csbs.cli.tag", "tag_app"),
+    ("repo", "csbs.cli.repo", "repo_app"),
+    ("db", __name__, "db_app"),
+)
 
 
-@app.command()
+def _tree(only: str | None = None) -> typer.Typer:
+    """The command tree: every group, or only the group named `only` (whose module alone
+    is imported)."""
+    tree = copy.copy(_top)
+    tree.registered_groups = []
+    for name, module, attribute in _GROUPS:
+        if only is None or name == only:
+            tree.add_typer(getattr(importlib.import_module(module), attribute), name=name)
+    return tree
+
+
+def _whole() -> typer.Typer:
+    tree: typer.Typer | None = globals().get("app")
+    if tree is None:
+        tree = globals()["app"] = _tree()
+    return tree
+
+
+def __getattr__(name: str) -> typer.Typer:
+    # `app`, the whole tree, is made when first asked for: a process that runs one command
+    # builds only what `lean_app` gives it.
+    if name == "app":
+        return _whole()
+    raise AttributeError(name)
+
+
+@_top.command()
 def serve(
     data_dir: DataDirOpt = None,
     database_url: DatabaseUrlOpt = None,
@@ -72,7 +102,7 @@ def serve(
     serving.serve(runtime)
 
 
-@app.command()
+@_top.command()
 def worker(
     data_dir: DataDirOpt = None,
     database_url: DatabaseUrlOpt = None,
@@ -104,7 +134,7 @@ def worker(
     run_worker(runtime, worker)
 
 
-@app.command()
+@_top.command()
 def scheduler(data_dir: DataDirOpt = None, database_url: DatabaseUrlOpt = None) -> None:
     """Run the policy scheduler alone (one instance leads across machines; others stand by)."""
     from csbs import app as composition
@@ -134,7 +164,7 @@ def db_upgrade(data_dir: DataDirOpt = None, database_url: DatabaseUrlOpt = None)
         runtime.close()
 
 
-@app.command()
+@_top.command()
 def version() -> None:
     """Print the version."""
     from csbs import __version__
@@ -143,4 +173,24 @@ def version() -> None:
 
 
 def main() -> None:
-    app()
+    """`csbs` as a process runs it: the command tree built only as far as the command line
+    reaches (see `lean_app`)."""
+    lean_app(sys.argv[1:], os.environ)()
+
+
+def lean_app(args: list[str], environ: Mapping[str, str]) -> typer.Typer:
+    """`app`, or for a command of a group (`csbs backup list`) the tree with that group
+    alone.
+
+    typer builds every command of the tree before it parses anything, reading the
+    signature and type hints of each function, and the tree needs every module of the
+    command line: for the 40-odd commands of csbs that is most of the time a command takes
+    when it asks a running `csbs serve` (decision 0018). The path a command line takes
+    through the tree is the same in both (the top group, the named group, its commands),
+    so parsing, help and errors are the same (`tests/cli/test_main.py` compares them).
+    Help of the top group, its own commands and shell completion see the whole tree."""
+    if args and not any(key.endswith("_COMPLETE") for key in environ):
+        for name, _module, _attribute in _GROUPS:
+            if name == args[0]:
+                return _tree(only=name)
+    return _whole()

@@ -8,13 +8,11 @@ import typer
 from rich.table import Table
 
 from csbs.cli.common import DatabaseUrlOpt, DataDirOpt, cli_runtime, console
-from csbs.domain import errors, schedules
-from csbs.domain.inventory import SERVER_TYPE
-from csbs.domain.paging import page_request
-from csbs.domain.policies import Policy, PolicyFilter
+from csbs.domain import errors
 
 if TYPE_CHECKING:
     from csbs import app as composition
+    from csbs.domain.policies import Policy
     from csbs.services.policies import ResourceSpec
 
 policy_app = typer.Typer(
@@ -43,6 +41,7 @@ DaysOpt = Annotated[
 
 
 def _resources(runtime: composition.Runtime, project_id: str, ids: list[str]) -> list[ResourceSpec]:
+    from csbs.domain.inventory import SERVER_TYPE
     from csbs.services.policies import ResourceSpec
 
     out = []
@@ -93,6 +92,7 @@ def create(
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """Create a policy; prints its id."""
+    from csbs.domain import schedules
     from csbs.services.policies import OperationSpec, PolicySpec
 
     with cli_runtime(data_dir, database_url) as runtime:
@@ -124,6 +124,8 @@ def list_(
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """List policies (of one project, or all)."""
+    from csbs.domain.paging import page_request
+    from csbs.domain.policies import PolicyFilter
     from csbs.services.policies import DEFAULT_SORT, SORT_KEYS
 
     with cli_runtime(data_dir, database_url) as runtime:
@@ -176,6 +178,7 @@ def update(
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """Change a policy: servers (replaced), schedule, retention, enabled."""
+    from csbs.domain import schedules
     from csbs.services.policies import OperationSpec, PolicySpec
 
     with cli_runtime(data_dir, database_url) as runtime:

@@ -9,10 +9,10 @@ from rich.table import Table
 
 from csbs.cli.common import DatabaseUrlOpt, DataDirOpt, cli_runtime, console
 from csbs.domain import errors
-from csbs.domain.tags import TagKind
 
 if TYPE_CHECKING:
     from csbs import app as composition
+    from csbs.domain.tags import TagKind
 
 tag_app = typer.Typer(
     help="Tags of backups and policies.", no_args_is_help=True, rich_markup_mode=None
@@ -38,6 +38,8 @@ def _target(
     runtime: composition.Runtime, resource: str, policy: bool, project: str | None
 ) -> tuple[TagKind, str]:
     """The kind and the project of the resource."""
+    from csbs.domain.tags import TagKind
+
     services = runtime.services
     pid = services.identity.resolve_project(project).id if project else None
     if policy:

@@ -2,24 +2,65 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from typing import TYPE_CHECKING, Annotated
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from csbs.cli.common import DatabaseUrlOpt, DataDirOpt, console, err_console, settings_from
+from csbs.cli.common import (
+    DatabaseUrlOpt,
+    DataDirOpt,
+    api_errors,
+    console,
+    err_console,
+    local_api,
+    settings_from,
+)
 from csbs.domain import errors
 from csbs.domain.operations import TaskStatus
-from csbs.domain.paging import page_request
 
 if TYPE_CHECKING:
     from csbs import app as composition
     from csbs.queue import Task
+    from csbs.services.operation_logs import OperationLog
 
 #: How often `wait_with_progress` reads the task: first, and at most.
 _FIRST_POLL_SECONDS = 0.02
 _LAST_POLL_SECONDS = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskState:
+    """What the wait loop shows of a task, read from the database or from the API."""
+
+    id: str
+    operation_type: str
+    status: TaskStatus
+    progress: int
+    queue_position: int | None
+    error_info: Mapping[str, Any] | None
+
+    @classmethod
+    def of(cls, log: OperationLog) -> TaskState:
+        t = log.task
+        return cls(t.id, t.operation_type, t.status, t.progress, log.queue_position, t.error_info)
+
+    @classmethod
+    def from_wire(cls, body: Mapping[str, Any]) -> TaskState:
+        """From an operation log of the API (`{"operation_log": ...}`'s value)."""
+        extra = body.get("extra_info") or {}
+        return cls(
+            id=body["id"],
+            operation_type=body["operation_type"],
+            status=TaskStatus(body["status"]),
+            progress=int(extra.get("progress", 0)),
+            queue_position=extra.get("queue_position"),
+            error_info=body.get("error_info"),
+        )
+
 
 task_app = typer.Typer(help="Tasks (operation logs).", no_args_is_help=True, rich_markup_mode=None)
 
@@ -54,6 +95,7 @@ def list_tasks(
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """List tasks, newest first."""
+    from csbs.domain.paging import page_request
     from csbs.queue import TaskFilter
     from csbs.services.operation_logs import DEFAULT_SORT, SORT_KEYS
 
@@ -120,14 +162,28 @@ def wait_task(
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """Wait for a task with a progress bar; exit 0 on success, 1 otherwise."""
-    runtime = _runtime(data_dir, database_url)
-    try:
-        final = wait_with_progress(runtime, task_id, timeout)
-    except errors.CsbsError as e:
-        err_console.print(f"[red]error:[/red] {e.message}")
-        raise typer.Exit(1) from e
-    finally:
-        runtime.close()
+    api = local_api(data_dir, database_url)
+    if api is not None:
+        from csbs.cli.client import segment
+
+        path = f"/v1/{api.project_id}/operation_logs/{segment(task_id)}"
+        with api_errors(with_code=False):
+            final = wait_with_progress(
+                lambda: TaskState.from_wire(api.get(path, {"all_tenants": True})["operation_log"]),
+                timeout,
+            )
+    else:
+        runtime = _runtime(data_dir, database_url)
+        try:
+            final = wait_with_progress(
+                lambda: TaskState.of(runtime.services.operation_logs.get(None, task_id)),
+                timeout,
+            )
+        except errors.CsbsError as e:
+            err_console.print(f"[red]error:[/red] {e.message}")
+            raise typer.Exit(1) from e
+        finally:
+            runtime.close()
     console.print(f"task {final.id}: {final.status.value}")
     if final.status is not TaskStatus.SUCCESS:
         if final.error_info:
@@ -135,8 +191,9 @@ def wait_task(
         raise typer.Exit(1)
 
 
-def wait_with_progress(runtime: composition.Runtime, task_id: str, timeout: float) -> Task:
-    """Poll a task until it is terminal, drawing its progress; returns its last state."""
+def wait_with_progress(read: Callable[[], TaskState], timeout: float) -> TaskState:
+    """Poll a task (`read` reads it) until it is terminal, drawing its progress; returns
+    its last state."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     deadline = time.monotonic() + timeout
@@ -153,11 +210,10 @@ def wait_with_progress(runtime: composition.Runtime, task_id: str, timeout: floa
         # then less often (every half second for long ones).
         pause = _FIRST_POLL_SECONDS
         while True:
-            log = runtime.services.operation_logs.get(None, task_id)
-            t = log.task
+            t = read()
             label = f"{t.operation_type} {t.status.value}"
-            if log.queue_position:
-                label += f" (queue position {log.queue_position})"
+            if t.queue_position:
+                label += f" (queue position {t.queue_position})"
             progress.update(bar, completed=t.progress, description=label)
             if t.status.terminal or time.monotonic() >= deadline:
                 return t

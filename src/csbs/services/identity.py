@@ -67,6 +67,7 @@ class IdentityService:
         self._ttl = token_ttl
         self._tokens = TokenCache(clock, token_cache_seconds)
         self._hasher = hasher or argon2.PasswordHasher()
+        self._operator: tuple[User, Project] | None = None
 
     @functools.cached_property
     def _dummy_hash(self) -> str:
@@ -266,6 +267,38 @@ class IdentityService:
         if principal.expires_at <= self._clock.now():
             raise errors.Unauthenticated("The token has expired.")
         return principal
+
+    def operator(self) -> Principal:
+        """Who a process of the service's own user calls as over `csbs serve`'s control
+        socket: the administrator (user `admin` in project `admin`), the authority the same
+        user has by opening the database itself (decision 0018). No token is involved: the
+        kernel vouches for the caller. The first call reads the two ids; they never change.
+
+        Raises:
+            Unauthenticated: the administrator does not exist (the schema was never prepared).
+        """
+        user, project = self._operator_ids()
+        now = self._clock.now()
+        return Principal(
+            user_id=user.id,
+            user_name=user.name,
+            project_id=project.id,
+            project_name=project.name,
+            role=Role.ADMIN,
+            issued_at=now,
+            expires_at=now + self._ttl,
+        )
+
+    def _operator_ids(self) -> tuple[User, Project]:
+        if self._operator is not None:
+            return self._operator
+        with self._db.read() as s:
+            project = q.find_project_by_name(s, ADMIN_PROJECT)
+            found = q.find_user_by_name(s, ADMIN_USER)
+        if project is None or found is None:
+            raise errors.Unauthenticated(_AUTH_FAILED)
+        self._operator = (found[0], project)
+        return self._operator
 
     def revoke(self, secret: str) -> None:
         """Revoke a token. Raises NotFound when it is unknown or already revoked."""

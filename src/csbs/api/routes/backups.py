@@ -186,7 +186,16 @@ def count_backups(services: ServicesDep, f: FilterDep) -> dict[str, Any]:
     return {"count": services.backups.count(f)}
 
 
-@router.get("/checkpoint_items", summary="List backups (B4)")
+#: csbs's additions to a backup's `extend_info`, beside the fields of the CSBS spec.
+_EXTEND_INFO = (
+    "Beside the fields of the CSBS spec, `extend_info` carries csbs's byte counts of the "
+    "backup: `logical_bytes` (the bytes of its disk images), `new_bytes` (what it found not "
+    "stored yet), `reused_bytes` (what was stored already) and `stored_bytes` (what its "
+    "new data takes in the repository)."
+)
+
+
+@router.get("/checkpoint_items", summary="List backups (B4)", description=_EXTEND_INFO)
 def list_backups(
     request: Request,
     services: ServicesDep,
@@ -216,7 +225,9 @@ def list_backups(
     return body
 
 
-@router.get("/checkpoint_items/{checkpoint_item_id}", summary="Show a backup (B3)")
+@router.get(
+    "/checkpoint_items/{checkpoint_item_id}", summary="Show a backup (B3)", description=_EXTEND_INFO
+)
 def show_backup(
     project_id: str,
     checkpoint_item_id: IdPath,

@@ -136,7 +136,12 @@ def show_operation_log(
     project_id: str,
     operation_log_id: Annotated[str, Path(max_length=64)],
     services: ServicesDep,
-    _principal: ReaderDep,
+    principal: ReaderDep,
+    all_tenants: Annotated[
+        bool | None,
+        Query(description="Admins: the task of any project (its project_id tells which)."),
+    ] = None,
 ) -> dict[str, Any]:
-    log = services.operation_logs.get(project_id, operation_log_id)
+    every_project = check_all_tenants(principal, all_tenants)
+    log = services.operation_logs.get(None if every_project else project_id, operation_log_id)
     return {"operation_log": operation_log_body(log)}

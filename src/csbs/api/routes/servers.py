@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Query
 
-from csbs.api.deps import ReaderDep, ServicesDep, admin_of
+from csbs.api.deps import ReaderDep, ServicesDep, admin_of, check_all_tenants
 from csbs.api.schemas.servers import ServerCreateBody, ServerStatusBody, server_body
 from csbs.domain.identity import Principal
 from csbs.services.inventory import DiskSpec
@@ -41,9 +41,18 @@ def list_servers(project_id: str, services: ServicesDep, _p: ReaderDep) -> dict[
 
 @router.get("/servers/{server_id}", summary="Show a server")
 def show_server(
-    project_id: str, server_id: ServerIdPath, services: ServicesDep, _p: ReaderDep
+    project_id: str,
+    server_id: ServerIdPath,
+    services: ServicesDep,
+    principal: ReaderDep,
+    all_tenants: Annotated[
+        bool | None,
+        Query(description="Admins: the server of any project (its project_id tells which)."),
+    ] = None,
 ) -> dict[str, Any]:
-    return {"server": server_body(services.inventory.get(project_id, server_id))}
+    every_project = check_all_tenants(principal, all_tenants)
+    server = services.inventory.get(None if every_project else project_id, server_id)
+    return {"server": server_body(server)}
 
 
 @router.put("/servers/{server_id}", summary="Set a server's status (admin)")

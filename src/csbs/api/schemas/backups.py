@@ -157,6 +157,7 @@ def backup_body(b: Backup, region: str) -> dict[str, Any]:
             "os_images_data": [],
             "consistency": b.consistency,
             "stored_bytes": stored,
+            "logical_bytes": b.logical_bytes,
             "new_bytes": b.new_bytes,
             "reused_bytes": sum(d.reused_bytes for d in b.disks),
             "volume_backups": [
