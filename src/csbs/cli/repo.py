@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from csbs.cli.common import DatabaseUrlOpt, DataDirOpt, console, err_console, settings_from
+from csbs.cli.common import (
+    DatabaseUrlOpt,
+    DataDirOpt,
+    console,
+    csbs_errors,
+    err_console,
+    settings_from,
+)
 from csbs.domain.errors import CsbsError
 
 if TYPE_CHECKING:
@@ -38,14 +45,17 @@ def open_repository(
 ) -> Iterator[Repository]:
     """The Repository of this deployment, built by the composition root exactly as every
     other process builds it (settings, master key, store), over the migrated database and
-    the blob store `--store` names, else the configured one."""
+    the blob store `--store` names, else the configured one; checked to be the
+    deployment's (a store reached by another URL is, if it holds the deployment's marker)."""
     from csbs import app as composition
     from csbs import migrations
 
     settings = settings_from(data_dir=data_dir, database_url=database_url, repository_url=store_url)
     runtime = composition.build(settings)
     try:
-        migrations.upgrade(runtime.services.db.engine)
+        with csbs_errors():
+            migrations.upgrade(runtime.services.db.engine)
+            composition.check_deployment(runtime)
         yield runtime.services.repository
     finally:
         runtime.services.repository.store.close()
@@ -188,13 +198,13 @@ def rotate_master_key(
     Afterwards point CSBS_MASTER_KEY_FILE (or CSBS_MASTER_KEY) at the new key. Safe to run
     again after an interruption.
     """
-    from csbs import app as composition
     from csbs.repository import load_or_create_master_key
 
     new = load_or_create_master_key(new_key_file)
     with open_repository(data_dir, database_url, store) as repo:
-        settings = settings_from(data_dir=data_dir, database_url=database_url)
-        changed = repo.rotate_master_key(composition.master_key(settings), new)
+        # The deployment's key, as the identity check found it; the recorded fingerprint
+        # becomes the new key's once every project is re-wrapped.
+        changed = repo.rotate_master_key(repo.master_key, new)
     console.print(
         f"re-wrapped {changed} project keys; now set CSBS_MASTER_KEY_FILE={new_key_file}",
         highlight=False,
