@@ -82,7 +82,10 @@ def csbs_errors() -> Iterator[None]:
     try:
         yield
     except errors.CsbsError as e:
-        err_console.print(f"[red]error:[/red] {e.code}: {e.message}", highlight=False)
+        # One line, however long: scripts and logs read it whole.
+        err_console.print(
+            f"[red]error:[/red] {e.code}: {e.message}", highlight=False, soft_wrap=True
+        )
         raise typer.Exit(1) from e
 
 

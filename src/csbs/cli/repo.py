@@ -17,9 +17,10 @@ from csbs.cli.common import (
     err_console,
     settings_from,
 )
-from csbs.domain.errors import CsbsError
+from csbs.domain.errors import CsbsError, NotFound
 
 if TYPE_CHECKING:
+    from csbs import app as composition
     from csbs.repository import Repository
 
 repo_app = typer.Typer(
@@ -47,6 +48,14 @@ def open_repository(
     other process builds it (settings, master key, store), over the migrated database and
     the blob store `--store` names, else the configured one; checked to be the
     deployment's (a store reached by another URL is, if it holds the deployment's marker)."""
+    with _opened(data_dir, database_url, store_url) as runtime:
+        yield runtime.services.repository
+
+
+@contextlib.contextmanager
+def _opened(
+    data_dir: Path | None, database_url: str | None, store_url: str | None
+) -> Iterator[composition.Runtime]:
     from csbs import app as composition
     from csbs import migrations
 
@@ -56,15 +65,26 @@ def open_repository(
         with csbs_errors():
             migrations.upgrade(runtime.services.db.engine)
             composition.check_deployment(runtime)
-        yield runtime.services.repository
+        yield runtime
     finally:
         runtime.services.repository.store.close()
         runtime.close()
 
 
+def _project_id(runtime: composition.Runtime, project: str) -> str:
+    """The id of the project named or numbered `project`; a value that names no project
+    is taken as a repository's own project id (a repository may outlive its project)."""
+    try:
+        return runtime.services.identity.resolve_project(project).id
+    except NotFound:
+        return project
+
+
 @repo_app.command("check")
 def check(
-    project: Annotated[str | None, typer.Option("--project", help="Only this project.")] = None,
+    project: Annotated[
+        str | None, typer.Option("--project", help="Only this project (name or id).")
+    ] = None,
     read_data: Annotated[
         bool, typer.Option("--read-data", help="Also read and verify every chunk.")
     ] = False,
@@ -82,9 +102,11 @@ def check(
     files of a local repository that group or others may use; exit 1 on any problem."""
     from csbs.repository import RepositoryError
 
-    with open_repository(data_dir, database_url, store) as repo:
+    with _opened(data_dir, database_url, store) as runtime:
+        repo = runtime.services.repository
         try:
-            report = repo.check(project, read_data=read_data)
+            pid = _project_id(runtime, project) if project else None
+            report = repo.check(pid, read_data=read_data)
         except RepositoryError as exc:
             err_console.print(f"[red]check failed:[/red] {exc}")
             raise typer.Exit(1) from exc
@@ -123,7 +145,7 @@ def verify(
     backup: Annotated[str, typer.Argument(help="Backup (checkpoint item) id.")],
     project: Annotated[
         str | None,
-        typer.Option("--project", help="Project id (only for a raw repository backup id)."),
+        typer.Option("--project", help="Project name or id (only for a raw repository backup id)."),
     ] = None,
     store: StoreOpt = None,
     data_dir: DataDirOpt = None,
@@ -148,9 +170,11 @@ def verify(
     if project_id is None:
         err_console.print(f"[red]error:[/red] no backup {backup}; give --project for a raw id")
         raise typer.Exit(1)
-    with open_repository(data_dir, database_url, store) as repo:
+    with _opened(data_dir, database_url, store) as runtime:
         try:
-            results = repo.verify(project_id, repo_backup)
+            if project_id == project:  # given, not the backup's: a name or an id
+                project_id = _project_id(runtime, project_id)
+            results = runtime.services.repository.verify(project_id, repo_backup)
         except RepositoryError as exc:
             err_console.print(f"[red]verify failed:[/red] {exc}")
             raise typer.Exit(1) from exc
