@@ -73,7 +73,8 @@ def _opened(
 
 def _project_id(runtime: composition.Runtime, project: str) -> str:
     """The id of the project named or numbered `project`; a value that names no project
-    is taken as a repository's own project id (a repository may outlive its project)."""
+    is taken as it is, a repository project id (the repository knows ids only, and a raw
+    repository backup of `repo verify` may belong to none of the metadata's projects)."""
     try:
         return runtime.services.identity.resolve_project(project).id
     except NotFound:
