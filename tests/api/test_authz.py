@@ -65,10 +65,10 @@ def test_act_rule_per_role(env: Env, tokens: dict[str, str]) -> None:
     for who, allowed in [("admin", True), ("member", True), ("reader", False), ("foreign", False)]:
         principal = env.services.identity.validate(tokens[who])
         if allowed:
-            assert asyncio.run(deps.project_actor(alpha, principal)) is principal
+            assert asyncio.run(deps.project_actor(alpha, principal, env.services)) is principal
         else:
             with pytest.raises(errors.Forbidden):
-                asyncio.run(deps.project_actor(alpha, principal))
+                asyncio.run(deps.project_actor(alpha, principal, env.services))
 
 
 def test_all_tenants_is_admin_only(env: Env, tokens: dict[str, str]) -> None:

@@ -317,3 +317,26 @@ def test_only_administrators_see_projects_and_users(env: Env) -> None:
         assert r.json()["error_msg"].startswith("Only administrators may")
         r = env.client.request(method, path, json=body)
         assert r.status_code == 401
+
+
+def test_an_admin_naming_a_project_that_does_not_exist_gets_404(env: Env) -> None:
+    """Not 200 with empty lists: an administrator may name any project, and one that does
+    not exist says so, on every /v1/{project_id} route, the DELETE's lean path included."""
+    headers = {"X-Auth-Token": env.admin_token()}
+    missing = "0" * 32
+    provider = "fc4d5750-22e7-4798-8a46-f48f62c4c1da"
+    for method, path in (
+        ("GET", f"/v1/{missing}/operation_logs"),
+        ("GET", f"/v1/{missing}/providers"),
+        ("GET", f"/v1/{missing}/providers/{provider}/checkpoints"),
+        ("GET", f"/v1/{missing}/policies"),
+        ("DELETE", f"/v1/{missing}/providers/{provider}/checkpoints/abc"),
+    ):
+        r = env.client.request(method, path, headers=headers)
+        assert r.status_code == 404, (path, r.text)
+        assert r.json()["error_code"] == "CSBS.9001", r.text
+        assert missing in r.text
+    # A project that exists, other than the token's, answers as before.
+    other = env.services.identity.create_project("other").id
+    r = env.client.get(f"/v1/{other}/operation_logs", headers=headers)
+    assert r.status_code == 200 and r.json()["operation_logs"] == []

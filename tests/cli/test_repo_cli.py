@@ -175,3 +175,20 @@ def test_a_worker_configured_otherwise_creates_projects_with_the_deployments_chu
     # An operator changes it for projects created from now on.
     changed = runner.invoke(csbs_app, ["repo", "chunk-size", "--set"])
     assert changed.exit_code == 0 and f"{other.chunk_size} bytes" in changed.output
+
+
+def test_repo_check_takes_a_project_name_or_id(tmp_path: pathlib.Path, db_url: str) -> None:
+    data_dir = tmp_path / "data"
+    settings = load_settings(data_dir=data_dir, database_url=db_url)
+    runtime = composition.build(settings)
+    try:
+        composition.prepare(runtime)
+        pid = runtime.services.identity.resolve_project("admin").id
+        runtime.services.repository.open_project(pid)  # its repository
+    finally:
+        runtime.close()
+    base = ["--data-dir", str(data_dir), "--database-url", db_url]
+    for project in ("admin", pid):
+        checked = CliRunner().invoke(csbs_app, ["repo", "check", "--project", project, *base])
+        assert checked.exit_code == 0, checked.output
+        assert checked.output.startswith("1 projects, 0 chunks: 0 missing"), checked.output

@@ -20,13 +20,17 @@ def test_task_commands(tmp_path: Path, db_url: str) -> None:
     runtime = composition.build(settings)
     composition.prepare(runtime)
     store = runtime.services.tasks
-    ok = store.enqueue_one(EnqueueRequest("proj1", "delete"))
-    bad = store.enqueue_one(EnqueueRequest("proj1", "delete"))
+    pid = runtime.services.identity.create_project("proj1").id
+    ok = store.enqueue_one(EnqueueRequest(pid, "delete"))
+    bad = store.enqueue_one(EnqueueRequest(pid, "delete"))
     common = ["--data-dir", str(tmp_path / "data"), "--database-url", db_url]
     try:
-        listed = runner.invoke(app, ["task", "list", "--project", "proj1", *common])
-        assert listed.exit_code == 0, listed.output
-        assert "waiting" in listed.output and listed.output.count("delete") == 2
+        for project in ("proj1", pid):  # a name or an id
+            listed = runner.invoke(app, ["task", "list", "--project", project, *common])
+            assert listed.exit_code == 0, listed.output
+            assert "waiting" in listed.output and listed.output.count("delete") == 2
+        unknown = runner.invoke(app, ["task", "list", "--project", "nope", *common])
+        assert unknown.exit_code == 1 and "'nope' not found" in unknown.output
 
         shown = runner.invoke(app, ["task", "show", ok.id, *common])
         assert shown.exit_code == 0 and ok.id in shown.output
@@ -55,5 +59,9 @@ def test_task_commands(tmp_path: Path, db_url: str) -> None:
         assert "failed" in failed.output
         missing = runner.invoke(app, ["task", "show", "nope", *common])
         assert missing.exit_code == 1
+        store.enqueue_one(EnqueueRequest("another", "delete"))
+        for project in ("proj1", pid):  # the other project's task is not listed
+            listed = runner.invoke(app, ["task", "list", "--project", project, *common])
+            assert listed.exit_code == 0 and listed.output.count("delete") == 2, listed.output
     finally:
         runtime.close()

@@ -61,14 +61,31 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 ProjectIdPath = Annotated[str, Path(min_length=1, max_length=64, description="Project id")]
 
 
-async def project_reader(project_id: ProjectIdPath, principal: PrincipalDep) -> Principal:
-    """A caller allowed to read in the path's project (403 otherwise)."""
-    return reader_in(principal, project_id)
+async def project_reader(
+    project_id: ProjectIdPath, principal: PrincipalDep, services: ServicesDep
+) -> Principal:
+    """A caller allowed to read in the path's project (403 otherwise; 404 when it does
+    not exist)."""
+    reader_in(principal, project_id)
+    await existing_project(services, principal, project_id)
+    return principal
 
 
-async def project_actor(project_id: ProjectIdPath, principal: PrincipalDep) -> Principal:
-    """A caller allowed to act in the path's project (403 otherwise)."""
-    return actor_in(principal, project_id)
+async def project_actor(
+    project_id: ProjectIdPath, principal: PrincipalDep, services: ServicesDep
+) -> Principal:
+    """A caller allowed to act in the path's project (403 otherwise; 404 when it does not
+    exist)."""
+    actor_in(principal, project_id)
+    await existing_project(services, principal, project_id)
+    return principal
+
+
+async def existing_project(services: Services, principal: Principal, project_id: str) -> None:
+    """404 when an administrator names a project that does not exist. A token's own
+    project exists (tokens are scoped to one), so only other projects are looked up."""
+    if project_id != principal.project_id:
+        await run_in_threadpool(services.identity.require_project, project_id)
 
 
 def reader_in(principal: Principal, project_id: str) -> Principal:

@@ -71,7 +71,8 @@ class FastDelete:
                 break  # the first one, as the application's header parameter takes
         services = self.services
         try:
-            deps.actor_in(await deps.principal_of(services, token, scope), project_id)
+            principal = deps.actor_in(await deps.principal_of(services, token, scope), project_id)
+            await deps.existing_project(services, principal, project_id)
             response = await run_in_threadpool(
                 backups.accept_deletion,
                 services,

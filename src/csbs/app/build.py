@@ -30,7 +30,8 @@ from csbs.domain.quotas import Quotas
 from csbs.fileio.confined import Rules
 from csbs.queue import Handler, QueueConfig, TaskStore, Worker
 from csbs.repository import Repository, RepositorySettings
-from csbs.repository.keys import load_or_create_master_key, parse_master_key
+from csbs.repository.deployment import LocalConfig
+from csbs.repository.keys import load_or_create_master_key, parse_master_key, read_master_key
 from csbs.services.backups import BackupService
 from csbs.services.container import Services
 from csbs.services.deletions import DeletionService
@@ -170,11 +171,41 @@ def build_repository(
     )
 
 
-def master_key(settings: Settings) -> bytes:
-    """The service master key: inline from settings, or the key file (created on first use)."""
+def master_key(settings: Settings) -> bytes | None:
+    """The service master key: inline from settings, or the key file; None when the file
+    does not exist. Only `check_deployment` creates it, when the database names no key."""
     if settings.master_key is not None:
         return parse_master_key(settings.master_key.get_secret_value())
-    return load_or_create_master_key(settings.effective_master_key_file)
+    try:
+        return read_master_key(settings.effective_master_key_file)
+    except FileNotFoundError:
+        return None
+
+
+def local_deployment(settings: Settings) -> LocalConfig:
+    """What this process is configured with, as the deployment check compares it."""
+    if settings.master_key is not None:
+        source = "the master_key setting (CSBS_MASTER_KEY)"
+    else:
+        source = f"master_key_file {settings.effective_master_key_file}"
+    return LocalConfig(
+        repository_url=settings.effective_repository_url,
+        master_key=master_key(settings),
+        key_source=source,
+        create_key=lambda: load_or_create_master_key(settings.effective_master_key_file),
+    )
+
+
+def check_deployment(runtime: Runtime) -> None:
+    """Before a process touches data: check that its repository and master key are the
+    deployment's its database records, recording them at the first start (or the first
+    after an upgrade); raises `DeploymentMismatch` naming the setting that differs. The
+    schema must be migrated."""
+    repository = runtime.services.repository
+    repository.establish_deployment(local_deployment(runtime.settings))
+    # The deployment's repository settings (the chunk size that new projects take) are
+    # recorded at the first set-up too, so workers configured otherwise create projects alike.
+    repository.deployment_chunk_size()
 
 
 def queue_config(settings: Settings) -> QueueConfig:
@@ -232,12 +263,11 @@ def make_scheduler(runtime: Runtime) -> Scheduler:
 
 
 def prepare(runtime: Runtime) -> str | None:
-    """Apply migrations and create the admin account; returns a generated admin password."""
+    """Apply migrations, check the deployment's identity (`check_deployment`) and create
+    the admin account; returns a generated admin password."""
     from csbs import migrations
 
     migrations.upgrade(runtime.services.db.engine)
-    # The first set-up records the deployment's repository settings (the chunk size that
-    # new projects take), so workers configured otherwise still create projects alike.
-    runtime.services.repository.deployment_chunk_size()
+    check_deployment(runtime)
     secret = runtime.settings.admin_password
     return runtime.services.identity.bootstrap(secret.get_secret_value() if secret else None)

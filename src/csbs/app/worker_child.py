@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 from csbs import logs
 from csbs.app.activity import ApiActivity
-from csbs.app.build import build, make_worker
+from csbs.app.build import build, check_deployment, make_worker
 from csbs.app.run import run_worker
 from csbs.config import Settings
 
@@ -143,6 +143,9 @@ def _child_main(
     os.setpriority(os.PRIO_PROCESS, 0, niceness)
     logs.configure(settings.log_level, json_lines=settings.log_json)
     runtime = build(settings)
+    # The parent checked the same settings before it started this process; checking again
+    # is one read and gives this runtime's repository the deployment's key.
+    check_deployment(runtime)
     api_busy = None if activity is None else ApiActivity(activity).busy
     worker = make_worker(runtime, api_busy=api_busy)
 

@@ -12,6 +12,7 @@ from csbs.cli.common import (
     DataDirOpt,
     cli_runtime,
     console,
+    csbs_errors,
     err_console,
     settings_from,
 )
@@ -39,7 +40,8 @@ def _runtime(data_dir: DataDirOpt, database_url: DatabaseUrlOpt) -> composition.
     from csbs import app as composition
 
     runtime = composition.build(settings_from(data_dir=data_dir, database_url=database_url))
-    composition.prepare(runtime)
+    with csbs_errors():
+        composition.prepare(runtime)
     return runtime
 
 

@@ -67,14 +67,26 @@ def cli_runtime(
 
     runtime = composition.build(settings_from(data_dir=data_dir, database_url=database_url))
     try:
-        if prepare:
-            composition.prepare(runtime)
-        yield runtime
-    except errors.CsbsError as e:
-        err_console.print(f"[red]error:[/red] {e.code}: {e.message}", highlight=False)
-        raise typer.Exit(1) from e
+        with csbs_errors():
+            if prepare:
+                composition.prepare(runtime)
+            yield runtime
     finally:
         runtime.close()
+
+
+@contextlib.contextmanager
+def csbs_errors() -> Iterator[None]:
+    """Any CSBS error printed as one line with its code, and exit status 1 (a process
+    that is not the deployment its database records is refused this way too)."""
+    try:
+        yield
+    except errors.CsbsError as e:
+        # One line, however long: scripts and logs read it whole.
+        err_console.print(
+            f"[red]error:[/red] {e.code}: {e.message}", highlight=False, soft_wrap=True
+        )
+        raise typer.Exit(1) from e
 
 
 def local_api(data_dir: Path | None, database_url: str | None) -> LocalApi | None:

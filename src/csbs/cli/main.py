@@ -14,7 +14,7 @@ import typer
 from csbs.cli import lean_params
 from csbs.cli.backup import restore as restore_command
 from csbs.cli.bench import bench
-from csbs.cli.common import DatabaseUrlOpt, DataDirOpt, console, settings_from
+from csbs.cli.common import DatabaseUrlOpt, DataDirOpt, console, csbs_errors, settings_from
 
 lean_params.install()
 #: The top group and its own commands; the groups are added by `_tree`.
@@ -85,7 +85,8 @@ def serve(
 
     settings = settings_from(data_dir=data_dir, database_url=database_url, host=host, port=port)
     runtime = composition.build(settings)
-    generated = composition.prepare(runtime)
+    with csbs_errors():
+        generated = composition.prepare(runtime)
     runtime.services.repository.warn_if_configured_otherwise()
     if generated:
         # Plain print: the password must not be wrapped or styled.
@@ -127,7 +128,9 @@ def worker(
         worker_host=host,
     )
     runtime = composition.build(settings)
-    migrations.upgrade(runtime.services.db.engine)
+    with csbs_errors():
+        migrations.upgrade(runtime.services.db.engine)
+        composition.check_deployment(runtime)
     runtime.services.repository.warn_if_configured_otherwise()
     worker = composition.make_worker(runtime)
     console.print(f"csbs worker {worker.worker_id}: {worker.concurrency} slots", highlight=False)
@@ -142,7 +145,9 @@ def scheduler(data_dir: DataDirOpt = None, database_url: DatabaseUrlOpt = None) 
     from csbs.app.run import run_scheduler
 
     runtime = composition.build(settings_from(data_dir=data_dir, database_url=database_url))
-    migrations.upgrade(runtime.services.db.engine)
+    with csbs_errors():
+        migrations.upgrade(runtime.services.db.engine)
+        composition.check_deployment(runtime)
     console.print("csbs scheduler: firing due policies while it leads", highlight=False)
     run_scheduler(runtime)
 
@@ -155,8 +160,9 @@ def db_upgrade(data_dir: DataDirOpt = None, database_url: DatabaseUrlOpt = None)
 
     runtime = composition.build(settings_from(data_dir=data_dir, database_url=database_url))
     try:
-        migrations.upgrade(runtime.services.db.engine)
-        runtime.services.repository.deployment_chunk_size()
+        with csbs_errors():
+            migrations.upgrade(runtime.services.db.engine)
+            composition.check_deployment(runtime)
         console.print(
             f"database at revision {migrations.current_revision(runtime.services.db.engine)}"
         )

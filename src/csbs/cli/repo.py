@@ -9,10 +9,18 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from csbs.cli.common import DatabaseUrlOpt, DataDirOpt, console, err_console, settings_from
-from csbs.domain.errors import CsbsError
+from csbs.cli.common import (
+    DatabaseUrlOpt,
+    DataDirOpt,
+    console,
+    csbs_errors,
+    err_console,
+    settings_from,
+)
+from csbs.domain.errors import CsbsError, NotFound
 
 if TYPE_CHECKING:
+    from csbs import app as composition
     from csbs.repository import Repository
 
 repo_app = typer.Typer(
@@ -38,23 +46,46 @@ def open_repository(
 ) -> Iterator[Repository]:
     """The Repository of this deployment, built by the composition root exactly as every
     other process builds it (settings, master key, store), over the migrated database and
-    the blob store `--store` names, else the configured one."""
+    the blob store `--store` names, else the configured one; checked to be the
+    deployment's (a store reached by another URL is, if it holds the deployment's marker)."""
+    with _opened(data_dir, database_url, store_url) as runtime:
+        yield runtime.services.repository
+
+
+@contextlib.contextmanager
+def _opened(
+    data_dir: Path | None, database_url: str | None, store_url: str | None
+) -> Iterator[composition.Runtime]:
     from csbs import app as composition
     from csbs import migrations
 
     settings = settings_from(data_dir=data_dir, database_url=database_url, repository_url=store_url)
     runtime = composition.build(settings)
     try:
-        migrations.upgrade(runtime.services.db.engine)
-        yield runtime.services.repository
+        with csbs_errors():
+            migrations.upgrade(runtime.services.db.engine)
+            composition.check_deployment(runtime)
+        yield runtime
     finally:
         runtime.services.repository.store.close()
         runtime.close()
 
 
+def _project_id(runtime: composition.Runtime, project: str) -> str:
+    """The id of the project named or numbered `project`; a value that names no project
+    is taken as it is, a repository project id (the repository knows ids only, and a raw
+    repository backup of `repo verify` may belong to none of the metadata's projects)."""
+    try:
+        return runtime.services.identity.resolve_project(project).id
+    except NotFound:
+        return project
+
+
 @repo_app.command("check")
 def check(
-    project: Annotated[str | None, typer.Option("--project", help="Only this project.")] = None,
+    project: Annotated[
+        str | None, typer.Option("--project", help="Only this project (name or id).")
+    ] = None,
     read_data: Annotated[
         bool, typer.Option("--read-data", help="Also read and verify every chunk.")
     ] = False,
@@ -72,9 +103,11 @@ def check(
     files of a local repository that group or others may use; exit 1 on any problem."""
     from csbs.repository import RepositoryError
 
-    with open_repository(data_dir, database_url, store) as repo:
+    with _opened(data_dir, database_url, store) as runtime:
+        repo = runtime.services.repository
         try:
-            report = repo.check(project, read_data=read_data)
+            pid = _project_id(runtime, project) if project else None
+            report = repo.check(pid, read_data=read_data)
         except RepositoryError as exc:
             err_console.print(f"[red]check failed:[/red] {exc}")
             raise typer.Exit(1) from exc
@@ -113,7 +146,7 @@ def verify(
     backup: Annotated[str, typer.Argument(help="Backup (checkpoint item) id.")],
     project: Annotated[
         str | None,
-        typer.Option("--project", help="Project id (only for a raw repository backup id)."),
+        typer.Option("--project", help="Project name or id (only for a raw repository backup id)."),
     ] = None,
     store: StoreOpt = None,
     data_dir: DataDirOpt = None,
@@ -138,9 +171,11 @@ def verify(
     if project_id is None:
         err_console.print(f"[red]error:[/red] no backup {backup}; give --project for a raw id")
         raise typer.Exit(1)
-    with open_repository(data_dir, database_url, store) as repo:
+    with _opened(data_dir, database_url, store) as runtime:
         try:
-            results = repo.verify(project_id, repo_backup)
+            if project_id == project:  # given, not the backup's: a name or an id
+                project_id = _project_id(runtime, project_id)
+            results = runtime.services.repository.verify(project_id, repo_backup)
         except RepositoryError as exc:
             err_console.print(f"[red]verify failed:[/red] {exc}")
             raise typer.Exit(1) from exc
@@ -188,13 +223,13 @@ def rotate_master_key(
     Afterwards point CSBS_MASTER_KEY_FILE (or CSBS_MASTER_KEY) at the new key. Safe to run
     again after an interruption.
     """
-    from csbs import app as composition
     from csbs.repository import load_or_create_master_key
 
     new = load_or_create_master_key(new_key_file)
     with open_repository(data_dir, database_url, store) as repo:
-        settings = settings_from(data_dir=data_dir, database_url=database_url)
-        changed = repo.rotate_master_key(composition.master_key(settings), new)
+        # The deployment's key, as the identity check found it; the recorded fingerprint
+        # becomes the new key's once every project is re-wrapped.
+        changed = repo.rotate_master_key(repo.master_key, new)
     console.print(
         f"re-wrapped {changed} project keys; now set CSBS_MASTER_KEY_FILE={new_key_file}",
         highlight=False,

@@ -15,6 +15,7 @@ from csbs.cli.common import (
     DataDirOpt,
     api_errors,
     console,
+    csbs_errors,
     err_console,
     local_api,
     settings_from,
@@ -85,7 +86,7 @@ def _fmt(task: Task) -> list[str]:
 
 @task_app.command("list")
 def list_tasks(
-    project: Annotated[str | None, typer.Option("--project", help="Project id.")] = None,
+    project: Annotated[str | None, typer.Option("--project", help="Project name or id.")] = None,
     operation_type: Annotated[
         str | None, typer.Option("--type", help="backup, restore or delete.")
     ] = None,
@@ -109,8 +110,10 @@ def list_tasks(
             allowed_sort=SORT_KEYS,
             default_sort=DEFAULT_SORT,
         )
+        with csbs_errors():
+            pid = runtime.services.identity.resolve_project(project).id if project else None
         result = runtime.services.operation_logs.search(
-            TaskFilter(project_id=project, operation_type=operation_type, status=status), page
+            TaskFilter(project_id=pid, operation_type=operation_type, status=status), page
         )
     finally:
         runtime.close()

@@ -85,6 +85,13 @@ class InternalError(CsbsError):
     code = "CSBS.9999"
 
 
+class DeploymentMismatch(CsbsError):
+    """This process is not configured as the deployment its database records."""
+
+    # Raised at start, before a process touches data; never an answer of the API.
+    code = "CSBS.9012"
+
+
 # Specific documented conditions -------------------------------------------------------
 
 

@@ -198,6 +198,17 @@ class ChunkIndex:
             ).scalar_one()
         return str(value)
 
+    def deployment_values(self) -> dict[str, str]:
+        """Every recorded deployment value, by name (nothing is recorded by reading)."""
+        with self._reader.begin() as conn:
+            rows = conn.execute(sa.select(repo_deployment.c.name, repo_deployment.c.value))
+            return {str(name): str(value) for name, value in rows}
+
+    def forget_deployment_setting(self, name: str) -> None:
+        """Remove a recorded value (a first start that could not finish recording)."""
+        with self._engine.begin() as conn:
+            conn.execute(repo_deployment.delete().where(repo_deployment.c.name == name))
+
     # -- projects ---------------------------------------------------------------------------
 
     def create_project(self, project_id: str, wrapped_key: bytes, chunk_size: int) -> ProjectRecord:

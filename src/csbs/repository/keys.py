@@ -195,6 +195,12 @@ def load_or_create_master_key(path: str | os.PathLike[str]) -> bytes:
     return _read_master_key(path)
 
 
+def read_master_key(path: str | os.PathLike[str]) -> bytes:
+    """Return the master key stored at `path`; FileNotFoundError if there is none (never
+    creates one: see `load_or_create_master_key`)."""
+    return _read_master_key(os.path.abspath(os.fspath(path)))
+
+
 def _read_master_key(path: str) -> bytes:
     with open(path, encoding="ascii", errors="replace") as f:
         mode = os.fstat(f.fileno()).st_mode

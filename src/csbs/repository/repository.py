@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from csbs.blobstore import BlobStore
 from csbs.domain.clock import Clock
-from csbs.repository import audit, chunking, envelope, errors, keys, layout, reclaim
+from csbs.repository import audit, chunking, deployment, envelope, errors, keys, layout, reclaim
 from csbs.repository.index import RELEASE_REFS, ManifestRecord, Usage
 from csbs.repository.reader import BackupReader, RestoreCallback, RestoreProgress
 from csbs.repository.reclaim_index import ReclaimIndex
@@ -57,7 +57,7 @@ class Repository:
         engine: sa.Engine,
         store: BlobStore,
         clock: Clock,
-        master_key: bytes,
+        master_key: bytes | None,
         settings: RepositorySettings,
     ) -> None:
         # No default: a project's repository keeps the chunk size it was created with, so
@@ -67,6 +67,8 @@ class Repository:
         self.index = ReclaimIndex(engine, clock)
         self.store = store
         self.clock = clock
+        # None until `establish_deployment` says which key is the deployment's: a process
+        # without its key file must not wrap a new project's data key with a key of its own.
         self._master_key = master_key
         self.codec = envelope.Codec(self.settings.zstd_level)
         self._keys: dict[str, tuple[keys.ProjectKeys, int]] = {}
@@ -89,15 +91,30 @@ class Repository:
         if record is None:
             if not create:
                 raise errors.RepositoryError(f"project {project_id} has no repository")
-            wrapped = keys.wrap_data_key(self._master_key, keys.generate_data_key(), project_id)
+            wrapped = keys.wrap_data_key(self.master_key, keys.generate_data_key(), project_id)
             record = self.index.create_project(project_id, wrapped, self.deployment_chunk_size())
             # A copy next to the data, for disaster recovery without the database.
             self.store.put(layout.key_name(project_id), record.wrapped_key)
-        data_key = keys.unwrap_data_key(self._master_key, record.wrapped_key, project_id)
+        data_key = keys.unwrap_data_key(self.master_key, record.wrapped_key, project_id)
         opened = (keys.ProjectKeys(data_key), record.chunk_size)
         with self._lock:
             self._keys[project_id] = opened
         return opened
+
+    @property
+    def master_key(self) -> bytes:
+        if self._master_key is None:
+            raise errors.RepositoryError(
+                "no master key: the process has not checked the deployment's identity"
+            )
+        return self._master_key
+
+    def establish_deployment(self, local: deployment.LocalConfig) -> None:
+        """Check this process against the deployment its database records (recording it
+        at the first start) and take the deployment's master key; raises
+        `DeploymentMismatch` before anything is written when a setting differs."""
+        key = deployment.establish(self.index, self.store, local)
+        self._master_key = key
 
     def deployment_chunk_size(self, *, replace: bool = False) -> int:
         """The chunk size a new project's repository takes: the deployment's, recorded
@@ -142,6 +159,10 @@ class Repository:
             self.store.put(layout.key_name(record.project_id), wrapped)
             self.index.set_wrapped_key(record.project_id, wrapped)
             changed += 1
+        # From now on processes must hold the new key: the recorded fingerprint is its.
+        self.index.deployment_setting(
+            deployment.KEY_FINGERPRINT, deployment.key_fingerprint(new), replace=True
+        )
         self._master_key = new
         with self._lock:
             self._keys.clear()

@@ -22,6 +22,7 @@ from csbs.domain import errors
 from csbs.domain.clock import Clock
 from csbs.domain.identity import IssuedToken, Principal, Project, Role, User
 from csbs.domain.ids import new_hex_id
+from csbs.domain.quotas import ProjectNotFound
 from csbs.services.token_cache import TokenCache
 
 ADMIN_PROJECT = "admin"
@@ -68,6 +69,9 @@ class IdentityService:
         self._tokens = TokenCache(clock, token_cache_seconds)
         self._hasher = hasher or argon2.PasswordHasher()
         self._operator: tuple[User, Project] | None = None
+        # Project ids seen to exist. Projects are never deleted, so a hit stays true and
+        # an administrator's calls in another project read the database once per project.
+        self._known_projects: set[str] = set()
 
     @functools.cached_property
     def _dummy_hash(self) -> str:
@@ -127,6 +131,17 @@ class IdentityService:
         if p is None:
             raise errors.NotFound(f"project {name_or_id!r} not found")
         return p
+
+    def require_project(self, project_id: str) -> None:
+        """Raise `ProjectNotFound` (404) unless a project has this id: an administrator
+        may name any project in a path, and one that does not exist is not an empty one."""
+        if project_id in self._known_projects:
+            return
+        with self._db.read() as s:
+            found = q.get_project(s, project_id)
+        if found is None:
+            raise ProjectNotFound(project_id)
+        self._known_projects.add(project_id)
 
     def list_projects(self) -> list[Project]:
         with self._db.read() as s:
