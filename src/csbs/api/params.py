@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import Depends, Request
 
 from csbs.domain import errors
+from csbs.domain.paging import PageRequest, page_request
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -72,6 +73,29 @@ def karbor_sort(sort: str | None, sort_key: str | None, sort_dir: str | None) ->
     if sort_key is None:
         raise errors.InvalidInput("sort_dir needs a sort_key")
     return f"{sort_key}:{sort_dir}" if sort_dir else sort_key
+
+
+def karbor_page(
+    *,
+    limit: int | None,
+    marker: str | None,
+    offset: int | None,
+    sort: str | None,
+    sort_key: str | None,
+    sort_dir: str | None,
+    allowed_sort: frozenset[str],
+    default_sort: str,
+) -> PageRequest:
+    """The page a Karbor list asks for: its paging parameters, sorted by `sort` or by the
+    older `sort_key` and `sort_dir` (`karbor_sort`)."""
+    return page_request(
+        limit=limit,
+        marker=marker,
+        offset=offset,
+        sort=karbor_sort(sort, sort_key, sort_dir),
+        allowed_sort=allowed_sort,
+        default_sort=default_sort,
+    )
 
 
 def project_scope(

@@ -17,7 +17,7 @@ from csbs.api.deps import (
 )
 from csbs.api.params import (
     StrictQuery,
-    karbor_sort,
+    karbor_page,
     parse_date_bound,
     parse_item_ids,
     parse_time,
@@ -309,11 +309,13 @@ def list_checkpoints(
     project, impossible = project_scope(
         project_id, check_all_tenants(principal, all_tenants), tenant
     )
-    page = page_request(
+    page = karbor_page(
         limit=limit,
         marker=marker,
         offset=offset,
-        sort=karbor_sort(sort, sort_key, sort_dir),
+        sort=sort,
+        sort_key=sort_key,
+        sort_dir=sort_dir,
         allowed_sort=CHECKPOINT_SORT_KEYS,
         default_sort=DEFAULT_SORT,
     )

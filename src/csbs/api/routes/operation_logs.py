@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 
 from csbs.api.deps import ReaderDep, ServicesDep, base_url, check_all_tenants
-from csbs.api.params import StrictQuery, karbor_sort, parse_time, project_scope
+from csbs.api.params import StrictQuery, karbor_page, parse_time, project_scope
 from csbs.api.schemas.common import next_link, timestamp
 from csbs.domain import errors
 from csbs.domain.operations import (
@@ -17,7 +17,6 @@ from csbs.domain.operations import (
     TaskFilter,
     TaskStatus,
 )
-from csbs.domain.paging import page_request
 from csbs.services.operation_logs import DEFAULT_SORT, SORT_KEYS, OperationLog
 
 router = APIRouter(prefix="/v1/{project_id}", tags=["operation_logs"])
@@ -77,11 +76,13 @@ def list_operation_logs(
         # Karbor's "available" is a finished protect: with another type asked, nothing.
         impossible = impossible or (op_type is not None and op_type != implied_type)
         op_type = implied_type
-    page = page_request(
+    page = karbor_page(
         limit=limit,
         marker=marker,
         offset=offset,
-        sort=karbor_sort(sort, sort_key, sort_dir),
+        sort=sort,
+        sort_key=sort_key,
+        sort_dir=sort_dir,
         allowed_sort=SORT_KEYS,
         default_sort=DEFAULT_SORT,
     )

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 
 from csbs.api.deps import ActorDep, ReaderDep, ServicesDep, base_url, check_all_tenants
-from csbs.api.params import StrictQuery, karbor_sort, project_scope
+from csbs.api.params import StrictQuery, karbor_page, project_scope
 from csbs.api.schemas.common import next_link
 from csbs.api.schemas.plans import (
     DEFAULT_DEFINITION,
@@ -21,7 +21,6 @@ from csbs.api.schemas.plans import (
     plan_body,
 )
 from csbs.domain import errors
-from csbs.domain.paging import page_request
 from csbs.domain.policies import PolicyFilter
 from csbs.domain.providers import require_provider
 from csbs.services.policies import (
@@ -60,11 +59,13 @@ def list_plans(
     project, impossible = project_scope(
         project_id, check_all_tenants(principal, all_tenants), tenant
     )
-    page = page_request(
+    page = karbor_page(
         limit=limit,
         marker=marker,
         offset=offset,
-        sort=karbor_sort(sort, sort_key, sort_dir),
+        sort=sort,
+        sort_key=sort_key,
+        sort_dir=sort_dir,
         allowed_sort=SORT_KEYS,
         default_sort=DEFAULT_SORT,
     )

@@ -7,9 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from csbs.api.deps import ReaderDep
-from csbs.api.params import StrictQuery, karbor_sort
+from csbs.api.params import StrictQuery, karbor_page
 from csbs.domain import errors
-from csbs.domain.paging import page_request
 from csbs.domain.providers import CSBS_PROVIDER, Provider, require_provider
 
 router = APIRouter(prefix="/v1/{project_id}", tags=["providers"])
@@ -44,11 +43,13 @@ def list_providers(
 ) -> dict[str, Any]:
     # One provider: the filters are checked against it and the sort only validated, so a
     # request Karbor's clients can send is answered as Karbor would.
-    page = page_request(
+    page = karbor_page(
         limit=limit,
         marker=marker,
         offset=offset,
-        sort=karbor_sort(sort, sort_key, sort_dir),
+        sort=sort,
+        sort_key=sort_key,
+        sort_dir=sort_dir,
         allowed_sort=SORT_KEYS,
         default_sort="name:asc",
     )

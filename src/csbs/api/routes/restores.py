@@ -8,10 +8,9 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from csbs.api.deps import ActorDep, ReaderDep, ServicesDep, base_url, check_all_tenants
-from csbs.api.params import StrictQuery, karbor_sort, project_scope
+from csbs.api.params import StrictQuery, karbor_page, project_scope
 from csbs.api.schemas.common import next_link, timestamp
 from csbs.domain import errors
-from csbs.domain.paging import page_request
 from csbs.domain.providers import require_provider
 from csbs.domain.restores import Restore, RestoreFilter, RestoreStatus, VolumeMapping
 from csbs.services.restores import DEFAULT_SORT, SORT_KEYS, RestoreRequest
@@ -120,11 +119,13 @@ def list_restores(
     project, impossible = project_scope(
         project_id, check_all_tenants(principal, all_tenants), tenant
     )
-    page = page_request(
+    page = karbor_page(
         limit=limit,
         marker=marker,
         offset=offset,
-        sort=karbor_sort(sort, sort_key, sort_dir),
+        sort=sort,
+        sort_key=sort_key,
+        sort_dir=sort_dir,
         allowed_sort=SORT_KEYS,
         default_sort=DEFAULT_SORT,
     )
