@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-from tests.tasks.conftest import cloud  # noqa: F401
+from tests.tasks.conftest import cloud, slow_sweep_cloud  # noqa: F401
