@@ -474,3 +474,45 @@ def test_runs_list_the_policys_firings_and_skips(api: Api) -> None:
     assert run["checkpoint_id"] == r.json()["checkpoint"]["id"]
     assert run["skipped"] == []
     assert api.call("GET", "/policies/nope/runs").status_code == 404
+
+
+def test_full_read_option_makes_the_policys_backups_full(api: Api, env: Env) -> None:
+    """`parameters.common.full_read`: the policy's backups read every disk (they are full,
+    `incremental` false), also image files unchanged since the previous backup."""
+    import datetime as dt
+
+    from csbs.db.queries import backups as backup_q
+    from csbs.domain.backups import BackupStatus
+
+    s1 = api.server("web1")
+    p = api.call("POST", "/policies", body(resources=[res(s1)])).json()["policy"]
+    path = f"/providers/{CSBS_PROVIDER_ID}/checkpoints"
+
+    def execute() -> dict[str, Any]:
+        env.clock.advance(60)  # a manual run is one slot of its own
+        r = api.call("POST", path, {"checkpoint": {"plan_id": p["id"], "parameters": {}}})
+        assert r.status_code == 200, r.text
+        cp = r.json()["checkpoint"]["id"]
+        (item,) = api.call("GET", f"/checkpoint_items?checkpoint_id={cp}").json()[
+            "checkpoint_items"
+        ]
+        with env.services.db.write() as s:  # as if a worker had finished it
+            backup_q.set_status(
+                s, item["id"], BackupStatus.AVAILABLE, dt.datetime.now(dt.UTC), progress=100
+            )
+        return dict(item)
+
+    assert execute()["extend_info"]["incremental"] is False  # the first is always full
+    assert execute()["extend_info"]["incremental"] is True
+    for bad in ("yes", 3, {"x": 1}):
+        r = api.call(
+            "PUT",
+            f"/policies/{p['id']}",
+            {"policy": {"parameters": {"common": {"full_read": bad}}}},
+        )
+        assert r.status_code == 400 and r.json()["error_code"] == "CSBS.9001", r.text
+    r = api.call(
+        "PUT", f"/policies/{p['id']}", {"policy": {"parameters": {"common": {"full_read": "true"}}}}
+    )
+    assert r.status_code == 200, r.text
+    assert execute()["extend_info"]["incremental"] is False
