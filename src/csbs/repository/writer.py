@@ -27,6 +27,8 @@ from csbs.repository import chunking, envelope, errors, keys, layout, manifest
 from csbs.repository.index import ChunkIndex, Confirmation, ManifestRecord
 
 _GENERATION_BLOCK = 1024
+#: Chunks whose references one transaction takes when a disk reuses an earlier image.
+_REUSE_BATCH = 1024
 
 
 @dataclasses.dataclass
@@ -217,7 +219,9 @@ class BackupWriter:
             raise errors.RepositoryError(f"backup {self.backup_id} already has disk {disk_id}")
         progress = BackupProgress(total_bytes=previous.logical_size)
         ids = sorted(counts)
-        step = parts.limits.batch_chunks
+        # Nothing is uploaded, so no upload waits on a batch: large batches, few commits
+        # (a deletion still releases them whole, `release_refs` at a time or one batch).
+        step = _REUSE_BATCH
         for start in range(0, len(ids), step):
             if parts.cancel():
                 raise errors.Cancelled()
