@@ -236,9 +236,9 @@ class BackupWriter:
             if not all(ref.stored for ref in refs.values()):
                 # Swept between the check and the references (a deletion's grace ran
                 # out): what was taken stays recorded for this backup, which fails.
-                raise errors.RepositoryError(
+                raise errors.EarlierImageGone(
                     f"the chunks of disk {disk_id} in backup {previous_backup_id} were "
-                    "removed while this backup referenced them; run it again"
+                    "removed while this backup referenced them"
                 )
         # The image's bytes that are not holes: what this backup holds without reading.
         chunk_size = parts.chunk_size
