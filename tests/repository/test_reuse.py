@@ -4,13 +4,13 @@ nothing read, its own references and manifest, restorable whatever is deleted fi
 from __future__ import annotations
 
 import pathlib
+from typing import Any
 
 import pytest
 
 from csbs.blobstore import BlobStore
 from csbs.domain.clock import FrozenClock
 from csbs.repository import layout
-from csbs.repository.errors import EarlierImageGone
 from tests.repository.conftest import SMALL_CHUNK, RepoFactory, same_file, write_image
 
 
@@ -73,7 +73,7 @@ def test_nothing_is_taken_when_the_earlier_image_is_gone(
     assert record is not None and record.next_seq == 0  # took no reference
 
 
-def test_chunks_swept_under_a_reuse_fail_it_and_its_deletion_is_exact(
+def test_chunks_swept_under_a_reuse_leave_it_nothing_taken(
     make_repo: RepoFactory,
     local_store: BlobStore,
     tmp_path: pathlib.Path,
@@ -85,24 +85,25 @@ def test_chunks_swept_under_a_reuse_fail_it_and_its_deletion_is_exact(
     repo.backup_writer("p1", "b1").write_disk("vda", image)
     repo.seal_backup("p1", "b1")
     writer = repo.backup_writer("p1", "b2")
-    # The earlier backup is deleted and swept between the check and the references.
-    check = repo.index.generations
+    # The earlier backup is deleted and swept after its manifest was read.
+    add_refs = repo.index.add_refs
 
-    def racing(project_id: str, chunk_ids: object) -> dict[str, int]:
-        found = check(project_id, chunk_ids)  # type: ignore[arg-type]
-        sealed = repo.index.manifests("p1", "b1")
-        assert sealed
+    def racing(*args: Any) -> bool:
         repo.delete_backup("p1", "b1")
         clock.advance(61)
         repo.sweep("p1")
-        return found
+        return add_refs(*args)
 
-    monkeypatch.setattr(repo.index, "generations", racing)
-    with pytest.raises(EarlierImageGone):
-        writer.reuse_disk("vda", "b1")
+    monkeypatch.setattr(repo.index, "add_refs", racing)
+    assert writer.reuse_disk("vda", "b1") is None  # the caller reads the disk
     monkeypatch.undo()
-    repo.delete_backup("p1", "b2")  # what the task's next attempt does first
-    clock.advance(61)
-    repo.sweep("p1")
-    assert repo.check().ok
-    assert list(local_store.list(layout.chunks_prefix("p1"))) == []
+    record = repo.index.backup("p1", "b2")
+    assert record is not None and record.next_seq == 0  # took no reference
+    assert repo.usage("p1").stored_bytes == 0
+    # Read instead, the backup is whole.
+    writer.write_disk("vda", image)
+    repo.seal_backup("p1", "b2")
+    out = tmp_path / "out.img"
+    repo.restore("p1", "b2", "vda", out)
+    assert same_file(out, image)
+    assert repo.check(read_data=True).ok

@@ -70,9 +70,3 @@ class ImageDigestMismatch(RepositoryError):
         super().__init__(
             f"restored image of disk {disk_id} in backup {backup_id} does not match its digest"
         )
-
-
-class EarlierImageGone(RepositoryError):
-    """A disk reusing an earlier backup's image found some of its chunks swept meanwhile
-    (that backup was deleted and its grace ran out): the references taken stay recorded
-    for this backup, which must be written again (its next attempt reads the disk)."""

@@ -63,6 +63,41 @@ _MANIFESTS_OF_BACKUP = (
 )
 
 
+_NEXT_SEQ = (
+    repo_backups.update()
+    .where(
+        repo_backups.c.project_id == _p,
+        repo_backups.c.backup_id == _b,
+        repo_backups.c.state == OPEN,
+    )
+    .values(next_seq=repo_backups.c.next_seq + 1)
+    .returning(repo_backups.c.next_seq)
+)
+_STORED_IN = (
+    repo_chunks.c.project_id == _p,
+    repo_chunks.c.chunk_id.in_(sa.bindparam("cs", expanding=True)),
+    repo_chunks.c.stored.is_(True),
+)
+_LOCK_STORED = (
+    sa.select(repo_chunks.c.chunk_id)
+    .where(*_STORED_IN)
+    .order_by(repo_chunks.c.chunk_id)
+    .with_for_update()
+)
+_ADD_REFS = (
+    repo_chunks.update()
+    .where(*_STORED_IN)
+    .values(refcount=repo_chunks.c.refcount + sa.bindparam("n"), zero_since=None)
+    .returning(repo_chunks.c.refcount, repo_chunks.c.stored_size, repo_chunks.c.logical_size)
+)
+#: Chunk ids in one `IN (...)` (SQLite's limit of bound values is far above).
+_IN_LIMIT = 500
+
+
+class _NotAllStored(Exception):
+    """A chunk to reference has no stored row: roll the transaction back."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ProjectRecord:
     """A project's repository row."""
@@ -138,6 +173,7 @@ class ChunkIndex:
         self._reader = reads.reader(engine)
         self._clock = clock
         self._insert = dialect.insert(engine)
+        self._is_postgres = dialect.is_postgres(engine)
         stmt = self._insert(repo_chunks).values(
             project_id=sa.bindparam("p"),
             chunk_id=sa.bindparam("c"),
@@ -374,6 +410,54 @@ class ChunkIndex:
                 )
             self._add_usage(conn, project_id, stored_delta, logical_delta)
         return result
+
+    def add_refs(
+        self, project_id: str, backup_id: str, counts: Mapping[str, int], batch: int
+    ) -> bool:
+        """Reference `counts` for the backup, all in one transaction, recorded in batches
+        of at most `batch` chunks, if every one of those chunks has a stored row; otherwise
+        take nothing and return False. For chunks known to be stored (a disk that reuses an
+        earlier backup's image): one statement per distinct count and few hundred chunks,
+        not one per chunk."""
+        ordered = sorted(counts)
+        try:
+            with self._engine.begin() as conn:
+                for start in range(0, len(ordered), batch):
+                    part = {c: counts[c] for c in ordered[start : start + batch]}
+                    seq = conn.execute(_NEXT_SEQ, {"p": project_id, "b": backup_id}).scalar()
+                    if seq is None:
+                        raise errors.RepositoryError(f"backup {backup_id} is no longer open")
+                    stored = logical = 0
+                    for lo in range(0, len(part), _IN_LIMIT):
+                        ids = list(part)[lo : lo + _IN_LIMIT]
+                        if self._is_postgres:
+                            # Rows locked in chunk-id order, as every writer locks them.
+                            conn.execute(_LOCK_STORED, {"p": project_id, "cs": ids}).all()
+                        by_count: dict[int, list[str]] = {}
+                        for chunk_id in ids:
+                            by_count.setdefault(part[chunk_id], []).append(chunk_id)
+                        for n, chunk_ids in sorted(by_count.items()):
+                            rows = conn.execute(
+                                _ADD_REFS, {"p": project_id, "cs": chunk_ids, "n": n}
+                            ).all()
+                            if len(rows) != len(chunk_ids):
+                                raise _NotAllStored()
+                            for row in rows:
+                                if row.refcount == n:  # from zero: counts towards usage again
+                                    stored += row.stored_size
+                                    logical += row.logical_size
+                    conn.execute(
+                        repo_backup_refs.insert().values(
+                            project_id=project_id,
+                            backup_id=backup_id,
+                            seq=seq - 1,
+                            refs=encode_refs(part),
+                        )
+                    )
+                    self._add_usage(conn, project_id, stored, logical)
+        except _NotAllStored:
+            return False
+        return True
 
     def _confirm_in(
         self, conn: sa.Connection, project_id: str, confirmations: Sequence[Confirmation]

@@ -27,7 +27,8 @@ from csbs.repository import chunking, envelope, errors, keys, layout, manifest
 from csbs.repository.index import ChunkIndex, Confirmation, ManifestRecord
 
 _GENERATION_BLOCK = 1024
-#: Chunks whose references one transaction takes when a disk reuses an earlier image.
+#: Chunks per reference batch when a disk reuses an earlier image (nothing is uploaded,
+#: so no upload waits on a batch; a deletion still releases them whole).
 _REUSE_BATCH = 1024
 
 
@@ -187,7 +188,8 @@ class BackupWriter:
         (recorded in its batches like any other, so deleting either backup never breaks
         the other) and stores its own copy of the manifest: it restores directly. Returns
         None, having taken nothing, when the previous disk cannot be reused (it is gone,
-        or a chunk of it is no longer stored): the caller then reads the disk.
+        or a chunk of it is no longer stored, checked in the transaction that takes the
+        references): the caller then reads the disk.
         """
         parts = self._parts
         name = layout.disk_manifest_name(parts.project_id, self.backup_id, disk_id)
@@ -211,35 +213,17 @@ class BackupWriter:
         if previous.chunk_size != parts.chunk_size:
             return None
         counts: collections.Counter[str] = collections.Counter(previous.chunk_ids())
-        if len(parts.index.generations(parts.project_id, counts)) != len(counts):
-            return None  # a chunk went away meanwhile (its backup was deleted): read anew
         if any(
             m.disk_id == disk_id for m in parts.index.manifests(parts.project_id, self.backup_id)
         ):
             raise errors.RepositoryError(f"backup {self.backup_id} already has disk {disk_id}")
+        if parts.cancel():
+            raise errors.Cancelled()
         progress = BackupProgress(total_bytes=previous.logical_size)
-        ids = sorted(counts)
-        # Nothing is uploaded, so no upload waits on a batch: large batches, few commits
-        # (a deletion still releases them whole, `release_refs` at a time or one batch).
-        step = _REUSE_BATCH
-        for start in range(0, len(ids), step):
-            if parts.cancel():
-                raise errors.Cancelled()
-            part = {c: counts[c] for c in ids[start : start + step]}
-            refs = parts.index.take_refs(
-                parts.project_id,
-                parts.backup_id,
-                part,
-                dict.fromkeys(part, parts.chunk_size),
-                parts.generations.take(len(part)),
-            )
-            if not all(ref.stored for ref in refs.values()):
-                # Swept between the check and the references (a deletion's grace ran
-                # out): what was taken stays recorded for this backup, which fails.
-                raise errors.EarlierImageGone(
-                    f"the chunks of disk {disk_id} in backup {previous_backup_id} were "
-                    "removed while this backup referenced them"
-                )
+        # One transaction, and nothing taken unless every chunk is still stored (the
+        # earlier backup may have been deleted and swept meanwhile: then read the disk).
+        if not parts.index.add_refs(parts.project_id, parts.backup_id, counts, _REUSE_BATCH):
+            return None
         # The image's bytes that are not holes: what this backup holds without reading.
         chunk_size = parts.chunk_size
         for i, entry in enumerate(previous.entries()):

@@ -11,8 +11,7 @@ import sqlalchemy as sa
 
 from csbs.domain import errors
 from csbs.domain.backups import CONSISTENCY_CRASH, CONSISTENCY_NONE, FileFacts
-from csbs.queue import RetryLater, Task, TaskContext
-from csbs.repository.errors import EarlierImageGone
+from csbs.queue import Task, TaskContext
 from csbs.repository.writer import BackupProgress
 from csbs.services.backups import BackupRecorder
 from csbs.services.container import Services
@@ -93,12 +92,7 @@ class BackupHandler:
                     facts[disk.id] = FileFacts.of(os.fstat(opened.fd), taken)
                     before = previous.get(disk.id)
                     if before is not None and facts[disk.id].unchanged_since(before[1]):
-                        try:
-                            result = writer.reuse_disk(disk_backup.disk_id, before[0])
-                        except EarlierImageGone as exc:
-                            # The next attempt releases this one's references and, the
-                            # chunks being gone, reads the disk.
-                            raise RetryLater(str(exc), delay=0) from exc
+                        result = writer.reuse_disk(disk_backup.disk_id, before[0])
                         if result is not None:
                             unchanged.append(disk.id)
                 if result is None and got == CONSISTENCY_NONE:
