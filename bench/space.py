@@ -81,7 +81,7 @@ def main() -> None:
     data = Path(tempfile.mkdtemp(prefix="csbs-bench-space-", dir=args.work_dir))
     settings = Settings(
         data_dir=data,
-        admin_password="bench-admin-pw",  # type: ignore[arg-type]
+        admin_password="bench-admin-pw",
         embedded_workers=False,
         sweep_grace_seconds=args.grace,
         maintenance_interval_seconds=args.interval,

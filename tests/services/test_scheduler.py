@@ -246,3 +246,46 @@ def test_two_policies_taking_one_server_at_once(env: Env) -> None:
     assert isinstance(refused, ServerInPolicy) and refused.code == "CSBS.6004"
     owners = [env.services.policies.get(pid, i).resources for i in ids]
     assert sorted(len(r) for r in owners) == [0, 1]
+
+
+def test_the_leader_enqueues_maintenance_once_per_interval(env: Env) -> None:
+    """Repository maintenance rides on the scheduler's leadership: once per interval, and
+    only on the leader (`csbs serve` builds its scheduler with it)."""
+    from csbs import app as composition
+
+    class Maintenance:
+        interval = dt.timedelta(seconds=300)
+        calls = 0
+
+        def enqueue_due(self) -> list[str]:
+            self.calls += 1
+            return []
+
+    clock: FrozenClock = env.clock
+    leader_m, standby_m = Maintenance(), Maintenance()
+    leader = Scheduler(
+        env.services.db,
+        clock,
+        env.services.policies,
+        holder="a",
+        maintenance=leader_m,  # type: ignore[arg-type]
+    )
+    standby = Scheduler(
+        env.services.db,
+        clock,
+        env.services.policies,
+        holder="b",
+        maintenance=standby_m,  # type: ignore[arg-type]
+    )
+    leader.tick()
+    standby.tick()
+    leader.tick()
+    assert (leader_m.calls, standby_m.calls) == (1, 0)
+    clock.advance(299)
+    leader.tick()
+    assert leader_m.calls == 1
+    clock.advance(2)
+    leader.tick()
+    standby.tick()
+    assert (leader_m.calls, standby_m.calls) == (2, 0)
+    assert composition.make_scheduler(env.runtime)._maintenance is env.services.maintenance
