@@ -13,7 +13,17 @@ from csbs.domain.identity import Principal
 router = APIRouter(prefix="/v1/{project_id}", tags=["quotas"])
 
 
-@router.get("/quotas", summary="Query quotas (Q1)")
+@router.get(
+    "/quotas",
+    summary="Query quotas (Q1)",
+    description=(
+        "Beside the fields of the CSBS spec, the `backup_capacity` entry carries csbs's "
+        "`stored_bytes` (what the project's backups hold), `pending_release_bytes` (what "
+        "deleted backups left, released by the periodic repository maintenance) and "
+        "`release_by` (when that will have been released at the latest; null when nothing "
+        "is pending)."
+    ),
+)
 def show_quotas(project_id: str, services: ServicesDep, _p: ReaderDep) -> dict[str, Any]:
     return quotas_body(services.quotas.usage(project_id))
 
