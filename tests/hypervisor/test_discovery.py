@@ -9,7 +9,7 @@ import pytest
 from csbs.domain.inventory import ServerStatus
 from csbs.hypervisor import connection
 from csbs.hypervisor.discovery import list_domains, map_state, parse_domain
-from tests.support.libvirt import NETWORK_DISK, disk_xml, nova_metadata, libvirt_domains
+from tests.support.libvirt import NETWORK_DISK, disk_xml, libvirt_domains, nova_metadata
 
 UUID = "6b3a1f9e-2c4d-4e5f-8a7b-9c0d1e2f3a4b"
 

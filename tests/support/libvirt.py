@@ -63,14 +63,10 @@ class LibvirtDomains:
 
     def image(self, name: str, size: str = "64M", fmt: str = "qcow2") -> str:
         path = self.dir / f"{name}.{fmt}"
-        subprocess.run(
-            ["qemu-img", "create", "-q", "-f", fmt, str(path), size], check=True
-        )
+        subprocess.run(["qemu-img", "create", "-q", "-f", fmt, str(path), size], check=True)
         return str(path)
 
-    def xml(
-        self, name: str, domain_uuid: str, disks: list[str], metadata: str = ""
-    ) -> str:
+    def xml(self, name: str, domain_uuid: str, disks: list[str], metadata: str = "") -> str:
         return (
             f"<domain type='{domain_type()}'><name>{name}</name><uuid>{domain_uuid}</uuid>"
             f"{metadata}<memory unit='MiB'>64</memory><vcpu>1</vcpu>"
