@@ -153,7 +153,6 @@ class HostWatcher:
         self._callback: int | None = None
 
     def start(self) -> None:
-        connection.start_event_loop()
         self._thread = threading.Thread(target=self._run, name="libvirt-discovery", daemon=True)
         self._thread.start()
 
@@ -193,6 +192,7 @@ class HostWatcher:
 
     def _connect(self) -> None:
         libvirt = connection.binding()
+        connection.start_event_loop()  # before the connection whose events it delivers
         conn = connection.open_connection(self.uri)
         self._callback = conn.domainEventRegisterAny(
             None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_event, None
