@@ -101,7 +101,7 @@ def _server(
                 name=f"{dom.name}-{d.target or i}"[:255],
                 device_name=f"/dev/{d.target}" if d.target else "",
                 path=disk_locator(dom.uuid, d.target, i),
-                size_bytes=d.size_bytes,
+                size_bytes=_size(d.size_bytes, before),
                 bootable=d.bootable,
                 target=d.target,
                 format=d.format or None,
@@ -121,6 +121,13 @@ def _server(
         source=ServerSource.LIBVIRT,
         nova_project=dom.nova_project,
     )
+
+
+def _size(found: int | None, before: Disk | None) -> int:
+    """A disk's size: as found, or as known before when libvirt could not tell now."""
+    if found is not None:
+        return found
+    return before.size_bytes if before is not None else 0
 
 
 def _differs(a: Server, b: Server) -> bool:
