@@ -21,6 +21,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import sqlalchemy.exc
+
 from csbs.db.engine import Database
 from csbs.db.queries import inventory as q
 from csbs.domain.clock import Clock
@@ -192,6 +194,11 @@ class HostWatcher:
             self._wake.clear()
             try:
                 self.sync_once()
+            except sqlalchemy.exc.IntegrityError:
+                # another worker of the same host name added a domain first: list again
+                log.info("host %s: another worker wrote these domains first", self.host)
+                if not self._stopping.wait(0.2):
+                    self._wake.set()
             except Exception:
                 log.exception("host %s: listing libvirt's domains failed", self.host)
                 self._disconnect()
