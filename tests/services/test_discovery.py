@@ -197,3 +197,21 @@ def test_a_size_libvirt_cannot_tell_now_keeps_the_known_one(env: Env, host: str)
     assert server.disks[0].size_bytes == 5 << 20
     sync_host(env.services.db, env.clock, host, listing(6 << 20))
     assert env.services.inventory.get(None, sid).disks[0].size_bytes == 6 << 20
+
+
+def test_without_events_the_resync_still_follows_within_its_bound(
+    env: Env, vms: LibvirtDomains, host: str
+) -> None:
+    w = HostWatcher(env.services.db, env.clock, host, URI, resync_seconds=1.0)
+    w._on_event = lambda *_: None  # type: ignore[method-assign]  # events lost
+    w.start()
+    try:
+        time.sleep(0.5)
+        dom = vms.define()
+        _, took = _until(lambda: _server(env, dom.UUIDString()), within=RESYNC)
+        assert took < 3.0
+        vms.undefine(dom)
+        _, took = _until(lambda: _server(env, dom.UUIDString()) is None, within=RESYNC)
+        assert took < 3.0
+    finally:
+        w.stop()
