@@ -62,3 +62,59 @@ ensure_browser() {
     (cd "$dir" && npm ci --no-audit --no-fund --silent) && touch "$dir/node_modules/.installed"
   fi
 }
+
+# What csbs needs to back up libvirt/QEMU domains, from Debian: QEMU and libvirt (the
+# daemons the tests drive), the libvirt headers and pkg-config (PyPI's libvirt-python builds
+# against them), libnbd's Python module (not on PyPI: linked into the venv by
+# ensure_nbd_binding), and virtnbdbackup (the benchmark's reference).
+HYPERVISOR_PACKAGES="qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients \
+libvirt-dev pkg-config python3-libvirt python3-libnbd nbdkit virtnbdbackup"
+
+# ensure_hypervisor: install HYPERVISOR_PACKAGES that are missing (as root, with apt-get).
+ensure_hypervisor() {
+  local missing=() p
+  for p in $HYPERVISOR_PACKAGES; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} = 0 ] && return
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  else
+    echo "missing Debian packages for libvirt domains: ${missing[*]} (install them as root)" >&2
+  fi
+}
+
+# vm_extra: prints ",vm" when the libvirt headers are there to build libvirt-python.
+vm_extra() {
+  if command -v pkg-config >/dev/null && pkg-config --exists libvirt; then echo ",vm"; fi
+}
+
+# ensure_nbd_binding: link Debian's libnbd module (python3-libnbd) into .venv when it was
+# built for the venv's Python (same minor version: the extension's suffix matches).
+ensure_nbd_binding() {
+  local dist=/usr/lib/python3/dist-packages
+  [ -f "$dist/nbd.py" ] || return 0
+  local site suffix
+  site=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['platlib'])")
+  suffix=$(.venv/bin/python -c "import importlib.machinery as m; print(m.EXTENSION_SUFFIXES[0])")
+  if [ ! -f "$dist/libnbdmod$suffix" ]; then
+    echo "python3-libnbd has no libnbdmod$suffix for the venv's Python: VM backups are off" >&2
+    return 0
+  fi
+  ln -sfn "$dist/nbd.py" "$site/nbd.py"
+  ln -sfn "$dist/libnbdmod$suffix" "$site/libnbdmod$suffix"
+}
+
+# ensure_libvirtd: start virtlogd and libvirtd (no systemd here: both with -d) when they are
+# installed and not running, and wait until qemu:///system answers.
+ensure_libvirtd() {
+  command -v libvirtd >/dev/null || return 0
+  [ "$(id -u)" = 0 ] || return 0
+  pgrep -x virtlogd >/dev/null || virtlogd -d
+  pgrep -x libvirtd >/dev/null || libvirtd -d
+  for _ in $(seq 50); do
+    virsh -q -c qemu:///system uri >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  echo "libvirtd does not answer at qemu:///system" >&2
+}

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from csbs.domain import errors
 from csbs.domain.backups import CONSISTENCY_CRASH, CONSISTENCY_NONE, FileFacts
+from csbs.domain.inventory import ServerSource
 from csbs.queue import Task, TaskContext
 from csbs.repository.writer import BackupProgress
 from csbs.services.backups import BackupRecorder
@@ -69,7 +70,11 @@ class BackupHandler:
         # A backup asked to be full (`incremental` false: the API, `--full-read`, a
         # policy's option) reads every disk; otherwise an image file whose facts equal
         # those an earlier backup recorded is that backup's image again, not read.
-        previous = {} if not backup.incremental else self._recorder.previous_disks(server.id)
+        # A VM's disks (a libvirt domain's) are always read or tracked, never skipped.
+        image_files = server.source is ServerSource.MANUAL
+        previous = (
+            self._recorder.previous_disks(server.id) if backup.incremental and image_files else {}
+        )
         facts: dict[str, FileFacts] = {}
         unchanged: list[str] = []
         for disk_backup in backup.disks:
@@ -86,7 +91,7 @@ class BackupHandler:
                 point_in_time(opened) as (source, got),
             ):
                 result = None
-                if not opened.is_block:
+                if image_files and not opened.is_block:
                     now = s.clock.now()
                     taken = round(now.timestamp() * 1_000_000) * 1000
                     facts[disk.id] = FileFacts.of(os.fstat(opened.fd), taken)
