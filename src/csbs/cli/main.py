@@ -152,6 +152,21 @@ def scheduler(data_dir: DataDirOpt = None, database_url: DatabaseUrlOpt = None) 
     run_scheduler(runtime)
 
 
+@_top.command()
+def doctor(data_dir: DataDirOpt = None, database_url: DatabaseUrlOpt = None) -> None:
+    """Check the deployment from this machine (database, schema, repository, master key,
+    workers, autovacuum): one line per problem and exit 1, or one line of what is fine.
+    Creates nothing."""
+    from csbs.app import doctor as checks
+
+    diagnosis = checks.diagnose(settings_from(data_dir=data_dir, database_url=database_url))
+    for problem in diagnosis.problems:
+        print(problem, flush=True)
+    if not diagnosis.healthy:
+        raise typer.Exit(1)
+    print(diagnosis.summary(), flush=True)
+
+
 @db_app.command("upgrade")
 def db_upgrade(data_dir: DataDirOpt = None, database_url: DatabaseUrlOpt = None) -> None:
     """Apply schema migrations (also done automatically by `csbs serve`)."""
