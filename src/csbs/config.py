@@ -90,6 +90,15 @@ class Settings(BaseSettings):
     restore_deadline_seconds: float = Field(default=24 * 3600, gt=0)
     task_lease_seconds: float = Field(default=30.0, gt=0)
     task_max_attempts: int = Field(default=5, ge=1)
+    #: A worker whose heartbeat is older than this counts as gone (`csbs worker list`);
+    #: workers renew theirs every quarter of it.
+    worker_stale_seconds: float = Field(default=60.0, ge=1, le=3600)
+    #: A task routed to a host where no worker is alive fails this long after its creation
+    #: (unless a worker of that host appears first). A day: a daily policy's next backup is
+    #: due by then, and a host down for maintenance over a night still catches up.
+    task_start_deadline_seconds: float = Field(default=24 * 3600, gt=0)
+    #: Ended tasks (operation logs) are removed this many days after they ended.
+    task_retention_days: int = Field(default=90, ge=1, le=36500)
 
     #: Default quotas of a project an admin set none for; -1 = unlimited (spec §4.15).
     quota_backups: int = Field(default=600, ge=-1, le=2**31 - 1)

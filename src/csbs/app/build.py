@@ -43,6 +43,7 @@ from csbs.services.quotas import QuotaService
 from csbs.services.restores import RestoreService
 from csbs.services.scheduler import Scheduler
 from csbs.services.tags import TagService
+from csbs.services.workers import WorkerService
 
 if TYPE_CHECKING:
     import argon2
@@ -122,6 +123,7 @@ def build(
         operation_logs=OperationLogService(store),
         quotas=quotas,
         tags=TagService(db),
+        workers=WorkerService(store),
     )
     activity = ApiActivity()
     edge = ApiEdge(
@@ -222,6 +224,9 @@ def queue_config(settings: Settings) -> QueueConfig:
         },
         lease_seconds=settings.task_lease_seconds,
         max_attempts=settings.task_max_attempts,
+        worker_stale_seconds=settings.worker_stale_seconds,
+        start_deadline_seconds=settings.task_start_deadline_seconds,
+        retention_seconds=settings.task_retention_days * 86400.0,
     )
 
 
@@ -235,6 +240,7 @@ def make_worker(
 ) -> Worker:
     """A worker over this runtime's queue with the production handlers (or `handlers`);
     `api_busy` tells it when the API beside it is answering calls (embedded workers)."""
+    from csbs import __version__
     from csbs import tasks as task_handlers
 
     settings = runtime.settings
@@ -247,6 +253,7 @@ def make_worker(
         idle_poll=settings.worker_idle_poll_seconds,
         api_busy=api_busy,
         busy_claim_interval=settings.worker_busy_claim_seconds,
+        version=__version__,
     )
 
 

@@ -33,6 +33,7 @@ db_app = typer.Typer(help="Metadata database.", no_args_is_help=True, rich_marku
 _GROUPS = (
     ("admin", "csbs.cli.admin", "admin"),
     ("task", "csbs.cli.task", "task_app"),
+    ("worker", "csbs.cli.worker", "worker_app"),
     ("server", "csbs.cli.server", "server_app"),
     ("backup", "csbs.cli.backup", "backup_app"),
     ("policy", "csbs.cli.policy", "policy_app"),
@@ -101,40 +102,6 @@ def serve(
         highlight=False,
     )
     serving.serve(runtime)
-
-
-@_top.command()
-def worker(
-    data_dir: DataDirOpt = None,
-    database_url: DatabaseUrlOpt = None,
-    concurrency: Annotated[
-        int | None,
-        typer.Option("--concurrency", help="Tasks run at once (env CSBS_WORKER_CONCURRENCY)."),
-    ] = None,
-    host: Annotated[
-        str | None,
-        typer.Option("--host", help="Host name tasks are routed by (env CSBS_WORKER_HOST)."),
-    ] = None,
-) -> None:
-    """Run a task worker (for machines other than the one running `csbs serve`)."""
-    from csbs import app as composition
-    from csbs import migrations
-    from csbs.app.run import run_worker
-
-    settings = settings_from(
-        data_dir=data_dir,
-        database_url=database_url,
-        worker_concurrency=concurrency,
-        worker_host=host,
-    )
-    runtime = composition.build(settings)
-    with csbs_errors():
-        migrations.upgrade(runtime.services.db.engine)
-        composition.check_deployment(runtime)
-    runtime.services.repository.warn_if_configured_otherwise()
-    worker = composition.make_worker(runtime)
-    console.print(f"csbs worker {worker.worker_id}: {worker.concurrency} slots", highlight=False)
-    run_worker(runtime, worker)
 
 
 @_top.command()

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from csbs.domain.clock import Clock
 from csbs.domain.ids import new_id
 from csbs.domain.operations import TaskStatus
+from csbs.domain.workers import no_live_worker
 from csbs.queue import statements, wake
 from csbs.queue.config import QueueConfig
 from csbs.queue.jobs import EnqueueRequest, Task, error_info
@@ -455,3 +456,87 @@ class TaskLifecycle:
             if done:
                 self._notify(conn, "reap")
         return done
+
+    # -- housekeeping: tasks no worker can take, ended tasks --------------------------------
+
+    def fail_unserved(
+        self,
+        live_hosts: Iterable[str],
+        types: Sequence[str],
+        on_end: Callable[[str], Hook | None] | None = None,
+    ) -> int:
+        """Fail the waiting tasks routed to a host with no live worker (none of
+        `live_hosts`) once `start_deadline_seconds` have passed since their enqueue.
+
+        Safe to run in every worker at once: on PostgreSQL the rows are taken with `SKIP
+        LOCKED` and the change re-checks `waiting`, so a task ends once, and a task a worker
+        that appeared meanwhile claimed is left alone. Only tasks of `types` are touched, so
+        the end hooks of their handlers can run (a backup's record goes to `error`).
+        """
+        if not types:
+            return 0
+        hosts = sorted(live_hosts)
+        now = self._clock.now()
+        cutoff = now - dt.timedelta(seconds=self.config.start_deadline_seconds)
+        stmt = (
+            sa.select(*tasks.c)
+            .where(
+                statements.status_is(TaskStatus.WAITING),
+                tasks.c.route.is_not(None),
+                tasks.c.route.not_in(hosts),
+                tasks.c.created_at <= cutoff,
+                tasks.c.operation_type.in_(list(types)),
+            )
+            .order_by(tasks.c.seq)
+            .limit(_REAP_BATCH)
+        )
+        if self.is_postgres:
+            stmt = stmt.with_for_update(skip_locked=True)
+        done = 0
+        with self._engine.begin() as conn:
+            for row in conn.execute(stmt).all():
+                task = Task.from_row(row)
+                reason = (
+                    f"{no_live_worker(str(task.route))}: the task could not start within "
+                    f"{self.config.start_deadline_seconds:g} seconds of its creation."
+                )
+                updated = conn.execute(
+                    tasks.update()
+                    .where(tasks.c.id == task.id, tasks.c.status == TaskStatus.WAITING.value)
+                    .values(
+                        status=TaskStatus.FAILED.value,
+                        ended_at=now,
+                        error_info=error_info("CSBS.9999", reason[:1].upper() + reason[1:]),
+                    )
+                    .returning(*tasks.c)
+                ).first()
+                if updated is None:
+                    continue
+                done += 1
+                hook = on_end(task.operation_type) if on_end is not None else None
+                if hook is not None:
+                    hook(conn, Task.from_row(updated))
+        return done
+
+    def prune(self, batch: int = 1000, batches: int = 20) -> int:
+        """Remove tasks that ended more than `retention_seconds` ago, at most `batch` per
+        transaction and `batches` transactions per call; returns how many. Tasks that have
+        not ended (waiting, running) are never removed, whatever their age."""
+        cutoff = self._clock.now() - dt.timedelta(seconds=self.config.retention_seconds)
+        terminal = [s.value for s in TaskStatus if s.terminal]
+        old = (
+            sa.select(tasks.c.seq)
+            .where(tasks.c.ended_at < cutoff, tasks.c.status.in_(terminal))
+            .order_by(tasks.c.ended_at)
+            .limit(batch)
+        )
+        if self.is_postgres:
+            old = old.with_for_update(skip_locked=True)
+        removed = 0
+        for _ in range(batches):
+            with self._engine.begin() as conn:
+                gone = int(conn.execute(tasks.delete().where(tasks.c.seq.in_(old))).rowcount)
+            removed += gone
+            if gone < batch:
+                break
+        return removed

@@ -19,6 +19,7 @@ from csbs.services.policies import PolicyService
 from csbs.services.quotas import QuotaService
 from csbs.services.restores import RestoreService
 from csbs.services.tags import TagService
+from csbs.services.workers import WorkerService
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,3 +39,4 @@ class Services:
     operation_logs: OperationLogService
     quotas: QuotaService
     tags: TagService
+    workers: WorkerService
