@@ -3,7 +3,9 @@ it creates nothing — no data directory, database, schema, key file or reposito
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -17,8 +19,11 @@ from csbs.blobstore import LocalStore
 from csbs.cli import app as csbs_app
 from csbs.config import Settings
 from csbs.db.engine import create_engine
+from csbs.domain.clock import FrozenClock, SystemClock
+from csbs.queue.registry import Registration, WorkerRegistry
 from csbs.repository.deployment import MARKER
 from csbs.repository.keys import generate_data_key
+from csbs.services.inventory import DiskSpec
 from tests.support.processes import free_port
 from tests.support.runtime import ADMIN_PASSWORD, FAST_HASHER
 
@@ -41,13 +46,41 @@ def _settings(data_dir: Path, db_url: str, **extra: object) -> Settings:
 
 
 def _start(data_dir: Path, db_url: str) -> Path:
-    """A deployment that started once: schema, key, repository."""
+    """A deployment that started once, with a live worker on host h1: schema, key,
+    repository."""
     runtime = composition.build(_settings(data_dir, db_url), password_hasher=FAST_HASHER)
     try:
         composition.prepare(runtime)
     finally:
         runtime.close()
+    _worker(db_url, "h1")
     return data_dir
+
+
+def _worker(db_url: str, host: str, *, silent_for: float = 0.0) -> None:
+    """What a worker on `host` writes when it starts; its heartbeat `silent_for` seconds
+    old."""
+    now = SystemClock().now() - dt.timedelta(seconds=silent_for)
+    engine = create_engine(db_url)
+    try:
+        WorkerRegistry(engine, FrozenClock(now), stale_seconds=60).register(
+            Registration(f"{host}:1:{uuid.uuid4().hex[:8]}", host, "test", 1, slots=2)
+        )
+    finally:
+        engine.dispose()
+
+
+def _server(data_dir: Path, db_url: str, name: str, host: str | None) -> str:
+    runtime = composition.build(_settings(data_dir, db_url), password_hasher=FAST_HASHER)
+    try:
+        disk = data_dir / "disks" / f"{name}.img"
+        disk.write_bytes(bytes(4096))
+        project = runtime.services.identity.resolve_project("admin").id
+        return runtime.services.inventory.add_server(
+            project, name, [DiskSpec(str(disk))], host=host
+        ).id
+    finally:
+        runtime.close()
 
 
 @pytest.fixture
@@ -104,6 +137,7 @@ def test_a_healthy_deployment_is_one_ok_line_and_exit_0(deployment: Path, db_url
     assert result.exit_code == 0, result.output
     assert len(lines) == 1 and lines[0].startswith("ok: "), lines
     assert "schema at " in lines[0] and "master key " in lines[0], lines[0]
+    assert "workers alive on h1 (1)" in lines[0]
     assert f"repository file://{deployment / 'repository'}" in lines[0]
     if db_url.startswith("postgresql"):
         assert "autovacuum on" in lines[0]
@@ -245,6 +279,7 @@ def test_a_database_that_records_no_deployment_is_reported(tmp_path: Path, db_ur
         migrations.upgrade(engine)  # migrated, but no process has started on it
     finally:
         engine.dispose()
+    _worker(db_url, "h1")
     _only(
         _bare(tmp_path / "a", db_url),
         "deployment: the database records no master key and repository yet",
@@ -264,3 +299,37 @@ def test_autovacuum_disabled_on_a_table_is_reported(tmp_path: Path, pg_url: str)
         )
     finally:
         engine.dispose()
+
+
+def test_no_live_worker_at_all_is_reported(tmp_path: Path, db_url: str) -> None:
+    runtime = composition.build(_settings(tmp_path / "a", db_url), password_hasher=FAST_HASHER)
+    try:
+        composition.prepare(runtime)
+    finally:
+        runtime.close()
+    _only(
+        _settings(tmp_path / "a", db_url),
+        "workers: no live worker (none sent a heartbeat within worker_stale_seconds = 60)",
+    )
+
+
+def test_a_host_whose_workers_stopped_beating_is_reported(deployment: Path, db_url: str) -> None:
+    _worker(db_url, "h2", silent_for=300)
+    line = _only(_settings(deployment, db_url), "workers: host h2 has no live worker")
+    assert "the last heartbeat there was 30" in line  # 300 s and the test's own seconds
+    # the same worker is alive by a longer staleness setting
+    assert _problems(_settings(deployment, db_url, worker_stale_seconds=600)) == []
+
+
+def test_servers_on_a_host_without_a_live_worker_are_reported_per_host(
+    deployment: Path, db_url: str
+) -> None:
+    served = _server(deployment, db_url, "web1", "h1")
+    anywhere = _server(deployment, db_url, "web2", None)
+    stranded = [_server(deployment, db_url, f"db{i}", "h3") for i in range(7)]
+    line = _only(_settings(deployment, db_url), "servers: no live worker on host h3 for ")
+    assert f"db0 ({stranded[0]})" in line and "and 2 more" in line
+    assert served not in line and anywhere not in line
+    assert "task_start_deadline_seconds" in line
+    _worker(db_url, "h3")
+    assert _problems(_settings(deployment, db_url)) == []

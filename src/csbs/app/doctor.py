@@ -24,9 +24,11 @@ from sqlalchemy.engine import make_url
 from csbs.blobstore import errors as blob_errors
 from csbs.blobstore.registry import open_store
 from csbs.config import Settings
-from csbs.db.engine import create_engine
+from csbs.db.engine import Database, create_engine
+from csbs.db.queries import inventory as inventory_queries
 from csbs.domain.clock import SystemClock
 from csbs.migrations.runner import newest_revision
+from csbs.queue.registry import WorkerRegistry
 from csbs.repository import errors as repository_errors
 from csbs.repository.deployment import (
     KEY_FINGERPRINT,
@@ -84,6 +86,8 @@ def diagnose(settings: Settings, extra: tuple[Check, ...] = ()) -> Diagnosis:
         _check_repository(examined, diagnosis)
         if examined.engine is not None:
             _check_postgres(examined, diagnosis)
+            if examined.migrated:
+                _check_workers(examined, diagnosis)
             for check in (*CHECKS, *extra):
                 check(examined, diagnosis)
     finally:
@@ -92,7 +96,7 @@ def diagnose(settings: Settings, extra: tuple[Check, ...] = ()) -> Diagnosis:
     return diagnosis
 
 
-#: Further checks of a reachable database (the workers' registry adds its own).
+#: Further checks of a reachable database.
 CHECKS: list[Check] = []
 
 
@@ -265,6 +269,53 @@ def _check_repository(examined: Examined, diagnosis: Diagnosis) -> None:
         )
     else:
         diagnosis.facts.append(f"repository {location}")
+
+
+#: Servers named per host in a line before "and N more".
+_SERVERS_SHOWN = 5
+
+
+def _check_workers(examined: Examined, diagnosis: Diagnosis) -> None:
+    """Workers alive per host (their heartbeats in the registry), and the servers whose
+    host has none: their backups and restores wait, then fail at the start deadline."""
+    assert examined.engine is not None
+    settings = examined.settings
+    clock = SystemClock()
+    registry = WorkerRegistry(examined.engine, clock, settings.worker_stale_seconds)
+    workers = registry.list()
+    live: dict[str, int] = {}
+    for worker in workers:
+        if worker.alive:
+            live[worker.host] = live.get(worker.host, 0) + 1
+    stale = f"worker_stale_seconds = {settings.worker_stale_seconds:g}"
+    if not live:
+        diagnosis.problems.append(
+            f"workers: no live worker (none sent a heartbeat within {stale}): start csbs "
+            "worker on each host, or csbs serve with embedded_workers"
+        )
+    now = clock.now()
+    for host in sorted({w.host for w in workers} - set(live)):
+        last = max(w.heartbeat_at for w in workers if w.host == host)
+        diagnosis.problems.append(
+            f"workers: host {host} has no live worker (the last heartbeat there was "
+            f"{(now - last).total_seconds():.0f} s ago)"
+        )
+    with Database(examined.engine).read() as session:
+        servers = inventory_queries.list_servers(session, None)
+    stranded: dict[str, list[str]] = {}
+    for server in servers:
+        if server.host is not None and server.host not in live:
+            stranded.setdefault(server.host, []).append(f"{server.name} ({server.id})")
+    for host, names in sorted(stranded.items()):
+        shown = ", ".join(names[:_SERVERS_SHOWN])
+        more = f" and {len(names) - _SERVERS_SHOWN} more" if len(names) > _SERVERS_SHOWN else ""
+        diagnosis.problems.append(
+            f"servers: no live worker on host {host} for {shown}{more}: their backups and "
+            "restores wait, and fail task_start_deadline_seconds after they are created"
+        )
+    if live:
+        hosts = ", ".join(f"{host} ({count})" for host, count in sorted(live.items()))
+        diagnosis.facts.append(f"workers alive on {hosts}")
 
 
 def _check_postgres(examined: Examined, diagnosis: Diagnosis) -> None:
