@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     #: Threads of `csbs serve` that run API calls (calls beyond wait their turn, in order).
     api_threads: int = Field(default=8, ge=1, le=256)
     db_connect_timeout_seconds: int = Field(default=3, gt=0)
+    #: PostgreSQL connections a process keeps open, and opens beyond them at busy moments
+    #: (ARCHITECTURE "Connections" says what each process needs).
+    db_pool_size: int = Field(default=10, ge=1, le=1000)
+    db_max_overflow: int = Field(default=20, ge=0, le=1000)
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
 
     #: `csbs serve` runs task workers in a child process of its own ...

@@ -84,7 +84,10 @@ def build(
     ensure_data_dir(settings)
     clock = clock or SystemClock()
     engine = create_engine(
-        settings.effective_database_url, connect_timeout=settings.db_connect_timeout_seconds
+        settings.effective_database_url,
+        connect_timeout=settings.db_connect_timeout_seconds,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
     )
     db = Database(engine)
     identity = IdentityService(

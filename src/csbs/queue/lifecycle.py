@@ -62,7 +62,8 @@ class TaskLifecycle:
         self._claim_cache: dict[tuple[str | None, tuple[str, ...]], statements.ClaimStatements] = {}
         self._finish_stmt, self._finish_decrement = statements.finish(self.is_postgres)
         self._enqueue_stmt, self._enqueue_group = statements.enqueue(self._insert, self.is_postgres)
-        self._local_wakers: list[Waker] = []
+        #: Wakers of this process, each with the host of its worker (None: any task).
+        self._local_wakers: list[tuple[Waker, str | None]] = []
         self._wakers_lock = threading.Lock()
         #: SQLite: wakes workers of other processes (PostgreSQL's enqueues notify them).
         self._other_processes = wake.sender_for(engine)
@@ -73,27 +74,38 @@ class TaskLifecycle:
 
     # -- waking workers in this process -----------------------------------------------------
 
-    def add_local_waker(self, waker: Waker) -> None:
+    def add_local_waker(self, waker: Waker, host: str | None = None) -> None:
+        """Wake `waker` on pokes; with a `host`, only for tasks routed to no host or to it."""
         with self._wakers_lock:
-            self._local_wakers.append(waker)
+            self._local_wakers.append((waker, host))
 
     def remove_local_waker(self, waker: Waker) -> None:
         with self._wakers_lock:
-            if waker in self._local_wakers:
-                self._local_wakers.remove(waker)
+            self._local_wakers = [(w, h) for w, h in self._local_wakers if w is not waker]
 
-    def poke(self) -> None:
-        """Wake this process's idle workers, and on SQLite those of other processes on this
-        machine (call after committing an enqueue)."""
+    def poke(self, *routes: str | None) -> None:
+        """Wake the idle workers able to take tasks of `routes` (none given: every worker):
+        this process's, and on SQLite those of other processes on this machine (call after
+        committing an enqueue). A task routed to no host wakes every worker."""
+        everyone = not routes or None in routes
         with self._wakers_lock:
-            for event in self._local_wakers:
-                event.set()
+            for waker, host in self._local_wakers:
+                if everyone or host is None or host in routes:
+                    waker.set()
         if self._other_processes is not None:
-            self._other_processes.send()
+            self._other_processes.send(None if everyone else routes)
 
-    def _notify(self, conn: sa.Connection, payload: str) -> None:
+    def wake_local(self) -> None:
+        """Wake this process's idle workers only (a wake-up relayed from another process)."""
+        with self._wakers_lock:
+            for waker, _host in self._local_wakers:
+                waker.set()
+
+    def _notify(self, conn: sa.Connection, payload: str, routes: Iterable[str | None]) -> None:
+        """PostgreSQL: wake, at commit, the workers able to take tasks of `routes`."""
         if self.is_postgres:
-            conn.execute(sa.select(sa.func.pg_notify(statements.CHANNEL, payload)))
+            for channel in sorted({statements.channel_for(r) for r in routes}):
+                conn.execute(sa.select(sa.func.pg_notify(channel, payload)))
 
     # -- enqueue ----------------------------------------------------------------------------
 
@@ -143,7 +155,7 @@ class TaskLifecycle:
         """Enqueue in a transaction of its own."""
         with self._engine.begin() as conn:
             task = self.enqueue(conn, request)
-        self.poke()
+        self.poke(task.route)
         return task
 
     def request_cancel(self, task_id: str) -> bool:
@@ -319,7 +331,7 @@ class TaskLifecycle:
                 return False
             if on_end is not None:
                 on_end(conn, Task.from_row(row))
-        self.poke()
+        self.poke(task.route)
         return True
 
     def retry(
@@ -357,7 +369,7 @@ class TaskLifecycle:
             result = conn.execute(tasks.update().where(self._owned(task, worker_id)).values(values))
             if result.rowcount:
                 self._leave_running(conn, task)
-            self._notify(conn, task.operation_type)
+            self._notify(conn, task.operation_type, [task.route])
         return bool(result.rowcount)
 
     def hand_back(self, worker_id: str, task_ids: Iterable[str]) -> int:
@@ -384,9 +396,10 @@ class TaskLifecycle:
                 )
                 .returning(*tasks.c)
             ).all()
-            for row in rows:
-                self._leave_running(conn, Task.from_row(row))
-            self._notify(conn, "hand_back")
+            handed = [Task.from_row(row) for row in rows]
+            for task in handed:
+                self._leave_running(conn, task)
+            self._notify(conn, "hand_back", [t.route for t in handed])
         return len(rows)
 
     def reap(self, types: Sequence[str], on_end: Callable[[str], Hook | None] | None = None) -> int:
@@ -403,6 +416,7 @@ class TaskLifecycle:
             return 0
         now = self._clock.now()
         done = 0
+        reaped: set[str | None] = set()
         with self._engine.begin() as conn:
             stmt = (
                 sa.select(*tasks.c)
@@ -449,12 +463,13 @@ class TaskLifecycle:
                 done += 1
                 new = Task.from_row(updated)
                 self._leave_running(conn, new)
+                reaped.add(new.route)  # back to waiting, or its slot is free
                 if new.status.terminal and on_end is not None:
                     hook = on_end(new.operation_type)
                     if hook is not None:
                         hook(conn, new)
-            if done:
-                self._notify(conn, "reap")
+            if reaped:
+                self._notify(conn, "reap", reaped)
         return done
 
     # -- housekeeping: tasks no worker can take, ended tasks --------------------------------

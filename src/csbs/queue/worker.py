@@ -170,9 +170,9 @@ class Worker:
         self._threads: list[threading.Thread] = []
         # Woken by other processes' enqueues: NOTIFY on PostgreSQL, a socket on SQLite.
         self._listener: Listener | wake.SocketListener | None = (
-            Listener(store.engine, self._wake)
+            Listener(store.engine, self._wake, self.host)
             if store.is_postgres
-            else wake.listener_for(store.engine, self._wake)
+            else wake.listener_for(store.engine, self._wake, self.host)
         )
 
     # -- life cycle -------------------------------------------------------------------------
@@ -181,7 +181,7 @@ class Worker:
         # Registered before the first claim: a task routed to this host is not failed for
         # want of a worker once this one may take it.
         self._call(lambda: self.store.workers.register(self.registration), give_up_after=30)
-        self.store.add_local_waker(self._wake)
+        self.store.add_local_waker(self._wake, self.host)
         if self._listener is not None:
             self._listener.start()
         for target, name in ((self._dispatch, "dispatch"), (self._monitor, "monitor")):
