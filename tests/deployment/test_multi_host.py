@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -44,6 +45,8 @@ HOSTS = ("h1", "h2")
 START_DEADLINE = 40
 #: worker_stale_seconds: workers beat every quarter of it, and look for stranded tasks.
 STALE = 4
+#: worker_idle_poll_seconds (its maximum): a worker claims unasked once in this long.
+IDLE_POLL = 60
 
 
 @dataclasses.dataclass
@@ -95,10 +98,15 @@ class Deployment:
             (path / "master.key").chmod(0o600)
         return path
 
-    def spawn(self, args: list[str], log: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, args: list[str], log: str, env: dict[str, str], command: list[str] | None = None
+    ) -> subprocess.Popen[bytes]:
         with open(self.root / f"{log}.log", "ab") as out:
             proc = subprocess.Popen(
-                [*csbs_command(), *args], stdout=out, stderr=subprocess.STDOUT, env=env
+                [*(command or csbs_command()), *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
             )
         self.procs.append(proc)
         return proc
@@ -126,11 +134,24 @@ class Deployment:
         return api
 
     def start_worker(self, host: str) -> subprocess.Popen[bytes]:
+        """`csbs worker --host HOST` that counts its claims (`tests/support/counted_claims`);
+        it looks for work unasked only once a minute, so its claims are its wake-ups."""
         data_dir = self.data_dir(host)
-        env = self.env(data_dir, CSBS_WORKER_IDLE_POLL_SECONDS="5")
-        proc = self.spawn(["worker", "--host", host, "--concurrency", "2"], host, env)
+        env = self.env(data_dir, CSBS_WORKER_IDLE_POLL_SECONDS=str(IDLE_POLL))
+        counting = [sys.executable, "-m", "tests.support.counted_claims"]
+        counting.append(str(self.claims_file(host)))
+        args = ["worker", "--host", host, "--concurrency", "2"]
+        proc = self.spawn(args, host, env, command=counting)
         self.workers[host] = proc
         return proc
+
+    def claims_file(self, host: str) -> Path:
+        return self.root / f"{host}.claims"
+
+    def claims(self, host: str) -> int:
+        """How many claims the workers of `host` ran so far."""
+        path = self.claims_file(host)
+        return len(path.read_text().splitlines()) if path.exists() else 0
 
     def wait_worker(self, host: str, timeout: float = 30) -> None:
         log = self.root / f"{host}.log"
@@ -335,6 +356,25 @@ def test_backups_run_on_the_host_their_server_names(deployment: Deployment) -> N
         started = [h for h in HOSTS if task["id"] in logs[h] and '"task started"' in logs[h]]
         assert started == [host], (task["id"], started)
     assert any(name.startswith("projects/") for name in deployment.blobs())
+
+
+def test_a_hosts_workers_are_not_woken_by_another_hosts_tasks(deployment: Deployment) -> None:
+    servers = [deployment.server("a", f"busy-{n}", "h2") for n in range(8)]
+    time.sleep(0.5)
+    started = time.monotonic()
+    before = {host: deployment.claims(host) for host in HOSTS}
+    backups = [deployment.protect("a" if n % 2 else "b", s) for n, s in enumerate(servers)]
+    for backup in backups:
+        assert deployment.wait_backup("b", backup)["status"] == "available"
+    time.sleep(1.0)  # the last finishes' wake-ups
+    after = {host: deployment.claims(host) for host in HOSTS}
+    window = time.monotonic() - started
+    # h2 ran 8 tasks with 2 slots: at least 4 claims that found work.
+    assert after["h2"] - before["h2"] >= 4, (before, after)
+    # 8 enqueues and 8 finishes on h2 woke no worker of h1: within less than its idle
+    # poll, h1 claimed at most once (that poll), where one wake-up each would be 16.
+    assert window < IDLE_POLL, window
+    assert after["h1"] - before["h1"] <= 1, (before, after)
 
 
 def test_a_worker_that_appears_in_time_runs_the_task_that_waited_for_it(
