@@ -110,6 +110,9 @@ class Settings(BaseSettings):
 
     #: Where disks may live: paths separated by ':' (default: <data_dir>/disks).
     inventory_roots: str | None = None
+    #: A server registered for another host has its disk paths opened by a worker of that
+    #: host; the registration waits this long for its answer.
+    disk_check_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
 
     log_level: str = "INFO"
     log_json: bool = True

@@ -12,6 +12,7 @@ import dataclasses
 import datetime as dt
 import logging
 import os
+import socket
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -116,7 +117,14 @@ def build(
         clock=clock,
         identity=identity,
         tasks=store,
-        inventory=InventoryService(db, clock, disk_rules),
+        inventory=InventoryService(
+            db,
+            clock,
+            disk_rules,
+            store,
+            local_host=settings.worker_host or socket.gethostname(),
+            check_timeout=settings.disk_check_timeout_seconds,
+        ),
         backups=backups,
         restores=RestoreService(db, clock, store),
         deletions=deletions,

@@ -555,3 +555,14 @@ class TaskLifecycle:
             if gone < batch:
                 break
         return removed
+
+    def forget(self, task_id: str) -> bool:
+        """Remove a task that is waiting or ended (one whose answer its enqueuer has read);
+        a running task is left to end (its group's count of running tasks must move)."""
+        with self._engine.begin() as conn:
+            gone = conn.execute(
+                tasks.delete().where(
+                    tasks.c.id == task_id, tasks.c.status != TaskStatus.RUNNING.value
+                )
+            ).rowcount
+        return bool(gone)

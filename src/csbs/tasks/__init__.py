@@ -7,7 +7,9 @@ from collections.abc import Mapping
 from csbs.domain.operations import OperationType
 from csbs.queue import Handler
 from csbs.services.container import Services
+from csbs.services.inventory import CHECK_DISKS
 from csbs.tasks.backup import BackupHandler
+from csbs.tasks.check_disks import CheckDisksHandler
 from csbs.tasks.delete import DeleteHandler
 from csbs.tasks.failures import PlainErrors
 from csbs.tasks.restore import RestoreHandler
@@ -19,4 +21,5 @@ def handlers(services: Services) -> Mapping[str, Handler]:
         OperationType.BACKUP: PlainErrors(BackupHandler(services)),
         OperationType.RESTORE: PlainErrors(RestoreHandler(services)),
         OperationType.DELETE: PlainErrors(DeleteHandler(services)),
+        CHECK_DISKS: CheckDisksHandler(services.disk_rules),
     }

@@ -59,6 +59,7 @@ def add_server(s: orm.Session, server: Server) -> Server:
                 name=d.name,
                 device_name=d.device_name,
                 path=d.path,
+                host=server.host or "",
                 size_bytes=d.size_bytes,
                 bootable=d.bootable,
                 identity=d.identity,
@@ -95,8 +96,14 @@ def list_servers(s: orm.Session, project_id: str | None) -> list[Server]:
     return [_server(r, disks[r.id]) for r in rows]
 
 
-def path_in_use(s: orm.Session, paths: Sequence[str]) -> list[str]:
-    return list(s.scalars(sa.select(tables.Disk.path).where(tables.Disk.path.in_(list(paths)))))
+def path_in_use(s: orm.Session, host: str | None, paths: Sequence[str]) -> list[str]:
+    """Which of `paths` a disk on `host` has already. A disk of a server with no host
+    may be on any host: it clashes with the same path on every host, and the other way
+    round."""
+    stmt = sa.select(tables.Disk.path).where(tables.Disk.path.in_(list(paths)))
+    if host:
+        stmt = stmt.where(tables.Disk.host.in_([host, ""]))
+    return list(s.scalars(stmt))
 
 
 def delete_server(s: orm.Session, server_id: str) -> bool:
