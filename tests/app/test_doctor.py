@@ -71,7 +71,9 @@ def _worker(db_url: str, host: str, *, silent_for: float = 0.0) -> None:
 
 
 def _server(data_dir: Path, db_url: str, name: str, host: str | None) -> str:
-    runtime = composition.build(_settings(data_dir, db_url), password_hasher=FAST_HASHER)
+    """`csbs server add` on the server's host (its disks open there, no worker needed)."""
+    settings = _settings(data_dir, db_url, worker_host=host or "h1")
+    runtime = composition.build(settings, password_hasher=FAST_HASHER)
     try:
         disk = data_dir / "disks" / f"{name}.img"
         disk.write_bytes(bytes(4096))

@@ -11,6 +11,7 @@ on the host its server names.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -31,7 +32,7 @@ import sqlalchemy as sa
 
 from csbs.blobstore.s3 import S3Store
 from tests.blobstore.conftest import MOTO_CREDENTIALS
-from tests.conftest import fresh_pg_schema
+from tests.support.databases import PG_ADMIN_URL, pg_available
 from tests.support.processes import clean_env, csbs_command, free_port, wait_ready
 from tests.support.runtime import password_auth
 
@@ -122,13 +123,13 @@ class Deployment:
     def start_api(self, name: str) -> Api:
         port = free_port()
         data_dir = self.data_dir(f"api-{name}")
-        roots = ":".join(str(self.root / h / "disks") for h in (*HOSTS, "h3", "h4"))
+        # No inventory roots of the hosts here: a server's disk paths are opened on its
+        # host, by its worker, never on the API machine.
         env = self.env(
             data_dir,
             CSBS_ADMIN_PASSWORD=ADMIN_PASSWORD,
             CSBS_EMBEDDED_WORKERS="false",
             CSBS_EMBEDDED_SCHEDULER="false",
-            CSBS_INVENTORY_ROOTS=roots,
         )
         proc = self.spawn(["serve", "--host", "127.0.0.1", "--port", str(port)], f"api-{name}", env)
         api = Api(name, proc, f"http://127.0.0.1:{port}")
@@ -142,6 +143,7 @@ class Deployment:
         data_dir = self.data_dir(host)
         env = self.env(
             data_dir,
+            CSBS_INVENTORY_ROOTS=str(data_dir / "disks"),
             CSBS_WORKER_IDLE_POLL_SECONDS=str(IDLE_POLL),
             CSBS_TASK_RETENTION_DAYS="1",
             CSBS_TEST_PRUNE_INTERVAL_SECONDS=str(PRUNE_INTERVAL),
@@ -161,7 +163,7 @@ class Deployment:
         path = self.claims_file(host)
         return len(path.read_text().splitlines()) if path.exists() else 0
 
-    def wait_worker(self, host: str, timeout: float = 30) -> None:
+    def wait_worker(self, host: str, timeout: float = 180) -> None:
         log = self.root / f"{host}.log"
         deadline = time.monotonic() + timeout
         while '"msg": "worker started"' not in log.read_text():
@@ -192,12 +194,28 @@ class Deployment:
             **kwargs,
         )
 
-    def server(self, api: str, name: str, host: str) -> str:
+    def disk(self, host: str, name: str) -> Path:
         disk = self.root / host / "disks" / f"{name}.img"
         disk.parent.mkdir(parents=True, exist_ok=True)
         with open(disk, "wb") as f:
             f.write(os.urandom(256 * 1024))
             f.truncate(2 << 20)
+        return disk
+
+    def server_on_its_host(self, name: str, host: str) -> str:
+        """`csbs server add --host HOST` run on that host (its inventory roots), as the
+        walk-through registers a server; the host needs no running worker for it."""
+        disk = self.disk(host, name)
+        data_dir = self.data_dir(f"{host}-cli")
+        env = self.env(data_dir, CSBS_WORKER_HOST=host, CSBS_INVENTORY_ROOTS=str(disk.parent))
+        args = ["server", "add", "--project", "admin", "--name", name, "--host", host]
+        done = self.run([*args, "--disk", str(disk)], env)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()[-1]
+
+    def server(self, api: str, name: str, host: str) -> str:
+        """A server registered through the API: its host's worker opens its disk paths."""
+        disk = self.disk(host, name)
         r = self.call(
             api,
             "POST",
@@ -253,6 +271,31 @@ class Deployment:
         return set(self.bucket.list(""))
 
 
+@contextlib.contextmanager
+def own_database() -> Iterator[str]:
+    """A database of its own on the test PostgreSQL, as a deployment has: notifications
+    are per database, so no other test's tasks (in schemas of the shared database) wake
+    these workers, and the claims counted are this deployment's."""
+    if not pg_available():
+        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}; start it (see README)")
+    name = f"csbs_multi_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield (
+                sa.engine.make_url(PG_ADMIN_URL)
+                .set(database=name)
+                .render_as_string(hide_password=False)
+            )
+        finally:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
 @pytest.fixture(scope="module")
 def deployment(
     tmp_path_factory: pytest.TempPathFactory, moto_endpoint: str
@@ -267,7 +310,7 @@ def deployment(
     query = urllib.parse.urlencode(
         {"endpoint_url": moto_endpoint, "region": "us-east-1", **MOTO_CREDENTIALS}
     )
-    with fresh_pg_schema() as pg_url:
+    with own_database() as pg_url:
         dep = Deployment(root, pg_url, f"s3://{bucket_name}/repo?{query}", bucket)
         try:
             # The walk-through's first step, on the first API machine: the schema, the
@@ -280,7 +323,7 @@ def deployment(
             for host in HOSTS:
                 dep.start_worker(host)
             for api in apis:
-                wait_ready(api.base, api.proc, timeout=60)
+                wait_ready(api.base, api.proc, timeout=180)
             for host in HOSTS:
                 dep.wait_worker(host)
             r = httpx2.post(
@@ -307,7 +350,16 @@ def _refusal(done: subprocess.CompletedProcess[str]) -> str:
 @pytest.fixture(scope="module")
 def waiting_backup(deployment: Deployment) -> str:
     """A backup of a server on host h3, where no worker runs: it waits."""
-    server = deployment.server("a", "vm3", "h3")
+    # through the API, no worker of h3 can check its disks
+    r = deployment.call(
+        "a",
+        "POST",
+        "/servers",
+        json={"server": {"name": "vm3", "host": "h3", "disks": [{"path": "/x/vm3.img"}]}},
+    )
+    assert r.status_code == 400, r.text
+    assert "no live worker on host h3" in r.json()["error_msg"]
+    server = deployment.server_on_its_host("vm3", "h3")
     backup = deployment.protect("b", server)
     task = deployment.task_of(backup)
     assert task["status"] == "waiting" and task["route"] == "h3", task
@@ -350,6 +402,16 @@ def test_a_worker_without_the_repository_url_is_refused_and_writes_nothing(
 
 
 def test_backups_run_on_the_host_their_server_names(deployment: Deployment) -> None:
+    # h1's worker checks the paths of a server on h1, beneath its own roots
+    elsewhere = deployment.disk("h2", "not-on-h1")
+    r = deployment.call(
+        "b",
+        "POST",
+        "/servers",
+        json={"server": {"name": "wrong", "host": "h1", "disks": [{"path": str(elsewhere)}]}},
+    )
+    assert r.status_code == 400, r.text
+    assert "host h1: " in r.json()["error_msg"] and "inventory roots" in r.json()["error_msg"]
     servers = {host: deployment.server("a", f"vm-{host}", host) for host in HOSTS}
     # through either API process: both enqueue for the same workers
     through = dict(zip(HOSTS, "ab", strict=True))
@@ -435,7 +497,7 @@ def test_pruning_removes_old_operation_logs_and_keeps_what_it_must(
 def test_a_worker_that_appears_in_time_runs_the_task_that_waited_for_it(
     deployment: Deployment,
 ) -> None:
-    server = deployment.server("a", "vm4", "h4")
+    server = deployment.server_on_its_host("vm4", "h4")
     backup = deployment.protect("a", server)
     time.sleep(1.0)
     assert deployment.task_of(backup)["status"] == "waiting"
