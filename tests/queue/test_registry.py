@@ -7,13 +7,16 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
+from csbs import migrations
+from csbs.db.engine import create_engine
 from csbs.domain.clock import FrozenClock, SystemClock
-from csbs.queue import EnqueueRequest, Task, TaskStatus, TaskStore, Worker
+from csbs.queue import EnqueueRequest, QueueConfig, Task, TaskStatus, TaskStore, Worker
 from csbs.queue.registry import Registration
 from csbs.queue.schema import tasks
 from csbs.queue.worker import FunctionHandler
@@ -54,10 +57,24 @@ def test_registry_lists_workers_alive_by_staleness(
     assert [w.id for w in registry.list()] == ["a"]
 
 
-def test_a_worker_registers_heartbeats_and_leaves(make_store: StoreFactory) -> None:
-    store = make_store(worker_stale_seconds=0.4, lease_seconds=2)
-    store._clock = SystemClock()  # type: ignore[attr-defined]
-    store.workers._clock = SystemClock()  # type: ignore[attr-defined]
+@pytest.fixture
+def real_time(db_url: str) -> Iterator[StoreFactory]:
+    """Stores on the system clock, for tests with real workers."""
+    engines: list[sa.Engine] = []
+
+    def make(**config: Any) -> TaskStore:
+        engine = create_engine(db_url)
+        engines.append(engine)
+        migrations.upgrade(engine)
+        return TaskStore(engine, SystemClock(), QueueConfig(**config))
+
+    yield make
+    for e in engines:
+        e.dispose()
+
+
+def test_a_worker_registers_heartbeats_and_leaves(real_time: StoreFactory) -> None:
+    store = real_time(worker_stale_seconds=0.4, lease_seconds=2)
     release = threading.Event()
 
     def hold(ctx: Any) -> None:
@@ -149,13 +166,11 @@ def test_a_worker_of_the_host_appearing_in_time_takes_the_task(
 
 
 def test_workers_fail_the_stranded_task_and_a_late_worker_runs_the_other(
-    make_store: StoreFactory,
+    real_time: StoreFactory,
 ) -> None:
     """End to end with real workers: h1's worker fails the task for h3 at its deadline;
     a task for h2 whose worker starts before its deadline runs."""
-    store = make_store(worker_stale_seconds=0.4, start_deadline_seconds=1.5, lease_seconds=2)
-    store._clock = SystemClock()  # type: ignore[attr-defined]
-    store.workers._clock = SystemClock()  # type: ignore[attr-defined]
+    store = real_time(worker_stale_seconds=0.4, start_deadline_seconds=1.5, lease_seconds=2)
     ran: list[str] = []
     handlers = {"backup": FunctionHandler(lambda ctx: ran.append(ctx.task.id))}
     h1 = Worker(store, handlers, clock=SystemClock(), host="h1")

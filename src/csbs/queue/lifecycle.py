@@ -33,6 +33,7 @@ from csbs.queue.config import QueueConfig
 from csbs.queue.jobs import EnqueueRequest, Task, error_info
 from csbs.queue.schema import tasks
 from csbs.sql import dialect
+from csbs.sql.reads import reader
 
 #: How many candidate groups one claim looks at before giving up (each needs a lock).
 _CLAIM_TRIES = 8
@@ -67,6 +68,7 @@ class TaskLifecycle:
         self._wakers_lock = threading.Lock()
         #: SQLite: wakes workers of other processes (PostgreSQL's enqueues notify them).
         self._other_processes = wake.sender_for(engine)
+        self._reader = reader(engine)
 
     @property
     def engine(self) -> sa.Engine:
@@ -505,6 +507,10 @@ class TaskLifecycle:
             .order_by(tasks.c.seq)
             .limit(_REAP_BATCH)
         )
+        # Nearly always there is none: look without taking SQLite's write lock first.
+        with self._reader.begin() as conn:
+            if conn.execute(stmt.with_only_columns(tasks.c.seq)).first() is None:
+                return 0
         if self.is_postgres:
             stmt = stmt.with_for_update(skip_locked=True)
         done = 0
@@ -545,6 +551,9 @@ class TaskLifecycle:
             .order_by(tasks.c.ended_at)
             .limit(batch)
         )
+        with self._reader.begin() as conn:
+            if conn.execute(old.limit(1)).first() is None:
+                return 0
         if self.is_postgres:
             old = old.with_for_update(skip_locked=True)
         removed = 0
