@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     #: Threads of `csbs serve` that run API calls (calls beyond wait their turn, in order).
     api_threads: int = Field(default=8, ge=1, le=256)
     db_connect_timeout_seconds: int = Field(default=3, gt=0)
+    #: PostgreSQL connections a process keeps open, and opens beyond them at busy moments
+    #: (ARCHITECTURE "Connections" says what each process needs).
+    db_pool_size: int = Field(default=10, ge=1, le=1000)
+    db_max_overflow: int = Field(default=20, ge=0, le=1000)
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
 
     #: `csbs serve` runs task workers in a child process of its own ...
@@ -94,6 +98,15 @@ class Settings(BaseSettings):
     restore_deadline_seconds: float = Field(default=24 * 3600, gt=0)
     task_lease_seconds: float = Field(default=30.0, gt=0)
     task_max_attempts: int = Field(default=5, ge=1)
+    #: A worker whose heartbeat is older than this counts as gone (`csbs worker list`);
+    #: workers renew theirs every quarter of it.
+    worker_stale_seconds: float = Field(default=60.0, ge=1, le=3600)
+    #: A task routed to a host where no worker is alive fails this long after its creation
+    #: (unless a worker of that host appears first). A day: a daily policy's next backup is
+    #: due by then, and a host down for maintenance over a night still catches up.
+    task_start_deadline_seconds: float = Field(default=24 * 3600, gt=0)
+    #: Ended tasks (operation logs) are removed this many days after they ended.
+    task_retention_days: int = Field(default=90, ge=1, le=36500)
 
     #: Default quotas of a project an admin set none for; -1 = unlimited (spec §4.15).
     quota_backups: int = Field(default=600, ge=-1, le=2**31 - 1)
@@ -101,6 +114,9 @@ class Settings(BaseSettings):
 
     #: Where disks may live: paths separated by ':' (default: <data_dir>/disks).
     inventory_roots: str | None = None
+    #: A server registered for another host has its disk paths opened by a worker of that
+    #: host; the registration waits this long for its answer.
+    disk_check_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
 
     #: The host's libvirt, whose domains a worker keeps in the inventory as servers of its
     #: host: `auto` (qemu:///system where libvirt answers, none where not), `off`, or a URI.

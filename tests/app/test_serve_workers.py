@@ -206,7 +206,7 @@ def test_wake_ups_are_relayed_and_a_closed_pipe_ends_the_relay() -> None:
     class Store:
         pokes = 0
 
-        def poke(self) -> None:
+        def wake_local(self) -> None:
             self.pokes += 1
 
     store = Store()

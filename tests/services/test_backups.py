@@ -29,6 +29,7 @@ def _server(env: Env, project_id: str, name: str, host: str | None = None) -> st
 
 def test_protect_creates_record_backup_and_routed_task(env: Env) -> None:
     pid = env.project_id("admin")
+    env.services.inventory.local_host = "h1"  # its disks are on this process's host
     sid = _server(env, pid, "web1", host="h1")
     cp, b = env.services.backups.protect(
         pid, ProtectRequest(sid, description="nightly", tags=[("env", "prod")])

@@ -31,6 +31,7 @@ from csbs.api.routes import (
     servers,
     tags,
     versions,
+    workers,
 )
 from csbs.services.container import Services
 
@@ -79,6 +80,7 @@ def create_app(services: Services, edge: ApiEdge) -> FastAPI:
         protectables,
         quotas,
         tags,
+        workers,
     ):
         app.include_router(module.router)
     console.install(app)

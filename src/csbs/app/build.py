@@ -12,6 +12,7 @@ import dataclasses
 import datetime as dt
 import logging
 import os
+import socket
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,6 +45,7 @@ from csbs.services.quotas import QuotaService
 from csbs.services.restores import RestoreService
 from csbs.services.scheduler import Scheduler
 from csbs.services.tags import TagService
+from csbs.services.workers import WorkerService
 
 if TYPE_CHECKING:
     import argon2
@@ -86,7 +88,10 @@ def build(
     ensure_data_dir(settings)
     clock = clock or SystemClock()
     engine = create_engine(
-        settings.effective_database_url, connect_timeout=settings.db_connect_timeout_seconds
+        settings.effective_database_url,
+        connect_timeout=settings.db_connect_timeout_seconds,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
     )
     db = Database(engine)
     identity = IdentityService(
@@ -119,7 +124,14 @@ def build(
         clock=clock,
         identity=identity,
         tasks=store,
-        inventory=InventoryService(db, clock, disk_rules),
+        inventory=InventoryService(
+            db,
+            clock,
+            disk_rules,
+            store,
+            local_host=settings.worker_host or socket.gethostname(),
+            check_timeout=settings.disk_check_timeout_seconds,
+        ),
         backups=backups,
         restores=RestoreService(db, clock, store),
         deletions=deletions,
@@ -130,6 +142,7 @@ def build(
         quotas=quotas,
         tags=TagService(db),
         maintenance=maintenance,
+        workers=WorkerService(store),
     )
     activity = ApiActivity()
     edge = ApiEdge(
@@ -232,6 +245,9 @@ def queue_config(settings: Settings) -> QueueConfig:
         },
         lease_seconds=settings.task_lease_seconds,
         max_attempts=settings.task_max_attempts,
+        worker_stale_seconds=settings.worker_stale_seconds,
+        start_deadline_seconds=settings.task_start_deadline_seconds,
+        retention_seconds=settings.task_retention_days * 86400.0,
     )
 
 
@@ -245,6 +261,7 @@ def make_worker(
 ) -> Worker:
     """A worker over this runtime's queue with the production handlers (or `handlers`);
     `api_busy` tells it when the API beside it is answering calls (embedded workers)."""
+    from csbs import __version__
     from csbs import tasks as task_handlers
 
     settings = runtime.settings
@@ -257,6 +274,7 @@ def make_worker(
         idle_poll=settings.worker_idle_poll_seconds,
         api_busy=api_busy,
         busy_claim_interval=settings.worker_busy_claim_seconds,
+        version=__version__,
     )
 
 

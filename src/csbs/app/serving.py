@@ -82,7 +82,9 @@ def serve(runtime: Runtime) -> None:
             # SQLite has no notifications: the pipe is what wakes the child at once. On
             # PostgreSQL every enqueue notifies it already; a second wake-up per call would
             # only cost both processes a system call.
-            runtime.services.tasks.add_local_waker(worker)
+            # Only for tasks its host may take (routed to no host, or to its own).
+            host = settings.worker_host or socket.gethostname()
+            runtime.services.tasks.add_local_waker(worker, host)
     scheduler = make_scheduler(runtime) if settings.embedded_scheduler else None
     if scheduler is not None:
         scheduler.start()

@@ -117,11 +117,12 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 class _Pokeable(Protocol):
-    def poke(self) -> None: ...
+    def wake_local(self) -> None: ...
 
 
 def relay_wake_ups(fd: int, store: _Pokeable) -> None:
-    """Poke `store` for every batch of bytes read from `fd`, until the writer closes it."""
+    """Wake `store`'s workers in this process for every batch of bytes read from `fd`,
+    until the writer closes it (other processes heard of the enqueue from the sender)."""
     while True:
         try:
             got = os.read(fd, 4096)
@@ -129,7 +130,7 @@ def relay_wake_ups(fd: int, store: _Pokeable) -> None:
             return
         if not got:
             return
-        store.poke()
+        store.wake_local()
 
 
 def _child_main(

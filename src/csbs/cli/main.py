@@ -33,6 +33,7 @@ db_app = typer.Typer(help="Metadata database.", no_args_is_help=True, rich_marku
 _GROUPS = (
     ("admin", "csbs.cli.admin", "admin"),
     ("task", "csbs.cli.task", "task_app"),
+    ("worker", "csbs.cli.worker", "worker_app"),
     ("server", "csbs.cli.server", "server_app"),
     ("backup", "csbs.cli.backup", "backup_app"),
     ("policy", "csbs.cli.policy", "policy_app"),
@@ -104,40 +105,6 @@ def serve(
 
 
 @_top.command()
-def worker(
-    data_dir: DataDirOpt = None,
-    database_url: DatabaseUrlOpt = None,
-    concurrency: Annotated[
-        int | None,
-        typer.Option("--concurrency", help="Tasks run at once (env CSBS_WORKER_CONCURRENCY)."),
-    ] = None,
-    host: Annotated[
-        str | None,
-        typer.Option("--host", help="Host name tasks are routed by (env CSBS_WORKER_HOST)."),
-    ] = None,
-) -> None:
-    """Run a task worker (for machines other than the one running `csbs serve`)."""
-    from csbs import app as composition
-    from csbs import migrations
-    from csbs.app.run import run_worker
-
-    settings = settings_from(
-        data_dir=data_dir,
-        database_url=database_url,
-        worker_concurrency=concurrency,
-        worker_host=host,
-    )
-    runtime = composition.build(settings)
-    with csbs_errors():
-        migrations.upgrade(runtime.services.db.engine)
-        composition.check_deployment(runtime)
-    runtime.services.repository.warn_if_configured_otherwise()
-    worker = composition.make_worker(runtime)
-    console.print(f"csbs worker {worker.worker_id}: {worker.concurrency} slots", highlight=False)
-    run_worker(runtime, worker)
-
-
-@_top.command()
 def scheduler(data_dir: DataDirOpt = None, database_url: DatabaseUrlOpt = None) -> None:
     """Run the policy scheduler alone (one instance leads across machines; others stand by)."""
     from csbs import app as composition
@@ -150,6 +117,21 @@ def scheduler(data_dir: DataDirOpt = None, database_url: DatabaseUrlOpt = None) 
         composition.check_deployment(runtime)
     console.print("csbs scheduler: firing due policies while it leads", highlight=False)
     run_scheduler(runtime)
+
+
+@_top.command()
+def doctor(data_dir: DataDirOpt = None, database_url: DatabaseUrlOpt = None) -> None:
+    """Check the deployment from this machine (database, schema, repository, master key,
+    workers, autovacuum): one line per problem and exit 1, or one line of what is fine.
+    Creates nothing."""
+    from csbs.app import doctor as checks
+
+    diagnosis = checks.diagnose(settings_from(data_dir=data_dir, database_url=database_url))
+    for problem in diagnosis.problems:
+        print(problem, flush=True)
+    if not diagnosis.healthy:
+        raise typer.Exit(1)
+    print(diagnosis.summary(), flush=True)
 
 
 @db_app.command("upgrade")

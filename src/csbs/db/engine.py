@@ -35,13 +35,18 @@ def normalise_url(url: str) -> str:
     return u.render_as_string(hide_password=False)
 
 
-def create_engine(url: str, *, connect_timeout: int = 3, pool_size: int = 10) -> sa.Engine:
+def create_engine(
+    url: str, *, connect_timeout: int = 3, pool_size: int = 10, max_overflow: int = 20
+) -> sa.Engine:
     """Create an engine for `url` with the project's connection settings.
 
     Args:
         url: `sqlite:///path` or `postgresql://...`.
         connect_timeout: seconds to wait for a PostgreSQL connection before giving up.
         pool_size: connections kept open to PostgreSQL.
+        max_overflow: connections opened beyond `pool_size` at busy moments, closed when
+            returned; a process holds at most `pool_size + max_overflow` from its pool (a
+            worker's LISTEN connection is one more, outside the pool).
     """
     url = normalise_url(url)
     u = make_url(url)
@@ -52,14 +57,14 @@ def create_engine(url: str, *, connect_timeout: int = 3, pool_size: int = 10) ->
             url,
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
             pool_size=pool_size,
-            max_overflow=20,
+            max_overflow=max_overflow,
         )
         _configure_sqlite(engine)
         return engine
     engine = sa.create_engine(
         url,
         pool_size=pool_size,
-        max_overflow=20,
+        max_overflow=max_overflow,
         pool_timeout=connect_timeout,
         connect_args={"connect_timeout": connect_timeout},
     )

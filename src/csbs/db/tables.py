@@ -104,8 +104,11 @@ class Disk(Base):
     position: orm.Mapped[int] = orm.mapped_column(sa.Integer)
     name: orm.Mapped[str] = orm.mapped_column(sa.String(255))
     device_name: orm.Mapped[str] = orm.mapped_column(sa.String(255))
-    # A path may back only one disk: two servers sharing a disk would restore over each other.
-    path: orm.Mapped[str] = orm.mapped_column(sa.String(4096), unique=True)
+    # A path may back only one disk on its host: two servers sharing a disk would restore
+    # over each other. Two hosts may have the same layout (decision 0020).
+    path: orm.Mapped[str] = orm.mapped_column(sa.String(4096))
+    #: The server's host ('' for none), copied here for the uniqueness of (host, path).
+    host: orm.Mapped[str] = orm.mapped_column(sa.String(255), server_default="")
     size_bytes: orm.Mapped[int] = orm.mapped_column(sa.BigInteger)
     bootable: orm.Mapped[bool] = orm.mapped_column(sa.Boolean)
     identity: orm.Mapped[str | None] = orm.mapped_column(sa.String(64), nullable=True)
@@ -116,6 +119,8 @@ class Disk(Base):
     kind: orm.Mapped[str | None] = orm.mapped_column(sa.String(16), nullable=True)
     source: orm.Mapped[str | None] = orm.mapped_column(sa.String(4096), nullable=True)
     unsupported: orm.Mapped[str | None] = orm.mapped_column(sa.String(1024), nullable=True)
+
+    __table_args__ = (sa.UniqueConstraint("host", "path", name="uq_disks_host_path"),)
 
 
 class Checkpoint(Base):

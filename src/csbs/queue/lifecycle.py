@@ -27,11 +27,13 @@ import sqlalchemy as sa
 from csbs.domain.clock import Clock
 from csbs.domain.ids import new_id
 from csbs.domain.operations import TaskStatus
+from csbs.domain.workers import no_live_worker
 from csbs.queue import statements, wake
 from csbs.queue.config import QueueConfig
 from csbs.queue.jobs import EnqueueRequest, Task, error_info
 from csbs.queue.schema import tasks
 from csbs.sql import dialect
+from csbs.sql.reads import reader
 
 #: How many candidate groups one claim looks at before giving up (each needs a lock).
 _CLAIM_TRIES = 8
@@ -61,10 +63,12 @@ class TaskLifecycle:
         self._claim_cache: dict[tuple[str | None, tuple[str, ...]], statements.ClaimStatements] = {}
         self._finish_stmt, self._finish_decrement = statements.finish(self.is_postgres)
         self._enqueue_stmt, self._enqueue_group = statements.enqueue(self._insert, self.is_postgres)
-        self._local_wakers: list[Waker] = []
+        #: Wakers of this process, each with the host of its worker (None: any task).
+        self._local_wakers: list[tuple[Waker, str | None]] = []
         self._wakers_lock = threading.Lock()
         #: SQLite: wakes workers of other processes (PostgreSQL's enqueues notify them).
         self._other_processes = wake.sender_for(engine)
+        self._reader = reader(engine)
 
     @property
     def engine(self) -> sa.Engine:
@@ -72,27 +76,38 @@ class TaskLifecycle:
 
     # -- waking workers in this process -----------------------------------------------------
 
-    def add_local_waker(self, waker: Waker) -> None:
+    def add_local_waker(self, waker: Waker, host: str | None = None) -> None:
+        """Wake `waker` on pokes; with a `host`, only for tasks routed to no host or to it."""
         with self._wakers_lock:
-            self._local_wakers.append(waker)
+            self._local_wakers.append((waker, host))
 
     def remove_local_waker(self, waker: Waker) -> None:
         with self._wakers_lock:
-            if waker in self._local_wakers:
-                self._local_wakers.remove(waker)
+            self._local_wakers = [(w, h) for w, h in self._local_wakers if w is not waker]
 
-    def poke(self) -> None:
-        """Wake this process's idle workers, and on SQLite those of other processes on this
-        machine (call after committing an enqueue)."""
+    def poke(self, *routes: str | None) -> None:
+        """Wake the idle workers able to take tasks of `routes` (none given: every worker):
+        this process's, and on SQLite those of other processes on this machine (call after
+        committing an enqueue). A task routed to no host wakes every worker."""
+        everyone = not routes or None in routes
         with self._wakers_lock:
-            for event in self._local_wakers:
-                event.set()
+            for waker, host in self._local_wakers:
+                if everyone or host is None or host in routes:
+                    waker.set()
         if self._other_processes is not None:
-            self._other_processes.send()
+            self._other_processes.send(None if everyone else routes)
 
-    def _notify(self, conn: sa.Connection, payload: str) -> None:
+    def wake_local(self) -> None:
+        """Wake this process's idle workers only (a wake-up relayed from another process)."""
+        with self._wakers_lock:
+            for waker, _host in self._local_wakers:
+                waker.set()
+
+    def _notify(self, conn: sa.Connection, payload: str, routes: Iterable[str | None]) -> None:
+        """PostgreSQL: wake, at commit, the workers able to take tasks of `routes`."""
         if self.is_postgres:
-            conn.execute(sa.select(sa.func.pg_notify(statements.CHANNEL, payload)))
+            for channel in sorted({statements.channel_for(r) for r in routes}):
+                conn.execute(sa.select(sa.func.pg_notify(channel, payload)))
 
     # -- enqueue ----------------------------------------------------------------------------
 
@@ -142,7 +157,7 @@ class TaskLifecycle:
         """Enqueue in a transaction of its own."""
         with self._engine.begin() as conn:
             task = self.enqueue(conn, request)
-        self.poke()
+        self.poke(task.route)
         return task
 
     def request_cancel(self, task_id: str) -> bool:
@@ -318,7 +333,7 @@ class TaskLifecycle:
                 return False
             if on_end is not None:
                 on_end(conn, Task.from_row(row))
-        self.poke()
+        self.poke(task.route)
         return True
 
     def retry(
@@ -356,7 +371,7 @@ class TaskLifecycle:
             result = conn.execute(tasks.update().where(self._owned(task, worker_id)).values(values))
             if result.rowcount:
                 self._leave_running(conn, task)
-            self._notify(conn, task.operation_type)
+            self._notify(conn, task.operation_type, [task.route])
         return bool(result.rowcount)
 
     def hand_back(self, worker_id: str, task_ids: Iterable[str]) -> int:
@@ -383,9 +398,10 @@ class TaskLifecycle:
                 )
                 .returning(*tasks.c)
             ).all()
-            for row in rows:
-                self._leave_running(conn, Task.from_row(row))
-            self._notify(conn, "hand_back")
+            handed = [Task.from_row(row) for row in rows]
+            for task in handed:
+                self._leave_running(conn, task)
+            self._notify(conn, "hand_back", [t.route for t in handed])
         return len(rows)
 
     def reap(self, types: Sequence[str], on_end: Callable[[str], Hook | None] | None = None) -> int:
@@ -402,6 +418,7 @@ class TaskLifecycle:
             return 0
         now = self._clock.now()
         done = 0
+        reaped: set[str | None] = set()
         with self._engine.begin() as conn:
             stmt = (
                 sa.select(*tasks.c)
@@ -448,10 +465,113 @@ class TaskLifecycle:
                 done += 1
                 new = Task.from_row(updated)
                 self._leave_running(conn, new)
+                reaped.add(new.route)  # back to waiting, or its slot is free
                 if new.status.terminal and on_end is not None:
                     hook = on_end(new.operation_type)
                     if hook is not None:
                         hook(conn, new)
-            if done:
-                self._notify(conn, "reap")
+            if reaped:
+                self._notify(conn, "reap", reaped)
         return done
+
+    # -- housekeeping: tasks no worker can take, ended tasks --------------------------------
+
+    def fail_unserved(
+        self,
+        live_hosts: Iterable[str],
+        types: Sequence[str],
+        on_end: Callable[[str], Hook | None] | None = None,
+    ) -> int:
+        """Fail the waiting tasks routed to a host with no live worker (none of
+        `live_hosts`) once `start_deadline_seconds` have passed since their enqueue.
+
+        Safe to run in every worker at once: on PostgreSQL the rows are taken with `SKIP
+        LOCKED` and the change re-checks `waiting`, so a task ends once, and a task a worker
+        that appeared meanwhile claimed is left alone. Only tasks of `types` are touched, so
+        the end hooks of their handlers can run (a backup's record goes to `error`).
+        """
+        if not types:
+            return 0
+        hosts = sorted(live_hosts)
+        now = self._clock.now()
+        cutoff = now - dt.timedelta(seconds=self.config.start_deadline_seconds)
+        stmt = (
+            sa.select(*tasks.c)
+            .where(
+                statements.status_is(TaskStatus.WAITING),
+                tasks.c.route.is_not(None),
+                tasks.c.route.not_in(hosts),
+                tasks.c.created_at <= cutoff,
+                tasks.c.operation_type.in_(list(types)),
+            )
+            .order_by(tasks.c.seq)
+            .limit(_REAP_BATCH)
+        )
+        # Nearly always there is none: look without taking SQLite's write lock first.
+        with self._reader.begin() as conn:
+            if conn.execute(stmt.with_only_columns(tasks.c.seq)).first() is None:
+                return 0
+        if self.is_postgres:
+            stmt = stmt.with_for_update(skip_locked=True)
+        done = 0
+        with self._engine.begin() as conn:
+            for row in conn.execute(stmt).all():
+                task = Task.from_row(row)
+                reason = (
+                    f"{no_live_worker(str(task.route))}: the task could not start within "
+                    f"{self.config.start_deadline_seconds:g} seconds of its creation."
+                )
+                updated = conn.execute(
+                    tasks.update()
+                    .where(tasks.c.id == task.id, tasks.c.status == TaskStatus.WAITING.value)
+                    .values(
+                        status=TaskStatus.FAILED.value,
+                        ended_at=now,
+                        error_info=error_info("CSBS.9999", reason[:1].upper() + reason[1:]),
+                    )
+                    .returning(*tasks.c)
+                ).first()
+                if updated is None:
+                    continue
+                done += 1
+                hook = on_end(task.operation_type) if on_end is not None else None
+                if hook is not None:
+                    hook(conn, Task.from_row(updated))
+        return done
+
+    def prune(self, batch: int = 1000, batches: int = 20) -> int:
+        """Remove tasks that ended more than `retention_seconds` ago, at most `batch` per
+        transaction and `batches` transactions per call; returns how many. Tasks that have
+        not ended (waiting, running) are never removed, whatever their age."""
+        cutoff = self._clock.now() - dt.timedelta(seconds=self.config.retention_seconds)
+        terminal = [s.value for s in TaskStatus if s.terminal]
+        old = (
+            sa.select(tasks.c.seq)
+            .where(tasks.c.ended_at < cutoff, tasks.c.status.in_(terminal))
+            .order_by(tasks.c.ended_at)
+            .limit(batch)
+        )
+        with self._reader.begin() as conn:
+            if conn.execute(old.limit(1)).first() is None:
+                return 0
+        if self.is_postgres:
+            old = old.with_for_update(skip_locked=True)
+        removed = 0
+        for _ in range(batches):
+            with self._engine.begin() as conn:
+                gone = int(conn.execute(tasks.delete().where(tasks.c.seq.in_(old))).rowcount)
+            removed += gone
+            if gone < batch:
+                break
+        return removed
+
+    def forget(self, task_id: str) -> bool:
+        """Remove a task that is waiting or ended (one whose answer its enqueuer has read);
+        a running task is left to end (its group's count of running tasks must move)."""
+        with self._engine.begin() as conn:
+            gone = conn.execute(
+                tasks.delete().where(
+                    tasks.c.id == task_id, tasks.c.status != TaskStatus.RUNNING.value
+                )
+            ).rowcount
+        return bool(gone)

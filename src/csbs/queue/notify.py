@@ -9,21 +9,23 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from csbs.queue.statements import CHANNEL
+from csbs.queue.statements import CHANNEL, channel_for
 
 log = logging.getLogger("csbs.queue")
 
 
 class Listener:
-    """A thread that LISTENs on the queue channel and sets `event` on every notification.
+    """A thread that LISTENs on the queue's general channel and on its host's
+    (`statements.channel_for`), and sets `event` on every notification.
 
     It holds one dedicated connection (not from the pool) and reconnects by itself after a
     database restart; after a reconnect it sets the event once, since notifications sent
     while it was away are lost.
     """
 
-    def __init__(self, engine: sa.Engine, event: threading.Event) -> None:
+    def __init__(self, engine: sa.Engine, event: threading.Event, host: str | None = None) -> None:
         self._engine = engine
+        self.channels = sorted({CHANNEL, channel_for(host)})
         self._event = event
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="csbs-listen", daemon=True)
@@ -39,7 +41,8 @@ class Listener:
         cargs, cparams = self._engine.dialect.create_connect_args(self._engine.url)
         conn = self._engine.dialect.connect(*cargs, **cparams)
         conn.autocommit = True
-        conn.execute(f"LISTEN {CHANNEL}")
+        for channel in self.channels:  # names made of letters, digits and underscores
+            conn.execute(f"LISTEN {channel}")
         return conn
 
     def _run(self) -> None:

@@ -57,10 +57,14 @@ tasks = sa.Table(
     sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
     # Partial indexes: claims look only at waiting tasks, the reaper only at running ones, so
     # the planner cannot wander into the (much larger) set of finished tasks.
+    # The route is in the claim's index: a claim probes the tasks routed to no host and
+    # those routed to its own host, each in queue order, and never walks another host's
+    # backlog (`statements.claim`).
     sa.Index(
-        "ix_tasks_waiting",
+        "ix_tasks_waiting_route",
         "project_id",
         "operation_type",
+        "route",
         "seq",
         postgresql_where=sa.text("status = 'waiting'"),
         sqlite_where=sa.text("status = 'waiting'"),
@@ -72,6 +76,8 @@ tasks = sa.Table(
         sqlite_where=sa.text("status = 'running'"),
     ),
     sa.Index("ix_tasks_project_created", "project_id", "created_at"),
+    # Pruning finds ended tasks by age (`TaskLifecycle.prune`).
+    sa.Index("ix_tasks_ended_at", "ended_at"),
 )
 
 #: One row per (project, operation type) that ever had a task: the per-project
@@ -85,4 +91,21 @@ task_queues = sa.Table(
     sa.Column("operation_type", sa.String(32), primary_key=True),
     sa.Column("running", sa.Integer, nullable=False, default=0),
     sa.Column("last_claim_at", UTCDateTime, nullable=True),
+)
+
+
+#: One row per worker process: registered when it starts, its heartbeat renewed while it
+#: runs, removed when it stops cleanly. A row whose heartbeat is older than the deployment's
+#: `worker_stale_seconds` is a worker that died (its host may have no live worker).
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False, index=True),
+    sa.Column("version", sa.String(32), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("slots", sa.Integer, nullable=False),
+    sa.Column("running", sa.Integer, nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("heartbeat_at", UTCDateTime, nullable=False),
 )

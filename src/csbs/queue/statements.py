@@ -9,6 +9,7 @@ its transaction.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -20,8 +21,33 @@ from csbs.queue.schema import task_queues, tasks
 from csbs.sql import dialect
 from csbs.sql.types import UTCDateTime
 
-#: PostgreSQL channel on which enqueues and finishes wake idle workers.
+#: PostgreSQL channel on which the enqueues and finishes of tasks routed to no host wake
+#: idle workers; every worker listens on it.
 CHANNEL = "csbs_tasks"
+#: Those of tasks routed to a host go to that host's channel only (`channel_for`): a
+#: worker listens on the general channel and on its host's, so another host's backlog
+#: never wakes it.
+_HOST_DIGEST_CHARS = 16
+
+
+def host_digest(host: str) -> str:
+    """A short, fixed-length name of `host` for channel and socket names (md5: PostgreSQL
+    computes the same in SQL)."""
+    return hashlib.md5(host.encode(), usedforsecurity=False).hexdigest()[:_HOST_DIGEST_CHARS]
+
+
+def channel_for(route: str | None) -> str:
+    """The PostgreSQL channel that wakes the workers able to take a task of `route`."""
+    return CHANNEL if route is None else f"{CHANNEL}_{host_digest(route)}"
+
+
+def channel_of(route: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
+    """`channel_for` in SQL, for statements that notify about the rows they change."""
+    return sa.case(
+        (route.is_(None), sa.literal(CHANNEL, sa.String())),
+        else_=sa.literal(f"{CHANNEL}_", sa.String())
+        + sa.func.substr(sa.func.md5(route), 1, _HOST_DIGEST_CHARS),
+    )
 
 
 def status_is(status: TaskStatus) -> sa.ColumnElement[bool]:
@@ -112,7 +138,7 @@ def enqueue(
     # (data-modifying CTEs run exactly once, whether or not the outer select reads them).
     add_group_cte = add_missing_group(insert, project, operation_type).cte("add_group")
     added = add_task.returning(*tasks.c).cte("added")
-    notify = sa.func.pg_notify(CHANNEL, added.c.operation_type).label("notified")
+    notify = sa.func.pg_notify(channel_of(added.c.route), added.c.operation_type).label("notified")
     return sa.select(*added.c, notify).add_cte(add_group_cte), None
 
 
@@ -200,13 +226,36 @@ class ClaimStatements:
     count: sa.Update | None
 
 
-def eligible(host: str | None, now: Any) -> sa.ColumnElement[bool]:
-    route_ok = (
-        tasks.c.route.is_(None)
-        if host is None
-        else sa.or_(tasks.c.route.is_(None), tasks.c.route == host)
+def _first_waiting(
+    route: sa.ColumnElement[bool], project: Any, operation_type: Any, now: Any, column: Any
+) -> sa.ScalarSelect[Any]:
+    """`column` of the group's first waiting task with this route, as one probe of the
+    index `ix_tasks_waiting_route` (project, type, route, seq): it reads no task routed
+    elsewhere."""
+    return (
+        sa.select(column)
+        .where(
+            tasks.c.project_id == project,
+            tasks.c.operation_type == operation_type,
+            status_is(TaskStatus.WAITING),
+            route,
+            tasks.c.not_before <= now,
+        )
+        .order_by(tasks.c.seq)
+        .limit(1)
+        # Correlated to the group row of a claim's candidate, never to an outer `tasks`.
+        .correlate_except(tasks)
+        .scalar_subquery()
     )
-    return sa.and_(status_is(TaskStatus.WAITING), route_ok, tasks.c.not_before <= now)
+
+
+def _routes(host: str | None) -> list[sa.ColumnElement[bool]]:
+    """The routes a worker on `host` takes, each a probe of its own: tasks routed to no
+    host, and those routed to `host`. (One `route IS NULL OR route = :host` would walk the
+    group in queue order through every other host's waiting tasks.)"""
+    if host is None:
+        return [tasks.c.route.is_(None)]
+    return [tasks.c.route.is_(None), tasks.c.route == sa.literal(host, sa.String())]
 
 
 def claim(
@@ -222,25 +271,20 @@ def claim(
     )
     # "Has an eligible waiting task", written as the first such task's seq rather than
     # EXISTS: as a correlated scalar subquery PostgreSQL always runs it as an index probe
-    # on (project_id, operation_type, seq), even before the table has statistics (an
+    # on (project_id, operation_type, route, seq), even before the table has statistics (an
     # EXISTS semi-join planned on empty statistics scanned every waiting task per group).
-    first_waiting = (
-        sa.select(tasks.c.seq)
-        .where(
-            tasks.c.project_id == q.project_id,
-            tasks.c.operation_type == q.operation_type,
-            eligible(host, now),
+    has_waiting = sa.or_(
+        *(
+            _first_waiting(r, q.project_id, q.operation_type, now, tasks.c.seq).is_not(None)
+            for r in _routes(host)
         )
-        .order_by(tasks.c.seq)
-        .limit(1)
-        .scalar_subquery()
     )
     candidate = (
         sa.select(q.project_id, q.operation_type)
         .where(
             q.operation_type.in_(list(types)),
             q.running < limit,
-            first_waiting.is_not(None),
+            has_waiting,
             sa.tuple_(q.project_id, q.operation_type).not_in(
                 sa.bindparam("skipped", expanding=True)
             ),
@@ -252,16 +296,9 @@ def claim(
         candidate = candidate.with_for_update(skip_locked=True, of=task_queues)
     group_project = sa.bindparam("g_project", type_=sa.String())
     group_type = sa.bindparam("g_type", type_=sa.String())
-    pick = (
-        sa.select(tasks.c.id)
-        .where(
-            tasks.c.project_id == group_project,
-            tasks.c.operation_type == group_type,
-            eligible(host, now),
-        )
-        .order_by(tasks.c.seq)
-        .limit(1)
-    )
+    # The first of each route's first task (a locked one is skipped for the other).
+    firsts = [_first_waiting(r, group_project, group_type, now, tasks.c.id) for r in _routes(host)]
+    pick = sa.select(tasks.c.id).where(tasks.c.id.in_(firsts)).order_by(tasks.c.seq).limit(1)
     if is_postgres:
         pick = pick.with_for_update(skip_locked=True)
     take = (
@@ -320,5 +357,5 @@ def finish(is_postgres: bool) -> tuple[sa.Executable, sa.Update | None]:
         return change, LEAVE_RUNNING
     done = change.cte("done")
     dec = LEAVE_RUNNING.where(sa.exists(sa.select(done.c.id))).cte("dec")
-    notify = sa.func.pg_notify(CHANNEL, done.c.operation_type).label("notified")
+    notify = sa.func.pg_notify(channel_of(done.c.route), done.c.operation_type).label("notified")
     return sa.select(*done.c, notify).add_cte(dec), None

@@ -10,6 +10,7 @@ from csbs.domain.clock import Clock
 from csbs.queue.config import QueueConfig
 from csbs.queue.lifecycle import TaskLifecycle
 from csbs.queue.reads import TaskReads
+from csbs.queue.registry import WorkerRegistry
 
 
 class TaskStore(TaskLifecycle, TaskReads):
@@ -21,3 +22,5 @@ class TaskStore(TaskLifecycle, TaskReads):
     def __init__(self, engine: sa.Engine, clock: Clock, config: QueueConfig) -> None:
         TaskLifecycle.__init__(self, engine, clock, config)
         TaskReads.__init__(self, engine)
+        #: The deployment's workers, and which hosts have a live one.
+        self.workers = WorkerRegistry(engine, clock, config.worker_stale_seconds)

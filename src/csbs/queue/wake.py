@@ -11,7 +11,10 @@ socket in a directory beside the database file (`<database>-wake/`, mode 0700), 
 - never blocking: the send does not wait (a full socket buffer means that worker has a
   wake-up pending already);
 - harmless when nobody listens: no directory or no socket, nothing sent; a socket whose
-  process died refuses the datagram and is removed.
+  process died refuses the datagram and is removed;
+- by host: a socket's name begins with a digest of its worker's host name
+  (`statements.host_digest`), and a task routed to a host wakes only the sockets of that
+  host's workers (one routed to no host wakes them all).
 
 The idle poll stays, as the fallback for a lost datagram.
 """
@@ -23,12 +26,14 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
 import sqlalchemy as sa
 
 from csbs.domain.ids import new_hex_id
+from csbs.queue.statements import host_digest
 
 log = logging.getLogger("csbs.queue")
 
@@ -61,12 +66,16 @@ class Sender:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
-    def send(self) -> None:
-        """Wake every listening worker; never blocks, never raises."""
+    def send(self, routes: Iterable[str | None] | None = None) -> None:
+        """Wake the listening workers able to take tasks of `routes` (None: every one);
+        never blocks, never raises."""
         try:
             names = [n for n in os.listdir(self.directory) if n.endswith(_SUFFIX)]
         except OSError:
             return  # nobody has listened here yet
+        if routes is not None:
+            wanted = {host_digest(r) for r in routes if r is not None}
+            names = [n for n in names if _host_of(n) in wanted or _host_of(n) is None]
         if not names:
             return
         dir_fd: int | None = None
@@ -96,13 +105,20 @@ class Sender:
                 os.close(dir_fd)
 
 
+def _host_of(name: str) -> str | None:
+    """The host digest a socket's name begins with (None: a socket that takes any task)."""
+    head = name.split("-", 1)[0]
+    return head[1:] if head.startswith("h") else None
+
+
 class SocketListener:
     """A thread that sets `event` on every datagram to this process's wake-up socket."""
 
-    def __init__(self, directory: Path, event: _Settable) -> None:
+    def __init__(self, directory: Path, event: _Settable, host: str | None = None) -> None:
         self.directory = directory
         self._event = event
-        self._name = f"{os.getpid()}-{new_hex_id()[:12]}{_SUFFIX}"
+        prefix = "" if host is None else f"h{host_digest(host)}-"
+        self._name = f"{prefix}{os.getpid()}-{new_hex_id()[:12]}{_SUFFIX}"
         self._socket: socket.socket | None = None
         self._dir_fd: int | None = None
         self._stopping = threading.Event()
@@ -169,6 +185,8 @@ def sender_for(engine: sa.Engine) -> Sender | None:
     return None if directory is None else Sender(directory)
 
 
-def listener_for(engine: sa.Engine, event: _Settable) -> SocketListener | None:
+def listener_for(
+    engine: sa.Engine, event: _Settable, host: str | None = None
+) -> SocketListener | None:
     directory = directory_for(engine)
-    return None if directory is None else SocketListener(directory, event)
+    return None if directory is None else SocketListener(directory, event, host)

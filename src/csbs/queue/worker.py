@@ -1,8 +1,10 @@
 """The worker: claims tasks within the admission limits, runs handlers, keeps leases alive.
 
 One dispatcher thread claims while slots are free, one thread per running task runs its
-handler, and one monitor thread sends heartbeats, enforces deadlines and reaps the tasks of
-dead workers. Database faults are waited out: every call to the store is retried with
+handler, and one monitor thread sends heartbeats (of its tasks' leases and of the worker
+itself, `registry.py`), enforces deadlines, reaps the tasks of dead workers, fails the tasks
+routed to a host that has had no live worker for `start_deadline_seconds` and prunes ended
+tasks past their retention. Database faults are waited out: every call to the store is retried with
 back-off, and a finish that cannot be recorded before the lease runs out is left to the
 reaper (the handler is idempotent by contract, so a second run is safe).
 """
@@ -28,8 +30,10 @@ from csbs.domain.operations import TaskStatus
 from csbs.queue import wake
 from csbs.queue.context import CancelReason, RetryLater, TaskCancelled, TaskContext
 from csbs.queue.jobs import Task, error_info
-from csbs.queue.lifecycle import Hook, TaskLifecycle
+from csbs.queue.lifecycle import Hook
 from csbs.queue.notify import Listener
+from csbs.queue.registry import Registration
+from csbs.queue.store import TaskStore
 
 log = logging.getLogger("csbs.queue")
 T = TypeVar("T")
@@ -38,6 +42,8 @@ T = TypeVar("T")
 IDLE_POLL_SECONDS = 1.0
 #: Progress is written at most this often per task.
 REPORT_INTERVAL_SECONDS = 0.5
+#: Ended tasks are pruned at most this often by one worker.
+PRUNE_INTERVAL_SECONDS = 600.0
 #: A worker holding back for a busy API looks again this often (it may have gone quiet).
 _BUSY_RECHECK_SECONDS = 0.05
 _TRANSIENT = (
@@ -116,7 +122,7 @@ class _Running:
 class Worker:
     def __init__(
         self,
-        store: TaskLifecycle,
+        store: TaskStore,
         handlers: Mapping[str, Handler],
         *,
         clock: Clock,
@@ -127,13 +133,22 @@ class Worker:
         idle_poll: float = IDLE_POLL_SECONDS,
         api_busy: Callable[[], bool] | None = None,
         busy_claim_interval: float = 0.25,
+        version: str = "",
     ) -> None:
         self.store = store
         self.handlers = dict(handlers)
         self.clock = clock
         self.concurrency = concurrency
         self.host = host or socket.gethostname()
-        self.worker_id = f"{self.host}:{os.getpid()}:{new_hex_id()[:8]}"
+        # The id is a lease owner (64 characters at most): a long host name is cut.
+        self.worker_id = f"{self.host[:40]}:{os.getpid()}:{new_hex_id()[:8]}"
+        self.registration = Registration(
+            worker_id=self.worker_id,
+            host=self.host,
+            version=version,
+            pid=os.getpid(),
+            slots=concurrency,
+        )
         self.deadline_grace = deadline_grace
         self.idle_poll = idle_poll
         #: While this says the API beside the worker is answering calls, the worker starts
@@ -144,6 +159,9 @@ class Worker:
         lease = store.config.lease_seconds
         self.heartbeat_interval = max(0.05, lease / 3)
         self.reap_interval = reap_interval if reap_interval is not None else max(0.1, lease / 2)
+        #: The worker's own heartbeat, and the look for tasks no live worker can take.
+        self.presence_interval = max(0.05, store.config.worker_stale_seconds / 4)
+        self.prune_interval = PRUNE_INTERVAL_SECONDS
         self._running: dict[str, _Running] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -152,15 +170,18 @@ class Worker:
         self._threads: list[threading.Thread] = []
         # Woken by other processes' enqueues: NOTIFY on PostgreSQL, a socket on SQLite.
         self._listener: Listener | wake.SocketListener | None = (
-            Listener(store.engine, self._wake)
+            Listener(store.engine, self._wake, self.host)
             if store.is_postgres
-            else wake.listener_for(store.engine, self._wake)
+            else wake.listener_for(store.engine, self._wake, self.host)
         )
 
     # -- life cycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.store.add_local_waker(self._wake)
+        # Registered before the first claim: a task routed to this host is not failed for
+        # want of a worker once this one may take it.
+        self._call(lambda: self.store.workers.register(self.registration), give_up_after=30)
+        self.store.add_local_waker(self._wake, self.host)
         if self._listener is not None:
             self._listener.start()
         for target, name in ((self._dispatch, "dispatch"), (self._monitor, "monitor")):
@@ -205,6 +226,7 @@ class Worker:
         if self._listener is not None:
             self._listener.stop()
         self.store.remove_local_waker(self._wake)
+        self._call(lambda: self.store.workers.leave(self.worker_id), give_up_after=5)
         log.info("worker stopped", extra={"worker_id": self.worker_id, "handed_back": len(still)})
 
     def _active(self) -> list[_Running]:
@@ -464,14 +486,20 @@ class Worker:
     # -- heartbeats, deadlines, reaping -----------------------------------------------------
 
     def _monitor(self) -> None:
-        last_beat = last_reap = 0.0
-        tick = min(0.25, self.heartbeat_interval)
+        last_beat = last_reap = last_presence = 0.0
+        last_prune = time.monotonic() - self.prune_interval / 2  # not all at one start
+        tick = min(0.25, self.heartbeat_interval, self.presence_interval)
         while not self._monitor_stop.wait(tick):
             now = time.monotonic()
             self._enforce_deadlines()
             if now - last_beat >= self.heartbeat_interval:
                 last_beat = now
                 self._heartbeat()
+            if now - last_presence >= self.presence_interval and not self._stopping.is_set():
+                last_presence = now
+                self._housekeeping(prune=now - last_prune >= self.prune_interval)
+                if now - last_prune >= self.prune_interval:
+                    last_prune = now
             if now - last_reap >= self.reap_interval and not self._stopping.is_set():
                 last_reap = now
                 try:
@@ -481,6 +509,24 @@ class Worker:
                     pass
                 except Exception:
                     log.exception("reaping failed")
+
+    def _housekeeping(self, *, prune: bool) -> None:
+        """The worker's own heartbeat; tasks routed to a host without a live worker past
+        their start deadline fail; now and then, ended tasks past retention go."""
+        store = self.store
+        try:
+            store.workers.beat(self.registration, running=len(self._active()))
+            live = store.workers.live_hosts() | {self.host}
+            store.fail_unserved(live, sorted(self.handlers), self._end_hook)
+            if prune:
+                pruned = store.prune()
+                forgotten = store.workers.forget_dead()
+                if pruned or forgotten:
+                    log.info("pruned", extra={"tasks": pruned, "workers": forgotten})
+        except _TRANSIENT as e:
+            log.warning("housekeeping failed, database unavailable: %s", type(e).__name__)
+        except Exception:
+            log.exception("housekeeping failed")
 
     def _heartbeat(self) -> None:
         runs = self._active()

@@ -191,7 +191,7 @@ class BackupService:
             self.check_quota(s, project_id, 1)
             server = self.lock_server(s, project_id, req.server_id)
             checkpoint, backups = self.create_backups(s, project_id, [server], spec)
-        self._tasks.poke()
+        self._tasks.poke(server.host)
         return checkpoint, backups[0]
 
     def create_backups(

@@ -20,6 +20,7 @@ from csbs.services.policies import PolicyService
 from csbs.services.quotas import QuotaService
 from csbs.services.restores import RestoreService
 from csbs.services.tags import TagService
+from csbs.services.workers import WorkerService
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,3 +41,4 @@ class Services:
     quotas: QuotaService
     tags: TagService
     maintenance: MaintenanceService
+    workers: WorkerService

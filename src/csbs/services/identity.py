@@ -91,8 +91,16 @@ class IdentityService:
         """Create the admin project and user on first start.
 
         Returns the generated password when one had to be generated (shown once), else None.
-        When `admin_password` is given, the admin user's password is set to it.
+        When `admin_password` is given, the admin user's password is set to it. Processes
+        that start at once on a new database (two API machines) race to create them: the
+        loser's insert fails on the unique name, and its second look finds the winner's.
         """
+        try:
+            return self._bootstrap(admin_password)
+        except sqlalchemy.exc.IntegrityError:
+            return self._bootstrap(admin_password)
+
+    def _bootstrap(self, admin_password: str | None) -> str | None:
         generated: str | None = None
         with self._db.write() as s:
             project = q.find_project_by_name(s, ADMIN_PROJECT)

@@ -187,7 +187,7 @@ class RestoreService:
                     task_id=restore.task_id,
                 ),
             )
-        self._tasks.poke()
+        self._tasks.poke(server.host)
         return restore
 
     def get(self, project_id: str | None, restore_id: str) -> Restore:

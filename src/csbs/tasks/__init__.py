@@ -8,7 +8,9 @@ from collections.abc import Mapping
 from csbs.domain.operations import OperationType
 from csbs.queue import Handler
 from csbs.services.container import Services
+from csbs.services.inventory import CHECK_DISKS
 from csbs.tasks.backup import BackupHandler
+from csbs.tasks.check_disks import CheckDisksHandler
 from csbs.tasks.delete import DeleteHandler
 from csbs.tasks.failures import PlainErrors
 from csbs.tasks.maintenance import MaintenanceHandler
@@ -22,4 +24,5 @@ def handlers(services: Services) -> Mapping[str, Handler]:
         OperationType.RESTORE: PlainErrors(RestoreHandler(services)),
         OperationType.DELETE: PlainErrors(DeleteHandler(services)),
         OperationType.MAINTENANCE: PlainErrors(MaintenanceHandler(services)),
+        CHECK_DISKS: CheckDisksHandler(services.disk_rules),
     }

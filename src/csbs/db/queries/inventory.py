@@ -60,15 +60,16 @@ def add_server(s: orm.Session, server: Server) -> Server:
     )
     s.flush()  # the server row first: its disks refer to it
     for position, d in enumerate(server.disks):
-        s.add(_disk_row(server.id, position, d))
+        s.add(_disk_row(server, position, d))
     s.flush()
     return server
 
 
-def _disk_row(server_id: str, position: int, d: Disk) -> tables.Disk:
+def _disk_row(server: Server, position: int, d: Disk) -> tables.Disk:
     return tables.Disk(
         id=d.id,
-        server_id=server_id,
+        server_id=server.id,
+        host=server.host or "",
         position=position,
         name=d.name,
         device_name=d.device_name,
@@ -117,8 +118,14 @@ def list_servers(
     return [_server(r, disks[r.id]) for r in rows]
 
 
-def path_in_use(s: orm.Session, paths: Sequence[str]) -> list[str]:
-    return list(s.scalars(sa.select(tables.Disk.path).where(tables.Disk.path.in_(list(paths)))))
+def path_in_use(s: orm.Session, host: str | None, paths: Sequence[str]) -> list[str]:
+    """Which of `paths` a disk on `host` has already. A disk of a server with no host
+    may be on any host: it clashes with the same path on every host, and the other way
+    round."""
+    stmt = sa.select(tables.Disk.path).where(tables.Disk.path.in_(list(paths)))
+    if host:
+        stmt = stmt.where(tables.Disk.host.in_([host, ""]))
+    return list(s.scalars(stmt))
 
 
 def delete_server(s: orm.Session, server_id: str) -> bool:
@@ -189,7 +196,7 @@ def update_libvirt_server(s: orm.Session, server: Server) -> None:
     s.execute(sa.delete(tables.Disk).where(tables.Disk.server_id == server.id))
     s.flush()
     for position, d in enumerate(server.disks):
-        s.add(_disk_row(server.id, position, d))
+        s.add(_disk_row(server, position, d))
     s.flush()
 
 
