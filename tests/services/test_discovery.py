@@ -158,8 +158,10 @@ def test_an_unsupported_disk_is_reported_and_check_protectable_says_why(
 
 
 def test_manual_servers_and_other_hosts_are_left_alone(
-    env: Env, vms: LibvirtDomains, host: str
+    env: Env, vms: LibvirtDomains, host: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # this process is that host's worker: the manual server's disk is checked here
+    monkeypatch.setattr(env.services.inventory, "local_host", host)
     project = env.project_id("admin")
     root = env.runtime.settings.effective_inventory_roots[0]
     root.mkdir(parents=True, exist_ok=True)
