@@ -288,6 +288,23 @@ def test_every_backup_restores_after_any_deletions(
             _restores(repo, project, left, expected, tmp_path)
         _clean(repo, project)
     _clean(repo, project, read_data=True)
+    # A random chunk corrupted: the audit names exactly the backups that no longer verify.
+    names = sorted(local_store.list(layout.chunks_prefix(project)))
+    if names:
+        victim = rng.choice(names)
+        original = local_store.get(victim)
+        local_store.put(victim, original[:-1] + bytes([original[-1] ^ 1]))
+        report = repo.check(project, read_data=True)
+        assert len(report.corrupt) == 1
+        named = {line.split()[2].rstrip(":") for line in report.affected}
+        broken = set()
+        for left in images:
+            try:
+                repo.verify(project, left)
+            except manifest.errors.IntegrityError:
+                broken.add(left)
+        assert broken and named == broken, (report.affected, broken)
+        local_store.put(victim, original)
     for left in list(images):
         repo.delete_backup(project, left)
     clock.advance(3600)
