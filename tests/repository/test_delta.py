@@ -358,3 +358,29 @@ def test_regions_a_source_tracks_are_enough_without_digests(
     assert result.progress.new_bytes == 3 * SUB  # one sub-block per region
     _restores(repo, "p1", "b2", bytes(second), tmp_path)
     _clean(repo, "p1", read_data=True)
+
+
+def test_repair_removes_a_leaked_delta_and_never_a_base(
+    make_repo: RepoFactory, local_store: BlobStore, tmp_path: pathlib.Path
+) -> None:
+    repo = make_repo(local_store)
+    rng = random.Random(7)
+    image = tmp_path / "disk.img"
+    data = bytearray(rng.randbytes(4 * SMALL_CHUNK))
+    image.write_bytes(data)
+    repo.backup_writer("p1", "b0").write_disk("vda", image)
+    repo.seal_backup("p1", "b0")
+    data[10:20] = rng.randbytes(10)
+    image.write_bytes(data)
+    repo.backup_writer("p1", "b1").write_disk("vda", image, previous="b0")
+    repo.seal_backup("p1", "b1")
+    repo.delete_backup("p1", "b0")  # its chunk 0 is now only a base
+    delta_row = next(r for r in repo.index.chunk_rows("p1") if r.base_id is not None)
+    kept = layout.chunk_name("p1", delta_row.chunk_id, int(delta_row.generation))
+    leaked = layout.chunk_name("p1", delta_row.chunk_id, int(delta_row.generation) + 999)
+    local_store.put(leaked, local_store.get(kept))  # a delta blob no row names
+    report = repo.check("p1")
+    assert report.leaked == [leaked]
+    assert repo.repair(report) == 1
+    _clean(repo, "p1", read_data=True)
+    _restores(repo, "p1", "b1", bytes(data), tmp_path)
