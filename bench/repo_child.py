@@ -1,6 +1,6 @@
 """One csbs operation of `bench.repo` in a fresh interpreter, timed inside it.
 
-    python -m bench.repo_child backup DB_URL STORE_DIR IMAGE BACKUP_ID
+    python -m bench.repo_child backup DB_URL STORE_DIR IMAGE BACKUP_ID [PREVIOUS]
     python -m bench.repo_child restore DB_URL STORE_DIR BACKUP_ID TARGET
     python -m bench.repo_child delete DB_URL STORE_DIR BACKUP_ID
 
@@ -33,8 +33,11 @@ def main(argv: list[str]) -> float:
         repo = Repository(engine, LocalStore(store_dir), SystemClock(), _KEY, settings)
         started = time.monotonic()
         if op == "backup":
-            image, backup_id = rest
-            repo.backup_writer("bench", backup_id).write_disk("disk", image)
+            image, backup_id, *previous = rest
+            # Over the previous backup, as the backup task does: sub-chunk increments.
+            repo.backup_writer("bench", backup_id).write_disk(
+                "disk", image, previous=previous[0] if previous else None
+            )
             repo.seal_backup("bench", backup_id)
         elif op == "restore":
             backup_id, target = rest

@@ -3,6 +3,9 @@
 delete DB_URL STORE_ROOT PROJECT BACKUP   delete a backup, printing a line per batch
 backup DB_URL STORE_ROOT IMAGE            back up IMAGE, then print the peak RSS in KiB
 sweep DB_URL STORE_ROOT PROJECT           sweep (grace 0), printing a line per blob deleted
+incremental DB_URL STORE_ROOT IMAGE PREVIOUS BACKUP
+                                          back up IMAGE over PREVIOUS (deltas), printing a
+                                          line per reference batch
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from csbs.db.engine import create_engine
 from csbs.domain.clock import SystemClock
 from csbs.repository import Repository, RepositorySettings, memtune, schema
 from csbs.repository.reclaim import DeleteProgress
+from csbs.repository.writer import BackupProgress
 
 MASTER_KEY = bytes(range(32))
 
@@ -54,6 +58,23 @@ def main(argv: list[str]) -> None:
         )
         result = repo.sweep(project)
         print(f"done {result.chunks}", flush=True)
+    elif command == "incremental":
+        image, previous, backup = argv[3:6]
+        repo = Repository(
+            engine,
+            LocalStore(root),
+            SystemClock(),
+            MASTER_KEY,
+            RepositorySettings(threads=2, batch_chunks=2),
+        )
+
+        def announce(progress: BackupProgress) -> None:
+            print(f"batch {progress.position} {progress.delta_chunks}", flush=True)
+            time.sleep(0.01)  # let the parent's kill land at varying points
+
+        writer = repo.backup_writer("p1", backup, progress=announce)
+        writer.write_disk("vda", image, previous=previous)
+        print("done", flush=True)
     elif command == "backup":
         image = argv[3]
         schema.metadata.create_all(engine)

@@ -125,6 +125,114 @@ def test_kill_9_during_a_maintenance_sweep_loses_and_leaks_nothing(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("kill_after", [1, 4, 9])
+def test_kill_9_during_an_incremental_of_deltas_loses_and_leaks_nothing(
+    make_repo: RepoFactory,
+    local_store: BlobStore,
+    db_url: str,
+    tmp_path: pathlib.Path,
+    clock: FrozenClock,
+    kill_after: int,
+) -> None:
+    """An incremental storing deltas killed between its reference batches: deleting the
+    attempt (as the task's next attempt does) and the next sweep leave exactly the
+    earlier backup, which still restores, and the audit is clean."""
+    repo = make_repo(local_store)
+    size = 24 * SMALL_CHUNK
+    rng = random.Random(kill_after)
+    image = tmp_path / "a.img"
+    first = rng.randbytes(size)
+    image.write_bytes(first)
+    repo.backup_writer("p1", "keep").write_disk("vda", image)
+    repo.seal_backup("p1", "keep")
+    usage = repo.usage("p1")
+    chunks = layout.chunks_prefix("p1")
+    before = set(local_store.list(chunks))
+    changed = bytearray(first)
+    for index in range(24):  # a 4 KiB block in every chunk: every chunk is a delta
+        at = index * SMALL_CHUNK + rng.randrange(0, SMALL_CHUNK - 4096)
+        changed[at : at + 4096] = rng.randbytes(4096)
+    image.write_bytes(changed)
+
+    child = _child("incremental", db_url, local_store.root, str(image), "keep", "killed")  # type: ignore[attr-defined]
+    assert child.stdout is not None
+    for _line in range(kill_after):
+        assert child.stdout.readline().startswith("batch "), "the backup ended too soon"
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    child.stdout.close()
+    assert child.returncode == -signal.SIGKILL
+    bases = [r for r in repo.index.chunk_rows("p1") if r.base_id is not None]
+    assert bases, "the kill landed before any delta"
+    assert repo.check("p1").ok  # an open backup's references are its batches
+
+    repo.delete_backup("p1", "killed")
+    clock.advance(61)
+    repo.sweep("p1")
+    assert repo.usage("p1") == usage
+    assert set(local_store.list(chunks)) == before
+    report = repo.check(read_data=True)
+    assert report.ok, report
+    out = tmp_path / "out.img"
+    repo.restore("p1", "keep", "vda", out)
+    assert out.read_bytes() == first
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_after", [3, 30])
+def test_kill_9_during_a_sweep_of_deltas_and_their_bases_leaks_nothing(
+    make_repo: RepoFactory,
+    local_store: BlobStore,
+    db_url: str,
+    tmp_path: pathlib.Path,
+    kill_after: int,
+) -> None:
+    """Deltas and the bases they stand on swept by a sweep killed between its blob
+    deletions: the next sweep removes the rest, and the backup kept is whole."""
+    repo = make_repo(local_store, sweep_grace_seconds=0)
+    size = 24 * SMALL_CHUNK
+    rng = random.Random(kill_after)
+    kept = tmp_path / "kept.img"
+    kept.write_bytes(rng.randbytes(size))
+    repo.backup_writer("p1", "kept").write_disk("vda", kept)
+    repo.seal_backup("p1", "kept")
+    chunks = layout.chunks_prefix("p1")
+    only_kept = set(local_store.list(chunks))
+    usage = repo.usage("p1")
+    image = tmp_path / "b.img"
+    data = bytearray(rng.randbytes(size))
+    image.write_bytes(data)
+    repo.backup_writer("p1", "base").write_disk("vda", image)
+    repo.seal_backup("p1", "base")
+    for index in range(24):
+        at = index * SMALL_CHUNK + 4096
+        data[at : at + 4096] = rng.randbytes(4096)
+    image.write_bytes(data)
+    result = repo.backup_writer("p1", "deltas").write_disk("vda", image, previous="base")
+    repo.seal_backup("p1", "deltas")
+    assert result.progress.delta_chunks == 24
+    repo.delete_backup("p1", "base")
+    repo.delete_backup("p1", "deltas")
+
+    child = _child("sweep", db_url, local_store.root, "p1")  # type: ignore[attr-defined]
+    assert child.stdout is not None
+    for _line in range(kill_after):
+        assert child.stdout.readline().startswith("deleted "), "the sweep ended too soon"
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    child.stdout.close()
+    assert child.returncode == -signal.SIGKILL
+    assert set(local_store.list(chunks)) != only_kept  # cut in the middle
+
+    repo.sweep("p1")  # the next maintenance
+    assert set(local_store.list(chunks)) == only_kept
+    assert repo.usage("p1") == usage and repo.pending_release("p1").chunks == 0
+    report = repo.check(read_data=True)
+    assert report.ok, report
+    repo.verify("p1", "kept")
+
+
+@pytest.mark.slow
 def test_backup_of_4gib_sparse_noisy_image_stays_under_150mib(tmp_path: pathlib.Path) -> None:
     image = tmp_path / "big.img"
     rng = random.Random(5)

@@ -70,14 +70,15 @@ def test_restore_checks_the_image_digest_of_v2_and_v1_manifests(
     tmp_path: pathlib.Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A v2 manifest's digest is its chunk table's; v1 manifests (plain BLAKE3 of the whole
+    """A v2 (and v3) manifest's digest is its chunk table's; v1 manifests (plain BLAKE3 of the whole
     image) written before v2 still restore, and both fail loudly on a wrong digest."""
     repo = make_repo(local_store)
     image = write_image(tmp_path / "disk.img", SIZE)
     repo.backup_writer("p1", "b1").write_disk("vda", image)
     repo.seal_backup("p1", "b1")
     written = repo.reader("p1").load_manifest("b1", "vda")
-    assert written.version == manifest.MANIFEST_V2
+    # v3: v2's chunk table digest, with the sub-block digests of the next incremental.
+    assert written.version == manifest.MANIFEST_V3
     table = manifest.TableDigest(written.logical_size, written.chunk_size)
     for entry in written.entries():
         if entry is None:

@@ -132,6 +132,7 @@ def check(
             ("leaked", report.leaked),
             ("corrupt", report.corrupt),
             ("mismatch", report.mismatches),
+            ("affected", report.affected),
         ):
             for item in items:
                 console.print(f"{kind}: {item}", highlight=False)

@@ -4,8 +4,12 @@ Mark: each complete disk's manifest is read back and its chunk ids counted; each
 unreleased reference batches are summed. Then every chunk row must carry exactly the
 batches' count, every sealed backup's batches must equal its manifests, every chunk a
 manifest names must have a stored row whose blob exists, and usage must equal the sums
-over live rows. Sweep: every chunk blob in the store must belong to a row (or be waiting
-in the garbage list). With `read_data`, every stored chunk is read and verified. On a
+over live rows. A delta's row holds one reference on its base (`delta.py`): the counts
+include them, every base must have a row, and the chunks a manifest needs are its own and
+their bases, down each chain. Sweep: every chunk blob in the store must belong to a row
+(or be waiting in the garbage list). With `read_data`, every stored chunk is read and
+verified, a delta rebuilt over its bases. A chunk missing or corrupt is also reported
+for each backup that stands on it, directly or through deltas (`affected`). On a
 store of files (`FileModes`), every directory and file must be its owner's alone.
 """
 
@@ -16,7 +20,7 @@ import concurrent.futures
 import dataclasses
 
 from csbs.blobstore import BlobNotFound, BlobStore, LooseMode, file_modes
-from csbs.repository import envelope, errors, keys, layout, manifest
+from csbs.repository import delta, envelope, errors, keys, layout, manifest
 from csbs.repository.index import DELETING, SEALED, ChunkIndex, Usage
 from csbs.repository.reclaim_index import ReclaimIndex
 
@@ -31,6 +35,8 @@ class CheckReport:
     leaked: list[str] = dataclasses.field(default_factory=list)  # blob names
     corrupt: list[str] = dataclasses.field(default_factory=list)  # "project chunk: why"
     mismatches: list[str] = dataclasses.field(default_factory=list)  # bookkeeping errors
+    #: "project backup B: ..." for each backup that needs a missing or corrupt chunk.
+    affected: list[str] = dataclasses.field(default_factory=list)
     #: Directories and files of a local store that group or others may use.
     loose_modes: list[LooseMode] = dataclasses.field(default_factory=list)
 
@@ -90,10 +96,29 @@ def check_project(
             report.mismatches.append(f"{project_id} backup {backup_id}: manifests of no backup")
     # Rows against the mark.
     rows: dict[str, tuple[int, bool]] = {}
+    bases: dict[str, str] = {}
+    depths: dict[str, int] = {}
     stored_sum = logical_sum = 0
-    for row in index.chunk_rows(project_id):
+    all_rows = list(index.chunk_rows(project_id))
+    for row in all_rows:
+        if row.base_id is not None:
+            bases[row.chunk_id] = row.base_id
+            expected[row.base_id] += 1  # a delta's row holds its base
+        depths[row.chunk_id] = int(row.depth)
+    for row in all_rows:
         rows[row.chunk_id] = (int(row.generation), bool(row.stored))
         report.chunks += 1
+        base_id = bases.get(row.chunk_id)
+        if base_id is not None and base_id not in depths:
+            report.mismatches.append(
+                f"{project_id} chunk {row.chunk_id}: stands on {base_id}, which has no row"
+            )
+        else:
+            want = 0 if base_id is None else depths[base_id] + 1
+            if depths[row.chunk_id] != want or want > delta.MAX_DEPTH:
+                report.mismatches.append(
+                    f"{project_id} chunk {row.chunk_id}: depth {depths[row.chunk_id]}, not {want}"
+                )
         if row.refcount != expected.get(row.chunk_id, 0):
             report.mismatches.append(
                 f"{project_id} chunk {row.chunk_id}: refcount {row.refcount}, "
@@ -127,41 +152,69 @@ def check_project(
         # A manifest of an open backup may be on its way into the database.
         if name not in manifest_names and backups.get(backup_id) is None:
             report.leaked.append(name)
-    live = set().union(*in_manifests.values()) if in_manifests else set()
+    direct = set().union(*in_manifests.values()) if in_manifests else set()
+    live = {c for chunk_id in direct for c in _chain(chunk_id, bases)}
+    bad: dict[str, str] = {}  # chunk -> what is wrong with it
     for chunk_id in sorted(live):
         generation, stored = rows.get(chunk_id, (-1, False))
         if generation < 0 or not stored:
             report.missing.append(f"{project_id} {chunk_id}: no stored row")
+            bad[chunk_id] = "missing"
         elif chunk_id not in present:
             report.missing.append(f"{project_id} {chunk_id}: blob missing")
+            bad[chunk_id] = "missing"
     if read_data:
-        _read_all(store, project_id, project_keys, codec, rows, present, report, threads)
+        fetcher = delta.ChunkFetcher(store, project_id, project_keys, codec)
+        _read_all(fetcher, project_id, rows, present, report, threads, bad)
+    # Each backup that needs a bad chunk, itself or as the base of one of its deltas.
+    for backup_id, chunk_counts in sorted(in_manifests.items()):
+        hits: dict[str, str] = {}
+        for chunk_id in chunk_counts:
+            for link in _chain(chunk_id, bases):
+                if link in bad:
+                    how = "" if link == chunk_id else f" (the base of {chunk_id})"
+                    hits.setdefault(link, f"{bad[link]}{how}")
+        for chunk_id, what in sorted(hits.items()):
+            report.affected.append(f"{project_id} backup {backup_id}: chunk {chunk_id} {what}")
+
+
+def _chain(chunk_id: str, bases: dict[str, str]) -> list[str]:
+    """The chunk and the bases it stands on, down to a whole chunk (bounded)."""
+    chain = [chunk_id]
+    while chain[-1] in bases and len(chain) <= delta.MAX_DEPTH:
+        chain.append(bases[chain[-1]])
+    return chain
 
 
 def _read_all(
-    store: BlobStore,
+    fetcher: delta.ChunkFetcher,
     project_id: str,
-    project_keys: keys.ProjectKeys,
-    codec: envelope.Codec,
     rows: dict[str, tuple[int, bool]],
     present: set[str],
     report: CheckReport,
     threads: int,
+    bad: dict[str, str],
 ) -> None:
-    def verify(chunk_id: str) -> str | None:
-        name = layout.chunk_name(project_id, chunk_id, rows[chunk_id][0])
+    def verify(chunk_id: str) -> tuple[str, errors.IntegrityError] | None:
         try:
-            codec.open(project_keys, chunk_id, store.get(name))
-        except BlobNotFound:
-            return None  # removed by a sweep meanwhile
+            fetcher.fetch(chunk_id, rows[chunk_id][0])
+        except errors.ChunkNotFound:
+            return None  # removed by a sweep meanwhile (or a base missing: marked above)
         except errors.IntegrityError as exc:
-            return f"{project_id} {chunk_id}: {exc.reason}"
+            return chunk_id, exc
         return None
 
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
         for problem in pool.map(verify, sorted(present)):
-            if problem is not None:
-                report.corrupt.append(problem)
+            if problem is None:
+                continue
+            chunk_id, exc = problem
+            # A delta over a bad base is reported once, as the base: its own blob is sound.
+            if exc.root == chunk_id:
+                report.corrupt.append(f"{project_id} {chunk_id}: {exc.reason}")
+                bad[chunk_id] = "corrupt"
+            elif exc.root not in bad:
+                bad[exc.root] = "corrupt"
 
 
 def check_modes(store: BlobStore, under: str, report: CheckReport) -> None:

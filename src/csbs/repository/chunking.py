@@ -56,10 +56,17 @@ def is_zero(data: bytes | bytearray | memoryview) -> bool:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Data:
-    """Chunk `index`, which holds `data` (not all zeros)."""
+    """Chunk `index`, which holds `data` (not all zeros).
+
+    `changed`: what a source that tracks changes (a VM's dirty bitmap) knows changed in
+    this chunk since the disk's previous backup, as (offset, length) ranges within the
+    chunk; None when it does not know. The writer stores a chunk that changed in part as
+    those regions over the previous version (`delta.py`).
+    """
 
     index: int
     data: bytes
+    changed: tuple[tuple[int, int], ...] | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

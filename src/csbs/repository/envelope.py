@@ -4,7 +4,8 @@ Format v1, all integers unsigned:
 
     offset  size  field
     0       8     magic b"CSBSCHNK"
-    8       1     format version (ENVELOPE_V1)
+    8       1     format version (ENVELOPE_V1; ENVELOPE_DELTA: the payload is a delta,
+                  `delta.py`, and the id is that of the chunk the delta rebuilds)
     9       1     compression: 0 none, 1 zstd (one frame with its content size)
     10      32    chunk id: keyed BLAKE3 of the plaintext (raw bytes)
     42      12    nonce, random per envelope
@@ -36,6 +37,9 @@ from csbs.repository import chunking, errors, keys
 
 MAGIC = b"CSBSCHNK"
 ENVELOPE_V1 = 1  # v1: header as AES-GCM associated data; zstd or no compression
+#: The same envelope holding a delta (`delta.py`): the payload is the changed sub-blocks
+#: of chunk `id` over a base chunk, and the id is checked once the delta is applied.
+ENVELOPE_DELTA = 2
 COMPRESSION_NONE = 0
 COMPRESSION_ZSTD = 1
 DEFAULT_ZSTD_LEVEL = 1
@@ -87,18 +91,21 @@ def seal_into(
     plaintext: bytes,
     compressor: Compressor | None,
     out: mmap.mmap | bytearray,
+    *,
+    delta: bool = False,
 ) -> int:
     """`seal`, written at the start of `out`; returns the envelope's length.
 
-    `out` must hold `len(plaintext) + OVERHEAD` bytes (the most an envelope takes)."""
+    `out` must hold `len(plaintext) + OVERHEAD` bytes (the most an envelope takes).
+    `delta`: `plaintext` is a delta of chunk `chunk_id` (version `ENVELOPE_DELTA`)."""
     if len(out) < len(plaintext) + OVERHEAD:
         raise ValueError(f"{len(out)} bytes cannot hold the envelope of {len(plaintext)}")
-    header, payload = _header_and_payload(chunk_id, plaintext, compressor)
+    header, payload = _header_and_payload(chunk_id, plaintext, compressor, delta)
     return _encrypt_into(project_keys, header, payload, out)
 
 
 def _header_and_payload(
-    chunk_id: str, plaintext: bytes, compressor: Compressor | None
+    chunk_id: str, plaintext: bytes, compressor: Compressor | None, delta: bool = False
 ) -> tuple[bytes, bytes]:
     id_bytes = _id_bytes(chunk_id)
     compression = COMPRESSION_NONE
@@ -107,7 +114,8 @@ def _header_and_payload(
         compressed = compressor.compress(plaintext)
         if len(compressed) < len(plaintext):
             compression, payload = COMPRESSION_ZSTD, compressed
-    return MAGIC + bytes((ENVELOPE_V1, compression)) + id_bytes, payload
+    version = ENVELOPE_DELTA if delta else ENVELOPE_V1
+    return MAGIC + bytes((version, compression)) + id_bytes, payload
 
 
 def _encrypt_into(
@@ -145,9 +153,28 @@ def open_(
     `max_size` bounds the plaintext size (the decompression output). Raises
     `IntegrityError(expected_chunk_id, reason)` if anything does not check out: a
     malformed or truncated envelope, another chunk's envelope, tampering, a wrong key
-    (AES-GCM cannot tell these last two apart), or a plaintext that does not hash to
-    the id.
+    (AES-GCM cannot tell these last two apart), a plaintext that does not hash to
+    the id, or a delta (read those with `open_stored`).
     """
+    payload, delta = open_stored(
+        project_keys, expected_chunk_id, blob, decompressor, max_size=max_size
+    )
+    if delta:
+        raise errors.IntegrityError(expected_chunk_id, "a delta where a whole chunk was expected")
+    return payload
+
+
+def open_stored(
+    project_keys: keys.ProjectKeys,
+    expected_chunk_id: str,
+    blob: bytes,
+    decompressor: Decompressor,
+    *,
+    max_size: int = chunking.MAX_CHUNK_SIZE,
+) -> tuple[bytes, bool]:
+    """Return `(payload, is_delta)`: a whole chunk's plaintext, checked against its id as
+    `open_` does, or an authenticated delta (`ENVELOPE_DELTA`) whose id the caller checks
+    on the chunk the delta rebuilds (`delta.ChunkFetcher`)."""
     expected = _id_bytes(expected_chunk_id)
 
     def fail(reason: str) -> errors.IntegrityError:
@@ -159,7 +186,7 @@ def open_(
     if view[: len(MAGIC)] != MAGIC:
         raise fail("not a chunk envelope (bad magic)")
     version = blob[_VERSION_AT]
-    if version != ENVELOPE_V1:
+    if version not in (ENVELOPE_V1, ENVELOPE_DELTA):
         raise fail(f"unsupported envelope version {version}")
     compression = blob[_COMPRESSION_AT]
     if compression not in (COMPRESSION_NONE, COMPRESSION_ZSTD):
@@ -177,9 +204,11 @@ def open_(
         if len(payload) > max_size:
             raise fail(f"plaintext larger than {max_size} bytes")
         plaintext = payload
+    if version == ENVELOPE_DELTA:
+        return plaintext, True
     if not hmac.compare_digest(project_keys.chunk_digest(plaintext), expected):
         raise fail("plaintext does not match its id")
-    return plaintext
+    return plaintext, False
 
 
 def chunk_id_of(blob: bytes) -> str:
@@ -282,10 +311,12 @@ class Codec:
         chunk_id: str,
         plaintext: bytes,
         out: mmap.mmap | bytearray,
+        *,
+        delta: bool = False,
     ) -> int:
         """`seal_into` with a compression context of this codec's."""
         with self.compressor() as compressor:
-            return seal_into(project_keys, chunk_id, plaintext, compressor, out)
+            return seal_into(project_keys, chunk_id, plaintext, compressor, out, delta=delta)
 
     def open(
         self,
@@ -297,3 +328,9 @@ class Codec:
     ) -> bytes:
         """`open_` with this thread's decompressor."""
         return open_(project_keys, expected_chunk_id, blob, self.decompressor, max_size=max_size)
+
+    def open_stored(
+        self, project_keys: keys.ProjectKeys, expected_chunk_id: str, blob: bytes
+    ) -> tuple[bytes, bool]:
+        """`open_stored` with this thread's decompressor."""
+        return open_stored(project_keys, expected_chunk_id, blob, self.decompressor)

@@ -35,9 +35,11 @@ class IntegrityError(RepositoryError):
     or skipped by an `except ChunkNotFound`); it has to surface loudly.
     """
 
-    def __init__(self, chunk_id: str, reason: str) -> None:
+    def __init__(self, chunk_id: str, reason: str, root: str | None = None) -> None:
         self.chunk_id = chunk_id
         self.reason = reason
+        #: The chunk whose blob is at fault: `chunk_id`, or a base a delta stands on.
+        self.root = root or chunk_id
         super().__init__(f"integrity error in chunk {chunk_id}: {reason}")
 
 

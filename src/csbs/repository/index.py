@@ -98,6 +98,40 @@ class _NotAllStored(Exception):
     """A chunk to reference has no stored row: roll the transaction back."""
 
 
+_cs: sa.BindParameter[list[str]] = sa.bindparam("cs", expanding=True)
+_LOCK_CHUNKS = (
+    sa.select(repo_chunks.c.chunk_id)
+    .where(repo_chunks.c.project_id == _p, repo_chunks.c.chunk_id.in_(_cs))
+    .order_by(repo_chunks.c.chunk_id)
+    .with_for_update()
+)
+_CHUNK_ROWS = sa.select(
+    repo_chunks.c.chunk_id,
+    repo_chunks.c.refcount,
+    repo_chunks.c.stored,
+    repo_chunks.c.generation,
+    repo_chunks.c.base_id,
+    repo_chunks.c.depth,
+    repo_chunks.c.stored_size,
+    repo_chunks.c.logical_size,
+).where(repo_chunks.c.project_id == _p, repo_chunks.c.chunk_id.in_(_cs))
+_SET_BASE = (
+    repo_chunks.update()
+    .where(
+        repo_chunks.c.project_id == _p,
+        repo_chunks.c.chunk_id == sa.bindparam("c"),
+        repo_chunks.c.base_id.is_(None),
+        repo_chunks.c.stored.is_(False),
+    )
+    .values(base_id=sa.bindparam("base"), depth=sa.bindparam("depth"))
+)
+_TAKE_BASE = (
+    repo_chunks.update()
+    .where(repo_chunks.c.project_id == _p, repo_chunks.c.chunk_id == sa.bindparam("c"))
+    .values(refcount=repo_chunks.c.refcount + 1, zero_since=None)
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class ProjectRecord:
     """A project's repository row."""
@@ -483,6 +517,52 @@ class ChunkIndex:
         with self._engine.begin() as conn:
             stored, logical = self._confirm_in(conn, project_id, confirmations)
             self._add_usage(conn, project_id, stored, logical)
+
+    def attach_bases(
+        self, project_id: str, wanted: Mapping[str, str], max_depth: int
+    ) -> dict[str, tuple[str, int]]:
+        """Let chunks not yet stored be stored as deltas: `wanted` maps a chunk to the base
+        it would stand on. In one transaction, a chunk whose row is not stored and has no
+        base takes the base (stored, of depth below `max_depth`): the row records it and
+        the base gains one reference, held while the row exists. Returns, by chunk, the
+        base and its generation for every chunk whose row now stands on the wanted base
+        (attached now or before); any other chunk must be stored whole."""
+        if not wanted:
+            return {}
+        ids = sorted(set(wanted) | set(wanted.values()))
+        result: dict[str, tuple[str, int]] = {}
+        with self._engine.begin() as conn:
+            if dialect.is_postgres(conn.engine):
+                # Chunk rows are locked in chunk-id order, as every writer locks them.
+                conn.execute(_LOCK_CHUNKS, {"p": project_id, "cs": ids}).all()
+            rows = {r.chunk_id: r for r in conn.execute(_CHUNK_ROWS, {"p": project_id, "cs": ids})}
+            refcounts = {c: int(r.refcount) for c, r in rows.items()}
+            stored = logical = 0
+            for chunk_id in sorted(wanted):
+                base_id = wanted[chunk_id]
+                row, base = rows.get(chunk_id), rows.get(base_id)
+                if row is None or base is None or base_id == chunk_id or not base.stored:
+                    continue
+                if row.base_id is not None:
+                    if row.base_id == base_id:
+                        result[chunk_id] = (base_id, int(base.generation))
+                    continue
+                if row.stored or int(base.depth) >= max_depth:
+                    continue
+                done = conn.execute(
+                    _SET_BASE,
+                    {"p": project_id, "c": chunk_id, "base": base_id, "depth": base.depth + 1},
+                ).rowcount
+                if not done:
+                    continue
+                conn.execute(_TAKE_BASE, {"p": project_id, "c": base_id})
+                if refcounts[base_id] == 0:  # back from zero: it counts towards usage again
+                    stored += int(base.stored_size)
+                    logical += int(base.logical_size)
+                refcounts[base_id] += 1
+                result[chunk_id] = (base_id, int(base.generation))
+            self._add_usage(conn, project_id, stored, logical)
+        return result
 
     def add_manifest(
         self,

@@ -4,15 +4,22 @@ Encoding, integers little-endian and unsigned:
 
     offset  size  field
     0       8     magic b"CSBSMNFT"
-    8       1     format version (MANIFEST_V1 or MANIFEST_V2)
+    8       1     format version (MANIFEST_V1, MANIFEST_V2 or MANIFEST_V3)
     9       8     logical size of the disk image, in bytes
     17      4     chunk size, in bytes (a power of two, 64 KiB .. 8 MiB)
     21      8     entry count = ceil(logical size / chunk size)
     29      32    image digest: v2 `TableDigest` of the image's chunk table; v1 plain BLAKE3
                   of the whole image, holes included as zeros (`ImageDigest`)
-    61      ...   runs, until the end:
+    61      ...   runs, until the end (v3: until `runs end`):
                     1 byte kind (1 = chunks, 2 = holes), 8 bytes count (> 0),
                     then for a chunk run `count` chunk ids of 32 bytes each.
+
+v3 (written since 2026-12) adds, between the header and the runs, 4 bytes sub-block size
+and 8 bytes `runs end` (the byte offset where the runs end); after the runs come the
+per-sub-block digests of every chunk entry in image order (`delta.SUB_DIGEST_SIZE` bytes
+each, ceil(chunk length / sub-block) per entry; all zeros: not known): what the next
+backup of the disk compares with to store only the sub-blocks that changed (`delta.py`).
+The image digest is v2's.
 
 The encoding is canonical: runs are never empty, two runs in a row never have the same
 kind, the counts add up to the entry count and nothing follows the last run. So equal
@@ -34,7 +41,9 @@ from csbs.repository import chunking, envelope, errors, keys
 MAGIC = b"CSBSMNFT"
 MANIFEST_V1 = 1  # v1: fixed-size chunks, hole runs, BLAKE3 of the whole image
 MANIFEST_V2 = 2  # v2: the same, with the digest of the chunk table (written since 2026-11)
-_VERSIONS = (MANIFEST_V1, MANIFEST_V2)
+MANIFEST_V3 = 3  # v3: v2 with per-sub-block digests (written since 2026-12)
+_VERSIONS = (MANIFEST_V1, MANIFEST_V2, MANIFEST_V3)
+SUB_DIGEST_SIZE = 16  # bytes of a sub-block digest (delta.SUB_DIGEST_SIZE)
 
 # Bound on a manifest's plaintext when reading it back: 32 Mi entries (128 TiB at 4 MiB
 # chunks, 2 TiB at 64 KiB chunks) plus run headers.
@@ -44,6 +53,7 @@ DIGEST_SIZE = 32  # bytes of the image digest
 
 _HEADER = struct.Struct("<8sBQIQ32s")
 HEADER_SIZE = _HEADER.size  # 61 bytes
+_V3 = struct.Struct("<IQ")  # sub-block size, runs end
 _RUN = struct.Struct("<BQ")
 _RUN_CHUNKS = 1
 _RUN_HOLES = 2
@@ -61,10 +71,13 @@ class Manifest:
 
     __slots__ = (
         "_encoded",
+        "_runs_at",
+        "_runs_end",
         "chunk_size",
         "entry_count",
         "image_digest",
         "logical_size",
+        "sub_block",
         "version",
     )
 
@@ -80,9 +93,19 @@ class Manifest:
             self.entry_count,
             self.image_digest,
         ) = _parse_header(encoded)
-        for _ in _iter_runs(encoded, self.entry_count):
+        self.sub_block, self._runs_at, self._runs_end = _bounds(encoded, self.version)
+        for _ in _iter_runs(encoded, self.entry_count, self._runs_at, self._runs_end):
             pass
         self._encoded = encoded
+        if self.sub_block:
+            expected = sum(
+                -(-min(self.chunk_size, self.logical_size - i * self.chunk_size) // self.sub_block)
+                for i, entry in enumerate(self.entries())
+                if entry is not None
+            )
+            expected *= SUB_DIGEST_SIZE
+            if self._runs_end + expected != len(encoded):
+                raise errors.InvalidManifest("sub-block digests do not match the chunk entries")
 
     @classmethod
     def from_entries(
@@ -122,9 +145,34 @@ class Manifest:
         """Yield every entry in order: a chunk id, or None for a hole."""
         return iter_entries(self._encoded)
 
+    def entries_with_digests(self) -> Iterator[tuple[Entry, memoryview | None]]:
+        """Yield every entry with its sub-block digests (None for a hole, or when this
+        manifest keeps none: v1, v2)."""
+        if not self.sub_block:
+            for entry in self.entries():
+                yield entry, None
+            return
+        yield from self._entries_digests()
+
+    def _entries_digests(self) -> Iterator[tuple[Entry, memoryview | None]]:
+        view = memoryview(self._encoded)
+        at = self._runs_end
+        for index, entry in enumerate(
+            _entries_of(self._encoded, self.entry_count, self._runs_at, self._runs_end)
+        ):
+            if entry is None:
+                yield None, None
+                continue
+            length = min(self.chunk_size, self.logical_size - index * self.chunk_size)
+            size = -(-length // self.sub_block) * SUB_DIGEST_SIZE
+            yield entry, view[at : at + size]
+            at += size
+
     def chunk_ids(self) -> Iterator[keys.ChunkId]:
         """Yield the chunk id of every non-hole entry in order (repeats included)."""
-        for kind, _count, ids in _iter_runs(self._encoded, self.entry_count):
+        for kind, _count, ids in _iter_runs(
+            self._encoded, self.entry_count, self._runs_at, self._runs_end
+        ):
             if kind == _RUN_CHUNKS:
                 for start in range(0, len(ids), _ID_SIZE):
                     yield keys.ChunkId(ids[start : start + _ID_SIZE].hex())
@@ -134,7 +182,9 @@ class Manifest:
         """How many entries are holes."""
         return sum(
             count
-            for kind, count, _ in _iter_runs(self._encoded, self.entry_count)
+            for kind, count, _ in _iter_runs(
+                self._encoded, self.entry_count, self._runs_at, self._runs_end
+            )
             if kind == _RUN_HOLES
         )
 
@@ -151,8 +201,13 @@ def iter_entries(encoded: bytes) -> Iterator[Entry]:
     first entry; a malformed run raises `InvalidManifest` when reached (possibly after
     some entries were yielded), as does trailing garbage, at the end.
     """
-    _, _, _, entry_count, _ = _parse_header(encoded)
-    for kind, count, ids in _iter_runs(encoded, entry_count):
+    version, _, _, entry_count, _ = _parse_header(encoded)
+    _, start, end = _bounds(encoded, version)
+    return _entries_of(encoded, entry_count, start, end)
+
+
+def _entries_of(encoded: bytes, entry_count: int, start: int, end: int) -> Iterator[Entry]:
+    for kind, count, ids in _iter_runs(encoded, entry_count, start, end):
         if kind == _RUN_HOLES:
             for _ in range(count):
                 yield None
@@ -182,10 +237,28 @@ def _parse_header(encoded: bytes) -> tuple[int, int, int, int, bytes]:
     return version, logical_size, chunk_size, entry_count, digest
 
 
-def _iter_runs(encoded: bytes, entry_count: int) -> Iterator[tuple[int, int, memoryview]]:
+def _bounds(encoded: bytes, version: int) -> tuple[int, int, int]:
+    """(sub-block size or 0, where the runs start, where they end)."""
+    if version != MANIFEST_V3:
+        return 0, HEADER_SIZE, len(encoded)
+    if len(encoded) < HEADER_SIZE + _V3.size:
+        raise errors.InvalidManifest("manifest too short for v3")
+    sub_block, runs_end = _V3.unpack_from(encoded, HEADER_SIZE)
+    if (
+        sub_block < 512
+        or sub_block & (sub_block - 1)
+        or not HEADER_SIZE + _V3.size <= runs_end <= len(encoded)
+    ):
+        raise errors.InvalidManifest("bad v3 sub-block size or runs end")
+    return sub_block, HEADER_SIZE + _V3.size, runs_end
+
+
+def _iter_runs(
+    encoded: bytes, entry_count: int, start: int = HEADER_SIZE, end: int | None = None
+) -> Iterator[tuple[int, int, memoryview]]:
     """Yield `(kind, count, ids)` per run, checking the canonical form as it goes."""
-    view = memoryview(encoded)
-    position = HEADER_SIZE
+    view = memoryview(encoded)[: len(encoded) if end is None else end]
+    position = start
     seen = 0
     previous = 0
     while position < len(view):
@@ -219,14 +292,20 @@ class ManifestBuilder:
     Memory is the encoding's size; nothing per entry beyond its 32 bytes.
     """
 
-    def __init__(self, logical_size: int, chunk_size: int) -> None:
+    def __init__(self, logical_size: int, chunk_size: int, sub_block: int = 0) -> None:
+        """`sub_block` > 0: a v3 manifest keeping the digests of sub-blocks that size."""
         chunking.validate_chunk_size(chunk_size)
         if logical_size < 0:
             raise ValueError(f"logical size must be >= 0, got {logical_size}")
+        if sub_block and (sub_block < 512 or sub_block & (sub_block - 1)):
+            raise ValueError(f"a sub-block is a power of two >= 512, got {sub_block}")
         self.logical_size = logical_size
         self.chunk_size = chunk_size
+        self.sub_block = sub_block
         self.entry_count = chunking.chunk_count(logical_size, chunk_size)
-        self._body = bytearray(_HEADER.size)  # header written by finish()
+        # Header written by finish(); v3's extension too.
+        self._body = bytearray(_HEADER.size + (_V3.size if sub_block else 0))
+        self._digests = bytearray()
         self._added = 0
         self._run_kind = 0
         self._run_count = 0
@@ -239,14 +318,24 @@ class ManifestBuilder:
         else:
             self.add_chunk(entry)
 
-    def add_chunk(self, chunk_id: str) -> None:
-        """Append the entry of a stored chunk."""
+    def add_chunk(self, chunk_id: str, sub_digests: bytes | memoryview | None = None) -> None:
+        """Append the entry of a stored chunk, with its sub-block digests (v3; None: not
+        known, kept as zeros)."""
         try:
             raw = bytes.fromhex(chunk_id)
         except ValueError:
             raw = b""
         if len(raw) != _ID_SIZE or len(chunk_id) != 2 * _ID_SIZE:
             raise ValueError(f"a chunk id is {2 * _ID_SIZE} hex digits: {chunk_id!r}")
+        if self.sub_block:
+            length = min(self.chunk_size, self.logical_size - self._added * self.chunk_size)
+            size = -(-length // self.sub_block) * SUB_DIGEST_SIZE
+            if sub_digests is None:
+                self._digests += bytes(size)
+            elif len(sub_digests) != size:
+                raise ValueError(f"{len(sub_digests)} bytes of sub-block digests, not {size}")
+            else:
+                self._digests += sub_digests
         self._reserve(1)
         if self._run_kind != _RUN_CHUNKS:
             self._start_run(_RUN_CHUNKS)
@@ -264,10 +353,15 @@ class ManifestBuilder:
             self._start_run(_RUN_HOLES)
         self._run_count += count
 
-    def finish(self, image_digest: bytes, version: int = MANIFEST_V2) -> Manifest:
+    def finish(self, image_digest: bytes, version: int | None = None) -> Manifest:
         """Return the manifest; every entry must have been added. The builder is spent.
 
-        `image_digest` is of the kind `version` says (v2: `TableDigest`)."""
+        `image_digest` is of the kind `version` says (v2, v3: `TableDigest`); the version
+        is v3 for a builder given a sub-block size, else v2 unless said."""
+        if version is None:
+            version = MANIFEST_V3 if self.sub_block else MANIFEST_V2
+        if (version == MANIFEST_V3) != bool(self.sub_block):
+            raise ValueError("a v3 manifest, and only it, has a sub-block size")
         if version not in _VERSIONS:
             raise ValueError(f"unknown manifest version {version}")
         if len(image_digest) != DIGEST_SIZE:
@@ -285,6 +379,10 @@ class ManifestBuilder:
             self.entry_count,
             image_digest,
         )
+        if self.sub_block:
+            _V3.pack_into(self._body, HEADER_SIZE, self.sub_block, len(self._body))
+            self._body += self._digests
+            self._digests = bytearray()
         encoded = bytes(self._body)
         self._body = bytearray()
         return Manifest(encoded)

@@ -31,7 +31,7 @@ from csbs.fileio.direct import (
     end_direct,
     start_direct,
 )
-from csbs.repository import envelope, errors, keys, layout, manifest
+from csbs.repository import delta, envelope, errors, keys, layout, manifest
 from csbs.repository.index import DELETING, ChunkIndex
 
 _ZEROS = bytes(1024 * 1024)
@@ -428,13 +428,15 @@ class BackupReader:
         yield from flush()
 
     def _fetch(self, chunk_id: str, generation: int, progress: RestoreProgress) -> bytes:
-        name = layout.chunk_name(self._project_id, chunk_id, generation)
-        try:
-            blob = self._store.get(name)
-        except BlobNotFound as exc:
-            raise errors.ChunkNotFound(chunk_id) from exc
-        progress.fetched_bytes += len(blob)  # approximate under threads; for display only
-        return self._codec.open(self._keys, chunk_id, blob)
+        """The chunk's plaintext, checked against its id; a delta is rebuilt over its
+        bases (at most `delta.MAX_DEPTH` of them)."""
+
+        def fetched(size: int) -> None:
+            progress.fetched_bytes += size  # approximate under threads; for display only
+
+        return delta.ChunkFetcher(
+            self._store, self._project_id, self._keys, self._codec, fetched
+        ).fetch(chunk_id, generation)
 
 
 def _ready(future: concurrent.futures.Future[bytes] | None) -> bool:

@@ -111,6 +111,8 @@ def sweep(
         index.forget_garbage(project_id, gone)
         chunks += len(removed)
         size += sum(s for _, _, s in removed)
-        if len(candidates) < _SWEEP_BATCH:
+        if not removed:
             break
+        # Otherwise look again: a removed delta may have released its base, which is
+        # then at zero since the delta was (`ReclaimIndex.remove_chunks`).
     return SweepResult(chunks, size, len(garbage))

@@ -34,6 +34,7 @@ from csbs.repository.schema import (
     repo_manifests,
 )
 from csbs.sql import dialect
+from csbs.sql.types import UTCDateTime
 
 # Statements every deletion runs, built once: building them per call (clause construction
 # and cache-key generation) cost the deletion task more CPU than the database did.
@@ -158,6 +159,27 @@ class ReclaimIndex(ChunkIndex):
                 repo_chunks.c.stored_size,
                 repo_chunks.c.logical_size,
             )
+        )
+        left = repo_chunks.c.refcount - 1
+        self._release_base = (
+            repo_chunks.update()
+            .where(
+                repo_chunks.c.project_id == sa.bindparam("p"),
+                repo_chunks.c.chunk_id == sa.bindparam("c"),
+            )
+            .values(
+                refcount=left,
+                zero_since=sa.case(
+                    (left == 0, sa.bindparam("since", type_=UTCDateTime())), else_=None
+                ),
+            )
+            .returning(
+                repo_chunks.c.refcount, repo_chunks.c.stored_size, repo_chunks.c.logical_size
+            )
+        )
+        self._bases_of = sa.select(repo_chunks.c.base_id).where(
+            repo_chunks.c.project_id == sa.bindparam("p"),
+            repo_chunks.c.chunk_id.in_(sa.bindparam("cs", expanding=True)),
         )
         self._lock_chunks = (
             sa.select(repo_chunks.c.chunk_id)
@@ -325,11 +347,20 @@ class ReclaimIndex(ChunkIndex):
         self, project_id: str, candidates: Sequence[tuple[str, int]], names: Mapping[str, str]
     ) -> list[tuple[str, int, int]]:
         """Delete the rows still at zero (same generation); their blob names go to the
-        garbage list in the same transaction. Returns (chunk, generation, stored size)."""
+        garbage list in the same transaction. A removed delta releases the reference its
+        row held on its base (which may drop to zero: from the delta's own time at zero,
+        so the same sweep can remove it). Returns (chunk, generation, stored size)."""
         removed: list[tuple[str, int, int]] = []
+        stored = logical = 0
         with self._engine.begin() as conn:
+            if self.is_postgres and candidates:
+                # Lock the candidates and their bases in chunk-id order, as writers do.
+                ids = [c for c, _ in candidates]
+                bases = conn.execute(self._bases_of, {"p": project_id, "cs": ids}).scalars()
+                locked = sorted(set(ids) | {b for b in bases if b is not None})
+                conn.execute(self._lock_chunks, {"p": project_id, "cs": locked}).all()
             for chunk_id, generation in sorted(candidates):
-                size = conn.execute(
+                row = conn.execute(
                     repo_chunks.delete()
                     .where(
                         repo_chunks.c.project_id == project_id,
@@ -337,15 +368,27 @@ class ReclaimIndex(ChunkIndex):
                         repo_chunks.c.generation == generation,
                         repo_chunks.c.refcount == 0,
                     )
-                    .returning(repo_chunks.c.stored_size)
-                ).scalar()
-                if size is not None:
-                    removed.append((chunk_id, generation, int(size)))
-                    conn.execute(
-                        self._insert(repo_garbage)
-                        .values(project_id=project_id, name=names[chunk_id])
-                        .on_conflict_do_nothing()
+                    .returning(
+                        repo_chunks.c.stored_size, repo_chunks.c.base_id, repo_chunks.c.zero_since
                     )
+                ).first()
+                if row is None:
+                    continue
+                removed.append((chunk_id, generation, int(row.stored_size)))
+                conn.execute(
+                    self._insert(repo_garbage)
+                    .values(project_id=project_id, name=names[chunk_id])
+                    .on_conflict_do_nothing()
+                )
+                if row.base_id is not None:
+                    left = conn.execute(
+                        self._release_base,
+                        {"p": project_id, "c": row.base_id, "since": row.zero_since},
+                    ).first()
+                    if left is not None and left.refcount == 0:
+                        stored += int(left.stored_size)
+                        logical += int(left.logical_size)
+            self._add_usage(conn, project_id, -stored, -logical)
         return removed
 
     def garbage(self, project_id: str) -> list[str]:

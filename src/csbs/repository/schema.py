@@ -3,7 +3,9 @@
 Invariants the code keeps, each in the transaction that changes the rows involved:
 
 - `repo_chunks.refcount` = the sum of the counts in the `repo_backup_refs` batches of
-  every backup that are not yet released (seq >= the backup's `released_seq`).
+  every backup that are not yet released (seq >= the backup's `released_seq`), plus the
+  number of chunk rows whose `base_id` is this chunk (a delta holds its base while its
+  row exists; `delta.py`).
 - `repo_usage.stored_bytes` / `logical_bytes` = the sums of `stored_size` /
   `logical_size` over the project's chunk rows whose refcount is above zero.
 - A chunk row exists before its blob is put, and is deleted before its blob is deleted
@@ -65,6 +67,11 @@ repo_chunks = sa.Table(
     sa.Column("stored", sa.Boolean, nullable=False),
     # When refcount last dropped to zero; the sweep removes the chunk after the grace.
     sa.Column("zero_since", UTCDateTime, nullable=True),
+    # The chunk a delta blob stands on (None: stored whole); the row holds one reference
+    # on it until the sweep removes the row. Set once, on a row not yet stored.
+    sa.Column("base_id", sa.String(64), nullable=True),
+    # Deltas between this chunk and a whole one: 0 for a whole chunk, base's depth + 1.
+    sa.Column("depth", sa.Integer, nullable=False, server_default="0"),
     sa.Index("ix_repo_chunks_zero", "project_id", "zero_since"),
 )
 

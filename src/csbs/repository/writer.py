@@ -23,7 +23,7 @@ from collections.abc import Callable
 from csbs.blobstore import BlobNotFound, BlobStore
 from csbs.blobstore.aligned import AlignedBuffer
 from csbs.fileio.direct import AlignedBuffers
-from csbs.repository import chunking, envelope, errors, keys, layout, manifest
+from csbs.repository import chunking, delta, envelope, errors, keys, layout, manifest
 from csbs.repository.index import ChunkIndex, Confirmation, ManifestRecord
 
 _GENERATION_BLOCK = 1024
@@ -39,9 +39,10 @@ class BackupProgress:
     total_bytes: int
     position: int = 0  # bytes of the image passed (holes included)
     read_bytes: int = 0  # bytes actually read (holes skipped)
-    new_bytes: int = 0  # plaintext bytes of chunks uploaded
+    new_bytes: int = 0  # plaintext bytes uploaded (of a delta: its changed sub-blocks)
     reused_bytes: int = 0  # plaintext bytes of chunks the project already had
     stored_bytes: int = 0  # envelope bytes uploaded
+    delta_chunks: int = 0  # chunks stored as the sub-blocks that changed over a base
 
 
 ProgressCallback = Callable[[BackupProgress], None]
@@ -164,10 +165,24 @@ class BackupWriter:
         )
         layout.backup_manifests_prefix(project_id, backup_id)  # validates the id
         index.open_backup(project_id, backup_id)
+        self._previous: tuple[ManifestRecord, bytes, manifest.Manifest] | None = None
 
-    def write_disk(self, disk_id: str, source: int | str | os.PathLike[str]) -> DiskBackup:
-        """Back up the file or block device `source` (a path, or an open fd) as `disk_id`."""
+    def write_disk(
+        self,
+        disk_id: str,
+        source: int | str | os.PathLike[str],
+        *,
+        previous: str | None = None,
+    ) -> DiskBackup:
+        """Back up the file or block device `source` (a path, or an open fd) as `disk_id`.
+
+        `previous`: a backup holding an earlier image of the same disk. A chunk that
+        changed in part since then is stored as the sub-blocks that changed over that
+        image's chunk (`delta.py`), found by the sub-block digests its manifest kept, or
+        given by the source (`chunking.Data.changed`). Without it (or when that backup
+        has no such disk any more) every changed chunk is stored whole."""
         parts = self._parts
+        self._previous = None if previous is None else self._previous_manifest(disk_id, previous)
         name = layout.disk_manifest_name(parts.project_id, self.backup_id, disk_id)
         if any(
             m.disk_id == disk_id for m in parts.index.manifests(parts.project_id, self.backup_id)
@@ -181,6 +196,30 @@ class BackupWriter:
         finally:
             os.close(fd)
 
+    def _previous_manifest(
+        self, disk_id: str, backup_id: str
+    ) -> tuple[ManifestRecord, bytes, manifest.Manifest] | None:
+        """The record, sealed blob and manifest of `disk_id` in `backup_id`; None if gone
+        or of another chunk size."""
+        parts = self._parts
+        records = [
+            m for m in parts.index.manifests(parts.project_id, backup_id) if m.disk_id == disk_id
+        ]
+        if not records:
+            return None
+        try:
+            sealed = parts.store.get(
+                layout.disk_manifest_name(parts.project_id, backup_id, disk_id)
+            )
+            found = manifest.open_manifest(
+                parts.project_keys, sealed, parts.codec, records[0].manifest_id
+            )
+        except (BlobNotFound, errors.RepositoryError):
+            return None
+        if found.chunk_size != parts.chunk_size:
+            return None
+        return records[0], sealed, found
+
     def reuse_disk(self, disk_id: str, previous_backup_id: str) -> DiskBackup | None:
         """Record `disk_id` as the same image as in `previous_backup_id`, reading nothing.
 
@@ -193,25 +232,10 @@ class BackupWriter:
         """
         parts = self._parts
         name = layout.disk_manifest_name(parts.project_id, self.backup_id, disk_id)
-        records = [
-            m
-            for m in parts.index.manifests(parts.project_id, previous_backup_id)
-            if m.disk_id == disk_id
-        ]
-        if not records:
+        found = self._previous_manifest(disk_id, previous_backup_id)
+        if found is None:
             return None
-        record = records[0]
-        try:
-            sealed = parts.store.get(
-                layout.disk_manifest_name(parts.project_id, previous_backup_id, disk_id)
-            )
-            previous = manifest.open_manifest(
-                parts.project_keys, sealed, parts.codec, record.manifest_id
-            )
-        except (BlobNotFound, errors.RepositoryError):
-            return None
-        if previous.chunk_size != parts.chunk_size:
-            return None
+        record, sealed, previous = found
         counts: collections.Counter[str] = collections.Counter(previous.chunk_ids())
         if any(
             m.disk_id == disk_id for m in parts.index.manifests(parts.project_id, self.backup_id)
@@ -257,7 +281,8 @@ class BackupWriter:
     def _write_fd(self, disk_id: str, name: str, fd: int) -> DiskBackup:
         parts = self._parts
         size = chunking.device_size(fd)
-        run = _DiskRun(parts, size)
+        previous, self._previous = self._previous, None
+        run = _DiskRun(parts, size, None if previous is None else previous[2])
         with concurrent.futures.ThreadPoolExecutor(
             parts.limits.threads, thread_name_prefix="csbs-backup"
         ) as pool:
@@ -292,21 +317,57 @@ class BackupWriter:
         return DiskBackup(disk_id, manifest_id, built.image_digest, run.progress)
 
 
+@dataclasses.dataclass(slots=True)
+class _Entry:
+    """A manifest entry in a batch: a chunk (`data`, `chunk_id`, its sub-block digests,
+    and the base and pieces it would be stored as) or, with `data` None, `index` holes."""
+
+    index: int
+    data: bytes | None
+    chunk_id: keys.ChunkId | None
+    digests: bytes
+    delta: tuple[str, list[tuple[int, int]]] | None
+
+
+class _PreviousChunks:
+    """The previous image's entries, walked in step with the new image's chunks."""
+
+    def __init__(self, previous: manifest.Manifest | None, sub_block: int) -> None:
+        self._entries = iter(()) if previous is None else previous.entries_with_digests()
+        # Digests of another sub-block size cannot be compared: only a source's regions.
+        self._comparable = previous is not None and previous.sub_block == sub_block
+        self._next = 0
+
+    def at(self, index: int) -> tuple[str | None, memoryview | None]:
+        """The previous entry at chunk `index` (None past its end, or a hole) and its
+        sub-block digests (None when not comparable). Indexes must grow."""
+        found: tuple[manifest.Entry, memoryview | None] = (None, None)
+        while self._next <= index:
+            found = next(self._entries, (None, None))
+            self._next += 1
+        entry, digests = found
+        if self._next != index + 1:
+            return None, None
+        return entry, digests if self._comparable else None
+
+
 class _DiskRun:
     """The state of one disk going through the pipeline."""
 
-    def __init__(self, parts: _Parts, size: int) -> None:
+    def __init__(self, parts: _Parts, size: int, previous: manifest.Manifest | None) -> None:
         self.parts = parts
         self.size = size
-        self.builder = manifest.ManifestBuilder(size, parts.chunk_size)
+        self.sub_block = delta.sub_block_size(parts.chunk_size, size)
+        self.previous = _PreviousChunks(previous, self.sub_block)
+        self.builder = manifest.ManifestBuilder(size, parts.chunk_size, self.sub_block)
         self.digest = manifest.TableDigest(size, parts.chunk_size)
         self.progress = BackupProgress(total_bytes=size)
         self.pool: concurrent.futures.ThreadPoolExecutor | None = None
-        # (index, data, hash future) or (hole count, None, None), in image order.
+        # (chunk, hash future) or (hole count, None), in image order.
         self.hashing: collections.deque[
-            tuple[int, bytes | None, concurrent.futures.Future[keys.ChunkId] | None]
+            tuple[chunking.Data | int, concurrent.futures.Future[tuple[keys.ChunkId, bytes]] | None]
         ] = collections.deque()
-        self.batch: list[tuple[int, bytes | None, keys.ChunkId | None]] = []
+        self.batch: list[_Entry] = []
         self.batch_data = 0
         self.sealing = threading.BoundedSemaphore(parts.limits.sealers)
         # Envelopes are sealed into these, one per upload running (at most `uploads`).
@@ -326,10 +387,10 @@ class _DiskRun:
                 raise errors.Cancelled()
             if isinstance(item, chunking.Data):
                 self.progress.read_bytes += len(item.data)
-                future = self.pool.submit(parts.project_keys.chunk_id, item.data)
-                self.hashing.append((item.index, item.data, future))
+                future = self.pool.submit(self._hash, item.data)
+                self.hashing.append((item, future))
             else:
-                self.hashing.append((item.count, None, None))
+                self.hashing.append((item.count, None))
             self._drain(wait_first=len(self.hashing) > limits.window)
         self._drain(wait_first=True, everything=True)
         self._flush()
@@ -342,30 +403,58 @@ class _DiskRun:
         for all of them (end of the disk).
         """
         while self.hashing:
-            first, data, future = self.hashing[0]
+            item, future = self.hashing[0]
             if future is not None and not future.done() and not (wait_first or everything):
                 return
             wait_first = False
             self.hashing.popleft()
             # The digest takes the entries in the order the image was read, apart from
             # the batches and the manifest builder, which it checks on restore.
-            if future is None:
-                self.digest.update_holes(first)
-                self.batch.append((first, None, None))
+            if future is None or not isinstance(item, chunking.Data):
+                assert isinstance(item, int)
+                self.digest.update_holes(item)
+                self.batch.append(_Entry(item, None, None, b"", None))
                 continue
-            chunk_id = future.result()
+            chunk_id, digests = future.result()
             self.digest.update_chunk(chunk_id)
-            self.batch.append((first, data, chunk_id))
+            self.batch.append(
+                _Entry(
+                    item.index,
+                    item.data,
+                    chunk_id,
+                    digests,
+                    self._delta_of(item, chunk_id, digests),
+                )
+            )
             self.batch_data += 1
             if self.batch_data >= self.parts.limits.batch_chunks:
                 self._flush()
 
+    def _hash(self, data: bytes) -> tuple[keys.ChunkId, bytes]:
+        project_keys = self.parts.project_keys
+        return project_keys.chunk_id(data), delta.sub_digests(project_keys, data, self.sub_block)
+
+    def _delta_of(
+        self, item: chunking.Data, chunk_id: str, digests: bytes
+    ) -> tuple[str, list[tuple[int, int]]] | None:
+        """The base and changed pieces a chunk would be stored as, if it changed in part
+        since the previous image of the disk; None to store it whole."""
+        base, old = self.previous.at(item.index)
+        if base is None or base == chunk_id:
+            return None
+        pieces = delta.changed_pieces(len(item.data), self.sub_block, digests, old, item.changed)
+        if not pieces:
+            return None
+        if sum(size for _, size in pieces) > delta.MAX_DELTA_SHARE * len(item.data):
+            return None  # mostly new: stored whole, and a base for the next ones
+        return base, pieces
+
     def _flush(self) -> None:
         """Decide the batch: take references in one transaction, upload what is new."""
         parts = self.parts
-        counts: dict[str, int] = collections.Counter(c for _, _, c in self.batch if c is not None)
+        counts: dict[str, int] = collections.Counter(e.chunk_id for e in self.batch if e.chunk_id)
         sizes: dict[str, int] = {
-            c: len(d) for _, d, c in self.batch if c is not None and d is not None
+            e.chunk_id: len(e.data) for e in self.batch if e.chunk_id and e.data is not None
         }
         confirmations, self.confirmations = self.confirmations, []
         for item in confirmations:
@@ -384,42 +473,71 @@ class _DiskRun:
         )
         scheduled: set[str] = set()
         chunk_size = parts.chunk_size
-        for first, data, chunk_id in self.batch:
-            if chunk_id is None or data is None:
-                self.builder.add_holes(first)
-                self.progress.position = min(self.size, self.progress.position + first * chunk_size)
+        uploads: list[_Entry] = []
+        for entry in self.batch:
+            if entry.chunk_id is None or entry.data is None:
+                self.builder.add_holes(entry.index)
+                self.progress.position = min(
+                    self.size, self.progress.position + entry.index * chunk_size
+                )
                 continue
-            self.builder.add_chunk(chunk_id)
-            self.progress.position = min(self.size, (first + 1) * chunk_size)
+            chunk_id = entry.chunk_id
+            self.builder.add_chunk(chunk_id, entry.digests)
+            self.progress.position = min(self.size, (entry.index + 1) * chunk_size)
             ref = refs[chunk_id]
             if (
                 ref.stored
                 or chunk_id in scheduled
                 or self.unconfirmed.get(chunk_id) == (ref.generation)
             ):
-                self.progress.reused_bytes += len(data)
+                self.progress.reused_bytes += len(entry.data)
                 continue
             scheduled.add(chunk_id)
-            self.progress.new_bytes += len(data)
+            uploads.append(entry)
+        # Chunks that changed in part stand on their previous version where its row lets
+        # them (stored, chain not too deep); the others are stored whole.
+        bases = parts.index.attach_bases(
+            parts.project_id,
+            {e.chunk_id: e.delta[0] for e in uploads if e.chunk_id and e.delta},
+            delta.MAX_DEPTH,
+        )
+        for entry in uploads:
+            assert entry.chunk_id is not None and entry.data is not None
+            ref = refs[entry.chunk_id]
+            base = bases.get(entry.chunk_id)
+            data: bytes = entry.data
+            if base is not None and entry.delta is not None:
+                pieces = entry.delta[1]
+                changed = sum(size for _, size in pieces)
+                data = delta.encode(base[0], base[1], entry.data, pieces)
+                self.progress.new_bytes += changed
+                self.progress.reused_bytes += len(entry.data) - changed
+                self.progress.delta_chunks += 1
+            else:
+                self.progress.new_bytes += len(entry.data)
             self._wait_uploads(parts.limits.uploads - 1)
             assert self.pool is not None
             # The plaintext travels in a list the upload empties: the pool's work item
             # would otherwise keep it alive during the (slow, fsync- or network-bound) put.
-            future = self.pool.submit(self._upload, chunk_id, ref.generation, [data])
-            self.uploads[future] = chunk_id
-            self.unconfirmed[chunk_id] = ref.generation
+            future = self.pool.submit(
+                self._upload, entry.chunk_id, ref.generation, [data], base is not None
+            )
+            self.uploads[future] = entry.chunk_id
+            self.unconfirmed[entry.chunk_id] = ref.generation
         self.batch = []
         self.batch_data = 0
         if parts.progress is not None:
             parts.progress(dataclasses.replace(self.progress))
 
-    def _upload(self, chunk_id: str, generation: int, holder: list[bytes]) -> Confirmation:
-        """Seal a new chunk into an aligned buffer and store it from there (no copy)."""
+    def _upload(
+        self, chunk_id: str, generation: int, holder: list[bytes], is_delta: bool = False
+    ) -> Confirmation:
+        """Seal a new chunk (or its delta) into an aligned buffer and store it from there."""
         parts = self.parts
         with self.buffers.lend() as buffer:
             with self.sealing:
                 length = parts.codec.seal_into(
-                    parts.project_keys, chunk_id, holder.pop(), buffer.memory
+                    parts.project_keys, chunk_id, holder.pop(), buffer.memory, delta=is_delta
                 )
             name = layout.chunk_name(parts.project_id, chunk_id, generation)
             parts.store.put(name, buffer.blob(length))

@@ -371,6 +371,17 @@ class BackupRecorder:
                     found[str(disk_id)] = (repo_id, facts)
         return found
 
+    def previous_image(self, server_id: str) -> str | None:
+        """The repository backup of the server's latest available backup: what a disk
+        that changed in part is stored over (`Repository` deltas), or None."""
+        with self._db.read() as s:
+            extras = q.recent_available_extras(s, server_id, limit=1)
+        for extra in extras:
+            repo_id = str(extra.get("repository_backup_id", ""))
+            if repo_id:
+                return repo_id
+        return None
+
     def read_summary(
         self,
         backup_id: str,

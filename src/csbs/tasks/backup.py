@@ -75,6 +75,9 @@ class BackupHandler:
         previous = (
             self._recorder.previous_disks(server.id) if backup.incremental and image_files else {}
         )
+        # A disk read again is stored over its image in the latest backup: a chunk that
+        # changed in part as the sub-blocks that changed (the repository's deltas).
+        over = None if not backup.incremental else self._recorder.previous_image(server.id)
         facts: dict[str, FileFacts] = {}
         unchanged: list[str] = []
         for disk_backup in backup.disks:
@@ -104,7 +107,7 @@ class BackupHandler:
                     consistency = CONSISTENCY_NONE
                 try:
                     if result is None:
-                        result = writer.write_disk(disk_backup.disk_id, source)
+                        result = writer.write_disk(disk_backup.disk_id, source, previous=over)
                 except Exception:
                     ctx.check_cancelled()  # a cancelled write reads as cancelled, not failed
                     raise
