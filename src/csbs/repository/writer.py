@@ -23,7 +23,7 @@ from collections.abc import Callable
 from csbs.blobstore import BlobStore
 from csbs.blobstore.aligned import AlignedBuffer
 from csbs.fileio.direct import AlignedBuffers
-from csbs.repository import chunking, envelope, errors, keys, layout, manifest
+from csbs.repository import chunking, envelope, errors, keys, layout, manifest, memtune
 from csbs.repository.index import ChunkIndex, Confirmation, ManifestRecord
 
 _GENERATION_BLOCK = 1024
@@ -170,13 +170,18 @@ class BackupWriter:
             m.disk_id == disk_id for m in parts.index.manifests(parts.project_id, self.backup_id)
         ):
             raise errors.RepositoryError(f"backup {self.backup_id} already has disk {disk_id}")
-        if isinstance(source, int):
-            return self._write_fd(disk_id, name, source)
-        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            return self._write_fd(disk_id, name, fd)
+            if isinstance(source, int):
+                return self._write_fd(disk_id, name, source)
+            fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                return self._write_fd(disk_id, name, fd)
+            finally:
+                os.close(fd)
         finally:
-            os.close(fd)
+            # A worker runs one task after another: what malloc keeps free after this
+            # disk would count towards the next task's peak (`memtune`).
+            memtune.release_free_memory()
 
     def _write_fd(self, disk_id: str, name: str, fd: int) -> DiskBackup:
         parts = self._parts
