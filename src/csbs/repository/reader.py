@@ -458,11 +458,12 @@ class BackupReader:
     def _fetch(self, chunk_id: str, generation: int, progress: RestoreProgress) -> bytes:
         name = layout.chunk_name(self._project_id, chunk_id, generation)
         try:
-            blob = self._store.get(name)
+            # Only the holder refers to the envelope: it is freed once decrypted.
+            holder = [self._store.get(name)]
         except BlobNotFound as exc:
             raise errors.ChunkNotFound(chunk_id) from exc
-        progress.fetched_bytes += len(blob)  # approximate under threads; for display only
-        return self._codec.open(self._keys, chunk_id, blob)
+        progress.fetched_bytes += len(holder[0])  # approximate under threads; for display only
+        return self._codec.open_held(self._keys, chunk_id, holder)
 
 
 def _ready(future: concurrent.futures.Future[bytes] | None) -> bool:

@@ -74,7 +74,9 @@ class PipelineLimits:
         # With direct I/O four at once were as fast as five (more were no faster through
         # the page cache), and each holds a chunk and its envelope buffer, so not more
         # (the figures: docs/decisions/0012-direct-io-for-what-the-engine-writes.md).
-        uploads = max(4, threads + 1)
+        # Three on two cores: the fourth's 8 MiB took a worker process over its 150 MiB
+        # (docs/decisions/0015-malloc-tuned-at-process-start.md).
+        uploads = max(3, threads + 1)
         return cls(
             threads=uploads + 1,
             sealers=threads,
@@ -180,7 +182,9 @@ class BackupWriter:
                 os.close(fd)
         finally:
             # A worker runs one task after another: what malloc keeps free after this
-            # disk would count towards the next task's peak (`memtune`).
+            # disk, and idle compression contexts, would count towards the next task's
+            # peak (`memtune`).
+            self._parts.codec.release()
             memtune.release_free_memory()
 
     def _write_fd(self, disk_id: str, name: str, fd: int) -> DiskBackup:
