@@ -14,7 +14,7 @@ from tests.support.processes import clean_env, csbs_command
 MiB = 1024 * 1024
 #: What issue 21 allows the whole worker process (its imports, its idle heap, one pipeline).
 PEAK_LIMIT_KIB = 150 * 1024
-IMAGE_BYTES = 640 * MiB
+IMAGE_BYTES = 512 * MiB
 
 
 def _image(path: Path, size: int, seed: int) -> None:

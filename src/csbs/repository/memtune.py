@@ -20,8 +20,12 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 # The figures behind these values: docs/decisions/0015-malloc-tuned-at-process-start.md.
-# Each extra arena keeps its own free buffers; a few arenas bound what threads retain.
-_ARENAS = 2
+# One arena: every thread's chunk buffers come from the main heap, which is trimmed as a
+# whole. A second arena (2 until 2026-12-08) took a worker's pipeline, whose task runs in
+# a thread, into mmap'd heaps that keep what they freed: 20 MiB more after a backup and
+# 30 MiB more peak in the restore after it. The pipelines make few large allocations, so
+# their threads do not contend for it.
+_ARENAS = 1
 # Far above any chunk buffer, so freed chunk buffers go back to malloc's free lists
 # instead of being unmapped and faulted in again for the next chunk, which costs the
 # envelope path much of its speed. Memory stays bounded: the pipelines hold a fixed
