@@ -116,9 +116,12 @@ class Service:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        time.sleep(3)  # its imports, migrations check and first claim
-        if self.worker.poll() is not None:
-            raise RuntimeError(f"csbs worker exited: {log.read_text()[-2000:]}")
+        deadline = time.monotonic() + 120
+        while b"slots" not in log.read_bytes():  # it says so once built, before it runs
+            if self.worker.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"csbs worker did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.1)
+        time.sleep(1)  # its threads start and look for tasks
 
     def stop_worker(self) -> None:
         if self.worker is not None and self.worker.poll() is None:

@@ -36,8 +36,8 @@ from csbs.repository.index import DELETING, ChunkIndex
 
 _ZEROS = bytes(1024 * 1024)
 # Plaintext of chunks fetched ahead of the one being written: two 4 MiB chunks, one per
-# core decrypting and decompressing (four held 26 MiB more of a worker's peak RSS and were
-# no faster: docs/decisions/0015-malloc-tuned-at-process-start.md).
+# core decrypting and decompressing. Four took a worker's restore over 150 MiB, and the
+# restore was no slower with two (docs/decisions/0015-malloc-tuned-at-process-start.md).
 _IN_FLIGHT_BYTES = 8 * 1024 * 1024  # bytes
 _LOOKUP_BATCH = 256  # chunk ids whose generations are looked up at once
 _WRITEBACK_BYTES = 32 * 1024 * 1024  # restored bytes handed to writeback at once
