@@ -191,12 +191,13 @@ class ChunkFetcher:
     def _fetch(self, chunk_id: str, generation: int, depth: int) -> bytes:
         name = layout.chunk_name(self._project_id, chunk_id, generation)
         try:
-            blob = self._store.get(name)
+            # Only the holder refers to the envelope: it is freed once decrypted.
+            holder = [self._store.get(name)]
         except BlobNotFound as exc:
             raise errors.ChunkNotFound(chunk_id) from exc
         if self._fetched is not None:
-            self._fetched(len(blob))
-        payload, is_delta = self._codec.open_stored(self._keys, chunk_id, blob)
+            self._fetched(len(holder[0]))
+        payload, is_delta = self._codec.open_stored_held(self._keys, chunk_id, holder)
         if not is_delta:
             return payload
         if depth >= MAX_DEPTH:

@@ -156,8 +156,22 @@ def open_(
     (AES-GCM cannot tell these last two apart), a plaintext that does not hash to
     the id, or a delta (read those with `open_stored`).
     """
-    payload, delta = open_stored(
-        project_keys, expected_chunk_id, blob, decompressor, max_size=max_size
+    return open_held(project_keys, expected_chunk_id, [blob], decompressor, max_size=max_size)
+
+
+def open_held(
+    project_keys: keys.ProjectKeys,
+    expected_chunk_id: str,
+    holder: list[bytes],
+    decompressor: Decompressor,
+    *,
+    max_size: int = chunking.MAX_CHUNK_SIZE,
+) -> bytes:
+    """`open_` of the one blob in `holder`, which it empties: a caller that keeps no other
+    reference has the envelope freed once decrypted, before the plaintext is made (one
+    chunk buffer less per chunk being opened)."""
+    payload, delta = open_stored_held(
+        project_keys, expected_chunk_id, holder, decompressor, max_size=max_size
     )
     if delta:
         raise errors.IntegrityError(expected_chunk_id, "a delta where a whole chunk was expected")
@@ -175,40 +189,66 @@ def open_stored(
     """Return `(payload, is_delta)`: a whole chunk's plaintext, checked against its id as
     `open_` does, or an authenticated delta (`ENVELOPE_DELTA`) whose id the caller checks
     on the chunk the delta rebuilds (`delta.ChunkFetcher`)."""
+    return open_stored_held(
+        project_keys, expected_chunk_id, [blob], decompressor, max_size=max_size
+    )
+
+
+def open_stored_held(
+    project_keys: keys.ProjectKeys,
+    expected_chunk_id: str,
+    holder: list[bytes],
+    decompressor: Decompressor,
+    *,
+    max_size: int = chunking.MAX_CHUNK_SIZE,
+) -> tuple[bytes, bool]:
+    """`open_stored` of the one blob in `holder`, which it empties (as `open_held`)."""
     expected = _id_bytes(expected_chunk_id)
 
     def fail(reason: str) -> errors.IntegrityError:
         return errors.IntegrityError(expected_chunk_id, reason)
 
-    if len(blob) < OVERHEAD:
-        raise fail(f"envelope too short ({len(blob)} bytes)")
-    view = memoryview(blob)
-    if view[: len(MAGIC)] != MAGIC:
-        raise fail("not a chunk envelope (bad magic)")
-    version = blob[_VERSION_AT]
-    if version not in (ENVELOPE_V1, ENVELOPE_DELTA):
-        raise fail(f"unsupported envelope version {version}")
-    compression = blob[_COMPRESSION_AT]
-    if compression not in (COMPRESSION_NONE, COMPRESSION_ZSTD):
-        raise fail(f"unknown compression code {compression}")
-    if not hmac.compare_digest(view[_ID_AT:HEADER_SIZE], expected):
-        raise fail("envelope holds another chunk id")
-    nonce = view[_NONCE_AT:_PAYLOAD_AT]
-    try:
-        payload = project_keys.aead.decrypt(nonce, view[_PAYLOAD_AT:], view[:HEADER_SIZE])
-    except InvalidTag as exc:
-        raise fail("authentication failed (data altered or wrong key)") from exc
+    version, compression, payload = _decrypt(project_keys, expected, holder.pop(), fail)
     if compression == COMPRESSION_ZSTD:
         plaintext = _decompress(payload, decompressor, max_size, fail)
     else:
         if len(payload) > max_size:
             raise fail(f"plaintext larger than {max_size} bytes")
         plaintext = payload
+    del payload
     if version == ENVELOPE_DELTA:
         return plaintext, True
     if not hmac.compare_digest(project_keys.chunk_digest(plaintext), expected):
         raise fail("plaintext does not match its id")
     return plaintext, False
+
+
+def _decrypt(
+    project_keys: keys.ProjectKeys,
+    expected: bytes,
+    blob: bytes,
+    fail: Callable[[str], errors.IntegrityError],
+) -> tuple[int, int, bytes]:
+    """Check `blob`'s header and decrypt it: (envelope version, compression code, payload)."""
+    if len(blob) < OVERHEAD:
+        raise fail(f"envelope too short ({len(blob)} bytes)")
+    with memoryview(blob) as view:
+        if view[: len(MAGIC)] != MAGIC:
+            raise fail("not a chunk envelope (bad magic)")
+        version = blob[_VERSION_AT]
+        if version not in (ENVELOPE_V1, ENVELOPE_DELTA):
+            raise fail(f"unsupported envelope version {version}")
+        compression = blob[_COMPRESSION_AT]
+        if compression not in (COMPRESSION_NONE, COMPRESSION_ZSTD):
+            raise fail(f"unknown compression code {compression}")
+        if not hmac.compare_digest(view[_ID_AT:HEADER_SIZE], expected):
+            raise fail("envelope holds another chunk id")
+        nonce = view[_NONCE_AT:_PAYLOAD_AT]
+        try:
+            payload = project_keys.aead.decrypt(nonce, view[_PAYLOAD_AT:], view[:HEADER_SIZE])
+        except InvalidTag as exc:
+            raise fail("authentication failed (data altered or wrong key)") from exc
+    return version, compression, payload
 
 
 def chunk_id_of(blob: bytes) -> str:
@@ -334,3 +374,21 @@ class Codec:
     ) -> tuple[bytes, bool]:
         """`open_stored` with this thread's decompressor."""
         return open_stored(project_keys, expected_chunk_id, blob, self.decompressor)
+
+    def open_stored_held(
+        self, project_keys: keys.ProjectKeys, expected_chunk_id: str, holder: list[bytes]
+    ) -> tuple[bytes, bool]:
+        """`open_stored_held` with this thread's decompressor."""
+        return open_stored_held(project_keys, expected_chunk_id, holder, self.decompressor)
+
+    def open_held(
+        self, project_keys: keys.ProjectKeys, expected_chunk_id: str, holder: list[bytes]
+    ) -> bytes:
+        """`open_held` with this thread's decompressor."""
+        return open_held(project_keys, expected_chunk_id, holder, self.decompressor)
+
+    def release(self) -> None:
+        """Drop the idle compression contexts (made again at the next seal): a pipeline
+        that is done gives their memory back."""
+        with self._lock:
+            self._idle.clear()

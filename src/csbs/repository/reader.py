@@ -31,12 +31,14 @@ from csbs.fileio.direct import (
     end_direct,
     start_direct,
 )
-from csbs.repository import delta, envelope, errors, keys, layout, manifest
+from csbs.repository import delta, envelope, errors, keys, layout, manifest, memtune
 from csbs.repository.index import DELETING, ChunkIndex
 
 _ZEROS = bytes(1024 * 1024)
-# Plaintext of chunks fetched ahead (more was no faster: decision 0012).
-_IN_FLIGHT_BYTES = 16 * 1024 * 1024  # bytes
+# Plaintext of chunks fetched ahead of the one being written: two 4 MiB chunks, one per
+# core decrypting and decompressing. Four took a worker's restore over 150 MiB, and the
+# restore was no slower with two (docs/decisions/0015-malloc-tuned-at-process-start.md).
+_IN_FLIGHT_BYTES = 8 * 1024 * 1024  # bytes
 _LOOKUP_BATCH = 256  # chunk ids whose generations are looked up at once
 _WRITEBACK_BYTES = 32 * 1024 * 1024  # restored bytes handed to writeback at once
 _WRITEBACK_LAG = 2  # ranges later, a range handed to writeback is dropped from the cache
@@ -95,7 +97,9 @@ class _DirectWrites:
         self._reap()
         self._slots.acquire()
         try:
-            future = self._pool.submit(self._write, offset, data)
+            # The piece travels in a list the write empties: the pool's work item would
+            # otherwise keep it alive while it is written from its aligned copy.
+            future = self._pool.submit(self._write, offset, [data])
         except BaseException:
             self._slots.release()
             raise
@@ -106,32 +110,42 @@ class _DirectWrites:
             self._pending.discard(future)
             future.result()
 
-    def _write(self, offset: int, data: bytes) -> None:
+    def _write(self, offset: int, holder: list[bytes]) -> None:
         try:
-            view = memoryview(data)
-            done = 0
+            data = holder.pop()
             if self._direct and offset % ALIGNMENT == 0:
-                done = self._write_aligned(offset, view)
-            if done < len(view):
+                self._write_aligned(offset, data)
+            else:
                 self._end_direct()
-                loops.pwrite_all(self._fd, view[done:], offset + done)
+                loops.pwrite_all(self._fd, memoryview(data), offset)
         finally:
             self._slots.release()
 
-    def _write_aligned(self, offset: int, view: memoryview) -> int:
-        """Write the aligned head of `view` direct; return how many bytes were written."""
+    def _write_aligned(self, offset: int, data: bytes) -> None:
+        """Copy `data` into an aligned buffer, let it go (only the copy is held during the
+        write) and write the copy direct; an unaligned tail through the page cache."""
         with self._buffers.lend() as buffer:
-            aligned = min(len(view), buffer.capacity) // ALIGNMENT * ALIGNMENT
-            if aligned:
+            aligned = min(len(data), buffer.capacity) // ALIGNMENT * ALIGNMENT
+            with memoryview(data) as view:
                 buffer.memory[:aligned] = view[:aligned]
-                try:
-                    with buffer.view(aligned) as source:
+                tail = bytes(view[aligned:])  # at most a chunk's unaligned end
+            del data
+            with buffer.view(aligned) as source:
+                written = False
+                if aligned:
+                    try:
                         loops.pwrite_all(self._fd, source, offset)
-                except OSError as exc:
-                    if exc.errno != errno.EINVAL:
-                        raise
-                    return 0  # the flag was accepted, the write is not
-        return aligned
+                        written = True
+                    except OSError as exc:
+                        if exc.errno != errno.EINVAL:
+                            raise
+                        # The flag was accepted, the write is not.
+                if not written or tail:
+                    self._end_direct()
+                if not written:
+                    loops.pwrite_all(self._fd, source, offset)
+        if tail:
+            loops.pwrite_all(self._fd, memoryview(tail), offset + aligned)
 
     def _end_direct(self) -> None:
         with self._lock:
@@ -276,7 +290,21 @@ class BackupReader:
         `target` is a path (a regular file is created or truncated; a block device is
         written in place), an open fd (a regular file behind it is truncated first), a
         binary stream (written sequentially), or None (read and check only: `verify`).
+        What malloc keeps free afterwards goes back to the system (`memtune`).
         """
+        try:
+            return self._restore(backup_id, disk_id, target, progress, cancel)
+        finally:
+            memtune.release_free_memory()
+
+    def _restore(
+        self,
+        backup_id: str,
+        disk_id: str,
+        target: str | os.PathLike[str] | int | BinaryIO | None,
+        progress: RestoreCallback | None,
+        cancel: Callable[[], bool] | None,
+    ) -> RestoreProgress:
         the_manifest = self.load_manifest(backup_id, disk_id)
         if target is None:
             return self._run(
@@ -342,7 +370,7 @@ class BackupReader:
         size = the_manifest.logical_size
         progress = RestoreProgress(total_bytes=size)
         digest = manifest.restore_digest(the_manifest)
-        # Chunks in flight, each held as envelope and plaintext: about 32 MiB at most.
+        # Chunks in flight, each held as envelope and plaintext: about 16 MiB at most.
         window = max(2, min(2 * self._threads, _IN_FLIGHT_BYTES // chunk_size))
         pending: collections.deque[
             tuple[int, int, str | None, concurrent.futures.Future[bytes] | None]

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from csbs.blobstore import BlobNotFound, BlobStore
 from csbs.blobstore.aligned import AlignedBuffer
 from csbs.fileio.direct import AlignedBuffers
-from csbs.repository import chunking, delta, envelope, errors, keys, layout, manifest
+from csbs.repository import chunking, delta, envelope, errors, keys, layout, manifest, memtune
 from csbs.repository.index import ChunkIndex, Confirmation, ManifestRecord
 
 _GENERATION_BLOCK = 1024
@@ -78,7 +78,9 @@ class PipelineLimits:
         # With direct I/O four at once were as fast as five (more were no faster through
         # the page cache), and each holds a chunk and its envelope buffer, so not more
         # (the figures: docs/decisions/0012-direct-io-for-what-the-engine-writes.md).
-        uploads = max(4, threads + 1)
+        # Three on two cores: the fourth's 8 MiB took a worker process over its 150 MiB
+        # (docs/decisions/0015-malloc-tuned-at-process-start.md).
+        uploads = max(3, threads + 1)
         return cls(
             threads=uploads + 1,
             sealers=threads,
@@ -188,13 +190,20 @@ class BackupWriter:
             m.disk_id == disk_id for m in parts.index.manifests(parts.project_id, self.backup_id)
         ):
             raise errors.RepositoryError(f"backup {self.backup_id} already has disk {disk_id}")
-        if isinstance(source, int):
-            return self._write_fd(disk_id, name, source)
-        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            return self._write_fd(disk_id, name, fd)
+            if isinstance(source, int):
+                return self._write_fd(disk_id, name, source)
+            fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                return self._write_fd(disk_id, name, fd)
+            finally:
+                os.close(fd)
         finally:
-            os.close(fd)
+            # A worker runs one task after another: what malloc keeps free after this
+            # disk, and idle compression contexts, would count towards the next task's
+            # peak (`memtune`).
+            self._parts.codec.release()
+            memtune.release_free_memory()
 
     def _previous_manifest(
         self, disk_id: str, backup_id: str
