@@ -18,7 +18,8 @@ import contextlib
 import dataclasses
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Protocol
 
 from csbs.blobstore import BlobStore
 from csbs.blobstore.aligned import AlignedBuffer
@@ -43,6 +44,25 @@ class BackupProgress:
 
 ProgressCallback = Callable[[BackupProgress], None]
 CancelCheck = Callable[[], bool]
+
+Run = chunking.Data | chunking.Holes | chunking.Known
+
+
+class ChunkSource(Protocol):
+    """A disk read by something other than a file descriptor (a VM disk over NBD).
+
+    `runs` yields the chunks in image order like `chunking.iter_runs`, and may also yield
+    `chunking.Known` for a chunk it knows unchanged since an earlier backup (not read).
+    `read_chunk` reads one chunk's bytes: the writer asks for a Known chunk whose stored
+    copy is gone from the repository.
+    """
+
+    @property
+    def size(self) -> int: ...
+
+    def runs(self, chunk_size: int) -> Iterator[Run]: ...
+
+    def read_chunk(self, index: int, chunk_size: int) -> bytes: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,8 +182,11 @@ class BackupWriter:
         layout.backup_manifests_prefix(project_id, backup_id)  # validates the id
         index.open_backup(project_id, backup_id)
 
-    def write_disk(self, disk_id: str, source: int | str | os.PathLike[str]) -> DiskBackup:
-        """Back up the file or block device `source` (a path, or an open fd) as `disk_id`."""
+    def write_disk(
+        self, disk_id: str, source: int | str | os.PathLike[str] | ChunkSource
+    ) -> DiskBackup:
+        """Back up the file or block device `source` (a path, or an open fd), or a
+        `ChunkSource`, as `disk_id`."""
         parts = self._parts
         name = layout.disk_manifest_name(parts.project_id, self.backup_id, disk_id)
         if any(
@@ -172,6 +195,8 @@ class BackupWriter:
             raise errors.RepositoryError(f"backup {self.backup_id} already has disk {disk_id}")
         if isinstance(source, int):
             return self._write_fd(disk_id, name, source)
+        if not isinstance(source, (str, os.PathLike)):
+            return self._write_source(disk_id, name, source)
         fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
         try:
             return self._write_fd(disk_id, name, fd)
@@ -179,15 +204,32 @@ class BackupWriter:
             os.close(fd)
 
     def _write_fd(self, disk_id: str, name: str, fd: int) -> DiskBackup:
-        parts = self._parts
         size = chunking.device_size(fd)
-        run = _DiskRun(parts, size)
+        return self._write_runs(
+            disk_id, name, size, chunking.iter_runs(fd, self._parts.chunk_size), None
+        )
+
+    def _write_source(self, disk_id: str, name: str, source: ChunkSource) -> DiskBackup:
+        return self._write_runs(
+            disk_id, name, source.size, source.runs(self._parts.chunk_size), source
+        )
+
+    def _write_runs(
+        self,
+        disk_id: str,
+        name: str,
+        size: int,
+        runs: Iterator[Run],
+        source: ChunkSource | None,
+    ) -> DiskBackup:
+        parts = self._parts
+        run = _DiskRun(parts, size, source)
         with concurrent.futures.ThreadPoolExecutor(
             parts.limits.threads, thread_name_prefix="csbs-backup"
         ) as pool:
             run.pool = pool
             try:
-                run.run(fd)
+                run.run(runs)
             except BaseException:
                 run.abandon()
                 raise
@@ -219,18 +261,21 @@ class BackupWriter:
 class _DiskRun:
     """The state of one disk going through the pipeline."""
 
-    def __init__(self, parts: _Parts, size: int) -> None:
+    def __init__(self, parts: _Parts, size: int, source: ChunkSource | None = None) -> None:
         self.parts = parts
         self.size = size
+        self.source = source
         self.builder = manifest.ManifestBuilder(size, parts.chunk_size)
         self.digest = manifest.TableDigest(size, parts.chunk_size)
         self.progress = BackupProgress(total_bytes=size)
         self.pool: concurrent.futures.ThreadPoolExecutor | None = None
-        # (index, data, hash future) or (hole count, None, None), in image order.
+        # (index, data, hash future), (hole count, None, None), or for a known chunk
+        # (index, its length, its id), in image order.
         self.hashing: collections.deque[
-            tuple[int, bytes | None, concurrent.futures.Future[keys.ChunkId] | None]
+            tuple[int, bytes | int | None, concurrent.futures.Future[keys.ChunkId] | str | None]
         ] = collections.deque()
-        self.batch: list[tuple[int, bytes | None, keys.ChunkId | None]] = []
+        # (index, data or a known chunk's length, id) or (hole count, None, None).
+        self.batch: list[tuple[int, bytes | int | None, keys.ChunkId | None]] = []
         self.batch_data = 0
         self.sealing = threading.BoundedSemaphore(parts.limits.sealers)
         # Envelopes are sealed into these, one per upload running (at most `uploads`).
@@ -240,18 +285,19 @@ class _DiskRun:
         self.confirmations: list[Confirmation] = []
         self.unconfirmed: dict[str, int] = {}
 
-    def run(self, fd: int) -> None:
+    def run(self, runs: Iterator[Run]) -> None:
         parts = self.parts
         limits = parts.limits
-        chunk_size = parts.chunk_size
         assert self.pool is not None
-        for item in chunking.iter_runs(fd, chunk_size):
+        for item in runs:
             if parts.cancel():
                 raise errors.Cancelled()
             if isinstance(item, chunking.Data):
                 self.progress.read_bytes += len(item.data)
                 future = self.pool.submit(parts.project_keys.chunk_id, item.data)
                 self.hashing.append((item.index, item.data, future))
+            elif isinstance(item, chunking.Known):
+                self.hashing.append((item.index, item.length, item.chunk_id))
             else:
                 self.hashing.append((item.count, None, None))
             self._drain(wait_first=len(self.hashing) > limits.window)
@@ -267,7 +313,11 @@ class _DiskRun:
         """
         while self.hashing:
             first, data, future = self.hashing[0]
-            if future is not None and not future.done() and not (wait_first or everything):
+            if (
+                isinstance(future, concurrent.futures.Future)
+                and not future.done()
+                and not (wait_first or everything)
+            ):
                 return
             wait_first = False
             self.hashing.popleft()
@@ -277,7 +327,7 @@ class _DiskRun:
                 self.digest.update_holes(first)
                 self.batch.append((first, None, None))
                 continue
-            chunk_id = future.result()
+            chunk_id = keys.ChunkId(future) if isinstance(future, str) else future.result()
             self.digest.update_chunk(chunk_id)
             self.batch.append((first, data, chunk_id))
             self.batch_data += 1
@@ -289,7 +339,9 @@ class _DiskRun:
         parts = self.parts
         counts: dict[str, int] = collections.Counter(c for _, _, c in self.batch if c is not None)
         sizes: dict[str, int] = {
-            c: len(d) for _, d, c in self.batch if c is not None and d is not None
+            c: d if isinstance(d, int) else len(d)
+            for _, d, c in self.batch
+            if c is not None and d is not None
         }
         confirmations, self.confirmations = self.confirmations, []
         for item in confirmations:
@@ -321,8 +373,10 @@ class _DiskRun:
                 or chunk_id in scheduled
                 or self.unconfirmed.get(chunk_id) == (ref.generation)
             ):
-                self.progress.reused_bytes += len(data)
+                self.progress.reused_bytes += data if isinstance(data, int) else len(data)
                 continue
+            if isinstance(data, int):
+                data = self._reread(first, chunk_id)
             scheduled.add(chunk_id)
             self.progress.new_bytes += len(data)
             self._wait_uploads(parts.limits.uploads - 1)
@@ -336,6 +390,17 @@ class _DiskRun:
         self.batch_data = 0
         if parts.progress is not None:
             parts.progress(dataclasses.replace(self.progress))
+
+    def _reread(self, index: int, chunk_id: str) -> bytes:
+        """Read a known chunk whose stored copy is gone (released and swept meanwhile)."""
+        assert self.source is not None
+        data = self.source.read_chunk(index, self.parts.chunk_size)
+        self.progress.read_bytes += len(data)
+        if self.parts.project_keys.chunk_id(data) != chunk_id:
+            raise errors.IntegrityError(
+                chunk_id, f"chunk {index} of the disk is not this unchanged chunk any more"
+            )
+        return data
 
     def _upload(self, chunk_id: str, generation: int, holder: list[bytes]) -> Confirmation:
         """Seal a new chunk into an aligned buffer and store it from there (no copy)."""
