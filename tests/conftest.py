@@ -22,6 +22,8 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("CSBS_") and not key.startswith("CSBS_TEST_"):
             monkeypatch.delenv(key)
+    # Only the discovery tests look at the host's libvirt (its domains are other tests' too).
+    monkeypatch.setenv("CSBS_LIBVIRT_URI", "off")
 
 
 @contextlib.contextmanager

@@ -98,6 +98,13 @@ class Settings(BaseSettings):
     #: Where disks may live: paths separated by ':' (default: <data_dir>/disks).
     inventory_roots: str | None = None
 
+    #: The host's libvirt, whose domains a worker keeps in the inventory as servers of its
+    #: host: `auto` (qemu:///system where libvirt answers, none where not), `off`, or a URI.
+    libvirt_uri: str = Field(default="auto", min_length=1)
+    #: A worker lists its libvirt's domains at once on a domain event and at least this
+    #: often, so a removed or changed domain is followed within this bound.
+    libvirt_resync_seconds: float = Field(default=5.0, gt=0, le=10)
+
     log_level: str = "INFO"
     log_json: bool = True
 

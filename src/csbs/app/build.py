@@ -47,6 +47,8 @@ from csbs.services.tags import TagService
 if TYPE_CHECKING:
     import argon2
 
+    from csbs.services.discovery import HostWatcher
+
 log = logging.getLogger("csbs")
 
 
@@ -247,6 +249,25 @@ def make_worker(
         idle_poll=settings.worker_idle_poll_seconds,
         api_busy=api_busy,
         busy_claim_interval=settings.worker_busy_claim_seconds,
+    )
+
+
+def make_host_watcher(runtime: Runtime, host: str) -> HostWatcher | None:
+    """What keeps the inventory in step with this host's libvirt (servers of `host`), or
+    None where `libvirt_uri` is off, or `auto` and libvirt does not answer."""
+    from csbs.hypervisor.connection import resolve_uri
+    from csbs.services.discovery import HostWatcher
+
+    settings = runtime.settings
+    uri = resolve_uri(settings.libvirt_uri)
+    if uri is None:
+        return None
+    return HostWatcher(
+        runtime.services.db,
+        runtime.services.clock,
+        host,
+        uri,
+        resync_seconds=settings.libvirt_resync_seconds,
     )
 
 

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from csbs.app.build import Runtime, make_scheduler
+from csbs.app.build import Runtime, make_host_watcher, make_scheduler
 from csbs.queue import Worker
 from csbs.repository import memtune
 
@@ -25,11 +25,25 @@ def run_worker(runtime: Runtime, worker: Worker) -> None:
 
     This is what the process of `csbs worker` and the worker child of `csbs serve` run:
     their malloc is tuned for the backup and restore pipelines first, before the worker's
-    threads start (`repository/memtune.py`)."""
+    threads start (`repository/memtune.py`).
+
+    A worker on a host with libvirt (setting `libvirt_uri`) also keeps that host's domains
+    in the inventory as servers of its host name (`services/discovery.HostWatcher`).
+    """
     memtune.tune_malloc()
-    _run_until_signal(
-        runtime, worker.start, lambda: worker.stop(grace=runtime.settings.shutdown_grace_seconds)
-    )
+    watcher = make_host_watcher(runtime, worker.host)
+
+    def start() -> None:
+        if watcher is not None:
+            watcher.start()
+        worker.start()
+
+    def stop() -> None:
+        worker.stop(grace=runtime.settings.shutdown_grace_seconds)
+        if watcher is not None:
+            watcher.stop()
+
+    _run_until_signal(runtime, start, stop)
 
 
 def _run_until_signal(

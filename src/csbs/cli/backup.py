@@ -22,6 +22,7 @@ from csbs.cli.common import (
 from csbs.cli.tag import parse_tag
 from csbs.cli.task import TaskState, wait_with_progress
 from csbs.domain import errors
+from csbs.domain.inventory import unassigned
 from csbs.domain.operations import TaskStatus
 
 if TYPE_CHECKING:
@@ -73,6 +74,8 @@ def create(
 
     with cli_runtime(data_dir, database_url) as runtime:
         server = runtime.services.inventory.get(None, server_id)
+        if server.project_id is None:
+            raise unassigned(server.id)
         _cp, backup = runtime.services.backups.protect(
             server.project_id, ProtectRequest(server_id, name=name, description=description)
         )
@@ -92,6 +95,8 @@ def _protect_through(
     server = api.get(f"/v1/{api.project_id}/servers/{segment(server_id)}", {"all_tenants": True})
     project_id = server["server"]["project_id"]
     server_id = server["server"]["id"]
+    if project_id is None:
+        raise unassigned(server_id)
     protect: dict[str, Any] = {"description": description}
     if name is not None:
         protect["backup_name"] = name

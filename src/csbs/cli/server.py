@@ -19,12 +19,16 @@ ProjectOpt = Annotated[str, typer.Option("--project", help="Project name or id."
 def _show(server: Server) -> None:
     console.print(
         f"[bold]{server.name}[/bold] {server.id} status={server.status.value} "
-        f"host={server.host or '-'}",
+        f"host={server.host or '-'} source={server.source.value} "
+        f"project={server.project_id or '-'}",
         highlight=False,
     )
     table = Table("disk id", "name", "device", "size (bytes)", "system", "path")
     for d in server.disks:
-        table.add_row(d.id, d.name, d.device_name, str(d.size_bytes), str(d.bootable), d.path)
+        path = d.source or d.path
+        if d.unsupported:
+            path += f" (unsupported: {d.unsupported})"
+        table.add_row(d.id, d.name, d.device_name, str(d.size_bytes), str(d.bootable), path)
     console.print(table)
 
 
@@ -91,17 +95,46 @@ def refresh(
 @server_app.command("list")
 def list_(
     project: Annotated[str | None, typer.Option("--project", help="Project name or id.")] = None,
+    unassigned: Annotated[
+        bool,
+        typer.Option("--unassigned", help="Only discovered servers that no project has yet."),
+    ] = False,
     data_dir: DataDirOpt = None,
     database_url: DatabaseUrlOpt = None,
 ) -> None:
-    """List servers."""
+    """List servers (libvirt domains a worker discovered among them)."""
     with cli_runtime(data_dir, database_url) as runtime:
         project_id = runtime.services.identity.resolve_project(project).id if project else None
-        servers = runtime.services.inventory.servers(project_id)
-    table = Table("id", "name", "project", "status", "host", "disks")
+        servers = runtime.services.inventory.servers(project_id, unassigned=unassigned)
+    table = Table("id", "name", "project", "status", "host", "source", "disks")
     for s in servers:
-        table.add_row(s.id, s.name, s.project_id, s.status.value, s.host or "-", str(len(s.disks)))
+        table.add_row(
+            s.id,
+            s.name,
+            s.project_id or "-",
+            s.status.value,
+            s.host or "-",
+            s.source.value,
+            str(len(s.disks)),
+        )
     console.print(table)
+
+
+@server_app.command("assign")
+def assign(
+    server_id: str,
+    project: ProjectOpt,
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+) -> None:
+    """Give a discovered server (a libvirt domain) that no project has to a project.
+
+    A domain that OpenStack Nova defined belongs to the project its metadata names and
+    needs no assignment.
+    """
+    with cli_runtime(data_dir, database_url) as runtime:
+        project_id = runtime.services.identity.resolve_project(project).id
+        _show(runtime.services.inventory.assign(server_id, project_id))
 
 
 @server_app.command("show")

@@ -75,8 +75,9 @@ class Server(Base):
     __tablename__ = "servers"
 
     id: orm.Mapped[str] = orm.mapped_column(sa.String(36), primary_key=True)
-    project_id: orm.Mapped[str] = orm.mapped_column(
-        sa.ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    # NULL: a discovered libvirt domain that no project has yet
+    project_id: orm.Mapped[str | None] = orm.mapped_column(
+        sa.ForeignKey("projects.id", ondelete="CASCADE"), index=True, nullable=True
     )
     name: orm.Mapped[str] = orm.mapped_column(sa.String(255))
     host: orm.Mapped[str | None] = orm.mapped_column(sa.String(255), nullable=True)
@@ -85,6 +86,12 @@ class Server(Base):
     allow_hardlinks: orm.Mapped[bool] = orm.mapped_column(
         sa.Boolean, default=False, server_default=sa.false()
     )
+    #: manual (registered with disk paths) or libvirt (discovered; id = domain UUID)
+    source: orm.Mapped[str] = orm.mapped_column(
+        sa.String(16), default="manual", server_default="manual"
+    )
+    #: the owner project a Nova-defined domain's metadata names
+    nova_project: orm.Mapped[str | None] = orm.mapped_column(sa.String(64), nullable=True)
 
 
 class Disk(Base):
@@ -102,6 +109,13 @@ class Disk(Base):
     size_bytes: orm.Mapped[int] = orm.mapped_column(sa.BigInteger)
     bootable: orm.Mapped[bool] = orm.mapped_column(sa.Boolean)
     identity: orm.Mapped[str | None] = orm.mapped_column(sa.String(64), nullable=True)
+    # libvirt disks: the target device, format, disk type, source, and why csbs cannot read
+    # it (NULL when it can). Their `path` is `libvirt:<domain uuid>/<target>`.
+    target: orm.Mapped[str | None] = orm.mapped_column(sa.String(64), nullable=True)
+    format: orm.Mapped[str | None] = orm.mapped_column(sa.String(16), nullable=True)
+    kind: orm.Mapped[str | None] = orm.mapped_column(sa.String(16), nullable=True)
+    source: orm.Mapped[str | None] = orm.mapped_column(sa.String(4096), nullable=True)
+    unsupported: orm.Mapped[str | None] = orm.mapped_column(sa.String(1024), nullable=True)
 
 
 class Checkpoint(Base):

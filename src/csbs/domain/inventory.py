@@ -20,6 +20,19 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
 class ServerStatus(enum.StrEnum):
     RUNNING = "running"
     STOPPED = "stopped"
+    #: the states of a libvirt domain beyond these two (backups need running or stopped)
+    PAUSED = "paused"
+    SUSPENDED = "suspended"
+    CRASHED = "crashed"
+
+
+class ServerSource(enum.StrEnum):
+    """Where a server comes from."""
+
+    #: an administrator registered it with its disk paths
+    MANUAL = "manual"
+    #: a libvirt domain a worker discovered on its host (server id = domain UUID)
+    LIBVIRT = "libvirt"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,12 +49,23 @@ class Disk:
     #: what the path named at registration (`csbs.fileio.confined.Identity`); a disk whose
     #: path now names something else is refused. None: registered before this was kept.
     identity: str | None = None
+    #: libvirt disks: the guest's device in libvirt (`vda`), what a backup job names
+    target: str | None = None
+    #: libvirt disks: qcow2 or raw (what libvirt's driver names)
+    format: str | None = None
+    #: libvirt disks: file, block, network... (libvirt's disk type)
+    kind: str | None = None
+    #: libvirt disks: the image file or device path (for a network disk, its URL)
+    source: str | None = None
+    #: why csbs cannot back this disk up (a network disk...); None when it can
+    unsupported: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class Server:
     id: str
-    project_id: str
+    #: None: a discovered domain no project has yet (an admin assigns it)
+    project_id: str | None
     name: str
     #: the worker host name that can reach the disks; None = any worker
     host: str | None
@@ -50,6 +74,17 @@ class Server:
     disks: tuple[Disk, ...]
     #: an admin allowed its disks to be regular files with several hard links
     allow_hardlinks: bool = False
+    source: ServerSource = ServerSource.MANUAL
+    #: libvirt servers that OpenStack Nova defined: the owner project in its metadata
+    nova_project: str | None = None
+
+    @property
+    def unsupported(self) -> str | None:
+        """Why this server cannot be backed up as it is (its first unsupported disk)."""
+        for d in self.disks:
+            if d.unsupported:
+                return f"disk {d.target or d.name}: {d.unsupported}"
+        return None
 
 
 def check_name(kind: str, name: str) -> str:
@@ -77,4 +112,12 @@ def unsupported_type(resource_id: str, resource_type: str) -> errors.InvalidInpu
     return errors.InvalidInput(
         f"Resource ({resource_id}) type ({resource_type}) is not support protection.",
         code="CSBS.6003",
+    )
+
+
+def unassigned(server_id: str) -> errors.InvalidInput:
+    """400: a discovered server that no project has yet cannot be backed up."""
+    return errors.InvalidInput(
+        f"Server ({server_id}) belongs to no project yet: an administrator assigns it "
+        "(csbs server assign)."
     )

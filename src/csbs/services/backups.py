@@ -148,6 +148,13 @@ class BackupService:
                 f"Server ({server.id}) status ({server.status}) is not allowed to protect.",
                 code="CSBS.6006",
             )
+        for disk in server.disks:
+            if disk.unsupported:
+                raise errors.InvalidInput(
+                    f"Volume ({disk.target or disk.name}) of server ({server.id}) does not "
+                    f"support backup: {disk.unsupported}.",
+                    code="CSBS.6061",
+                )
 
     # -- R1: back a server up ---------------------------------------------------------------
 

@@ -19,7 +19,14 @@ from csbs.db.queries import inventory as q
 from csbs.domain import errors
 from csbs.domain.clock import Clock
 from csbs.domain.ids import new_id
-from csbs.domain.inventory import Disk, Server, ServerNotFound, ServerStatus, check_name
+from csbs.domain.inventory import (
+    Disk,
+    Server,
+    ServerNotFound,
+    ServerSource,
+    ServerStatus,
+    check_name,
+)
 from csbs.fileio.confined import OpenDisk, Rules
 from csbs.fileio.confined import open_disk as open_confined
 
@@ -109,9 +116,41 @@ class InventoryService:
             raise ServerNotFound(server_id)
         return server
 
-    def servers(self, project_id: str | None) -> list[Server]:
+    def servers(self, project_id: str | None, *, unassigned: bool = False) -> list[Server]:
+        """The servers of `project_id` (None: every server), or with `unassigned` the
+        discovered servers that no project has yet."""
         with self._db.read() as s:
-            return q.list_servers(s, project_id)
+            return q.list_servers(s, project_id, unassigned=unassigned)
+
+    def assign(self, server_id: str, project_id: str) -> Server:
+        """Give a discovered server that no project has to `project_id` (admins).
+
+        Raises:
+            ServerNotFound: no such server.
+            InvalidInput: a registered server, a Nova instance (its owner is Nova's), or a
+                server that belongs to another project already.
+        """
+        server = self.get(None, server_id)
+        if server.project_id == project_id:
+            return server
+        if server.source is not ServerSource.LIBVIRT:
+            raise errors.InvalidInput(
+                f"Server ({server_id}) was registered in its project; only discovered "
+                "servers are assigned."
+            )
+        if server.nova_project is not None:
+            raise errors.InvalidInput(
+                f"Server ({server_id}) is a Nova instance: it belongs to the project its "
+                "metadata names."
+            )
+        with self._db.write() as s:
+            if not q.project_ids(s, [project_id]):
+                raise errors.NotFound(f"Project ({project_id}) does not exist.")
+            if not q.assign(s, server_id, project_id):
+                raise errors.InvalidInput(
+                    f"Server ({server_id}) belongs to another project already."
+                )
+        return self.get(None, server_id)
 
     def remove(self, project_id: str | None, server_id: str) -> None:
         self.get(project_id, server_id)
@@ -135,7 +174,10 @@ class InventoryService:
         return self.get(None, server_id)
 
     def set_status(self, project_id: str | None, server_id: str, status: ServerStatus) -> Server:
-        self.get(project_id, server_id)
+        if self.get(project_id, server_id).source is ServerSource.LIBVIRT:
+            raise errors.InvalidInput(
+                f"Server ({server_id}) is a libvirt domain: its status follows libvirt."
+            )
         with self._db.write() as s:
             q.set_status(s, server_id, status)
         return self.get(project_id, server_id)

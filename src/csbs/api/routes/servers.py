@@ -39,6 +39,25 @@ def list_servers(project_id: str, services: ServicesDep, _p: ReaderDep) -> dict[
     return {"servers": [server_body(s) for s in services.inventory.servers(project_id)]}
 
 
+@router.get(
+    "/servers/unassigned",
+    summary="List the discovered servers that no project has yet (admin)",
+)
+def list_unassigned(project_id: str, services: ServicesDep, _p: AdminDep) -> dict[str, Any]:
+    servers = services.inventory.servers(None, unassigned=True)
+    return {"servers": [server_body(s) for s in servers]}
+
+
+@router.post(
+    "/servers/{server_id}/assign",
+    summary="Give a discovered server that no project has to this project (admin)",
+)
+def assign_server(
+    project_id: str, server_id: ServerIdPath, services: ServicesDep, _p: AdminDep
+) -> dict[str, Any]:
+    return {"server": server_body(services.inventory.assign(server_id, project_id))}
+
+
 @router.get("/servers/{server_id}", summary="Show a server")
 def show_server(
     project_id: str,

@@ -52,6 +52,8 @@ def server_body(server: Server) -> dict[str, Any]:
         "project_id": server.project_id,
         "host": server.host,
         "status": server.status.value,
+        #: manual (registered with disk paths) or libvirt (a discovered domain)
+        "source": server.source.value,
         "created_at": server.created_at.strftime("%Y-%m-%dT%H:%M:%S.%f"),
         "disks": [
             {
@@ -62,6 +64,11 @@ def server_body(server: Server) -> dict[str, Any]:
                 "size_bytes": d.size_bytes,
                 "size_gb": round(d.size_bytes / 2**30, 3),
                 "bootable": d.bootable,
+                # libvirt disks: the guest's device, its format, and why csbs cannot back
+                # it up (null when it can)
+                "target": d.target,
+                "format": d.format,
+                "unsupported": d.unsupported,
             }
             for d in server.disks
         ],
