@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     chunk_size: int = Field(default=4 * 1024 * 1024, ge=64 * 1024, le=8 * 1024 * 1024)
     zstd_level: int = Field(default=1, ge=1, le=19)
     sweep_grace_seconds: float = Field(default=900.0, ge=0)
+    #: How often the scheduler's leader looks for repositories with chunks to release and
+    #: enqueues a maintenance task (a sweep) for each: a deleted backup's space is back
+    #: within `sweep_grace_seconds` plus this.
+    maintenance_interval_seconds: float = Field(default=300.0, gt=0, le=86400)
     #: Chunk references a deletion releases per transaction (whole reference batches, at
     #: least one): fewer commits against a shorter step to redo after a crash. The default
     #: is the repository's own (`RepositorySettings`), defined once beside the release steps.

@@ -87,7 +87,16 @@ def test_defaults_and_shape(world: World) -> None:
     assert world.quotas() == {
         "quotas": {
             "resources": [
-                {"type": "backup_capacity", "unit": "GB", "quota": -1, "used": 0.0},
+                {
+                    "type": "backup_capacity",
+                    "unit": "GB",
+                    "quota": -1,
+                    "used": 0.0,
+                    # csbs's additions: exact bytes, and space a deletion left to release
+                    "stored_bytes": 0,
+                    "pending_release_bytes": 0,
+                    "release_by": None,
+                },
                 {"type": "backups", "quota": 600, "used": 0},
             ]
         }

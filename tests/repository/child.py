@@ -2,6 +2,7 @@
 
 delete DB_URL STORE_ROOT PROJECT BACKUP   delete a backup, printing a line per batch
 backup DB_URL STORE_ROOT IMAGE            back up IMAGE, then print the peak RSS in KiB
+sweep DB_URL STORE_ROOT PROJECT           sweep (grace 0), printing a line per blob deleted
 """
 
 from __future__ import annotations
@@ -35,6 +36,24 @@ def main(argv: list[str]) -> None:
 
         repo.delete_backup(project, backup, progress)
         print("done", flush=True)
+    elif command == "sweep":
+        (project,) = argv[3:4]
+
+        class _Announcing(LocalStore):
+            def delete(self, name: str) -> None:
+                super().delete(name)
+                print(f"deleted {name}", flush=True)
+                time.sleep(0.01)  # let the parent's kill land at varying points
+
+        repo = Repository(
+            engine,
+            _Announcing(root),
+            SystemClock(),
+            MASTER_KEY,
+            RepositorySettings(sweep_grace_seconds=0),
+        )
+        result = repo.sweep(project)
+        print(f"done {result.chunks}", flush=True)
     elif command == "backup":
         image = argv[3]
         schema.metadata.create_all(engine)

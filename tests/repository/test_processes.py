@@ -13,6 +13,7 @@ import pytest
 
 from csbs.blobstore import BlobStore
 from csbs.domain.clock import FrozenClock
+from csbs.repository import layout
 from tests.repository.conftest import SMALL_CHUNK, RepoFactory, write_image
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -68,6 +69,56 @@ def test_kill_9_during_deletion_then_rerun_is_exact(
     assert repo.usage("p1") == usage
     clock.advance(61)
     repo.sweep("p1")
+    report = repo.check(read_data=True)
+    assert report.ok, report
+    repo.verify("p1", "keep")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_after", [1, 5, 17])
+def test_kill_9_during_a_maintenance_sweep_loses_and_leaks_nothing(
+    make_repo: RepoFactory,
+    local_store: BlobStore,
+    db_url: str,
+    tmp_path: pathlib.Path,
+    kill_after: int,
+) -> None:
+    """A sweep (what a maintenance task runs) killed between its blob deletions: the next
+    sweep removes what the killed one left, and the kept backup is whole."""
+    repo = make_repo(local_store, sweep_grace_seconds=0)
+    size = 48 * SMALL_CHUNK
+    rng = random.Random(kill_after)
+    kept = tmp_path / "a.img"
+    kept.write_bytes(rng.randbytes(size))
+    repo.backup_writer("p1", "keep").write_disk("vda", kept)
+    repo.seal_backup("p1", "keep")
+    usage = repo.usage("p1")
+    doomed = tmp_path / "b.img"  # shares half the image with the kept backup
+    doomed.write_bytes(kept.read_bytes()[: size // 2] + rng.randbytes(size // 2))
+    repo.backup_writer("p1", "doomed").write_disk("vda", doomed)
+    repo.seal_backup("p1", "doomed")
+    chunks = layout.chunks_prefix("p1")
+    with_both = set(local_store.list(chunks))
+    repo.delete_backup("p1", "doomed")
+    pending = repo.pending_release("p1")
+    assert pending.chunks == size // 2 // SMALL_CHUNK and repo.sweep_due("p1")
+
+    child = _child("sweep", db_url, local_store.root, "p1")  # type: ignore[attr-defined]
+    assert child.stdout is not None
+    for _line in range(kill_after):
+        assert child.stdout.readline().startswith("deleted "), "the sweep ended too soon"
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    child.stdout.close()
+    assert child.returncode == -signal.SIGKILL
+    left = set(local_store.list(chunks))
+    assert len(with_both) - pending.chunks < len(left) < len(with_both)  # cut in the middle
+
+    result = repo.sweep("p1")  # the next maintenance
+    assert result.garbage_blobs + result.chunks > 0
+    assert repo.pending_release("p1").chunks == 0 and not repo.sweep_due("p1")
+    assert len(set(local_store.list(chunks))) == len(with_both) - pending.chunks
+    assert repo.usage("p1") == usage
     report = repo.check(read_data=True)
     assert report.ok, report
     repo.verify("p1", "keep")

@@ -167,8 +167,8 @@ class Cloud:
 def _cloud(tmp_path: Path, db_url: str, **settings: Any) -> Iterator[Cloud]:
     # The worker looks for new tasks every 50 ms: on SQLite no notification reaches it from
     # the API's separate runtime, and a second per task would make the tests slow.
-    settings = {"worker_idle_poll_seconds": 0.05, **settings}
-    env = make_env(tmp_path, db_url, chunk_size=256 * 1024, sweep_grace_seconds=0, **settings)
+    settings = {"worker_idle_poll_seconds": 0.05, "sweep_grace_seconds": 0, **settings}
+    env = make_env(tmp_path, db_url, chunk_size=256 * 1024, **settings)
     # The handlers read real files with the real clock (the env's clock is frozen for tokens).
     runtime = composition.build(env.runtime.settings, clock=SystemClock())
     worker = composition.make_worker(runtime, concurrency=4)
@@ -187,6 +187,19 @@ def _cloud(tmp_path: Path, db_url: str, **settings: Any) -> Iterator[Cloud]:
 @pytest.fixture
 def cloud(tmp_path: Path, db_url: str) -> Iterator[Cloud]:
     yield from _cloud(tmp_path, db_url)
+
+
+@pytest.fixture
+def slow_sweep_cloud(tmp_path: Path, db_url: str) -> Iterator[Cloud]:
+    """A deployment whose sweep waits 2 s after a chunk's last reference, and whose
+    scheduler looks for space to release every second (repository maintenance)."""
+    yield from _cloud(
+        tmp_path,
+        db_url,
+        sweep_grace_seconds=2,
+        maintenance_interval_seconds=1,
+        scheduler_tick_seconds=0.2,
+    )
 
 
 @pytest.fixture

@@ -37,6 +37,7 @@ from csbs.services.container import Services
 from csbs.services.deletions import DeletionService
 from csbs.services.identity import IdentityService
 from csbs.services.inventory import InventoryService
+from csbs.services.maintenance import MaintenanceService
 from csbs.services.operation_logs import OperationLogService
 from csbs.services.policies import PolicyService
 from csbs.services.quotas import QuotaService
@@ -97,11 +98,15 @@ def build(
     )
     store = TaskStore(engine, clock, queue_config(settings))
     repository = build_repository(settings, engine, clock)
+    maintenance = MaintenanceService(
+        store, repository, clock, settings.maintenance_interval_seconds
+    )
     quotas = QuotaService(
         db,
         clock,
         Quotas(backups=settings.quota_backups, capacity_gb=settings.quota_capacity_gb),
         lambda project_id: repository.usage(project_id).stored_bytes,
+        pending=maintenance.pending,
     )
     disk_rules = Rules(
         roots=tuple(settings.effective_inventory_roots),
@@ -124,6 +129,7 @@ def build(
         operation_logs=OperationLogService(store),
         quotas=quotas,
         tags=TagService(db),
+        maintenance=maintenance,
     )
     activity = ApiActivity()
     edge = ApiEdge(
@@ -216,6 +222,8 @@ def queue_config(settings: Settings) -> QueueConfig:
             OperationType.DELETE: settings.delete_concurrency_per_project,
             OperationType.BACKUP: settings.backup_concurrency_per_project,
             OperationType.RESTORE: settings.restore_concurrency_per_project,
+            # At most one sweep of a project's repository at a time.
+            OperationType.MAINTENANCE: 1,
         },
         deadlines={
             OperationType.DELETE: settings.delete_deadline_seconds,
@@ -280,6 +288,7 @@ def make_scheduler(runtime: Runtime) -> Scheduler:
         services.policies,
         tick_seconds=settings.scheduler_tick_seconds,
         lease_seconds=settings.scheduler_lease_seconds,
+        maintenance=services.maintenance,
     )
 
 

@@ -149,6 +149,12 @@ def _print_quotas(usage: QuotaUsage) -> None:
         str(usage.quotas.capacity_gb),
         f"{usage.capacity_gb} ({usage.stored_bytes} bytes)",
     )
+    table.add_row(
+        "pending release (bytes)",
+        "",
+        f"{usage.pending_release_bytes}"
+        + (f" by {usage.release_by.isoformat()}" if usage.release_by is not None else ""),
+    )
     console.print(table)
 
 

@@ -58,6 +58,14 @@ def create(
     name: Annotated[str | None, typer.Option("--name", help="Backup name.")] = None,
     description: Annotated[str, typer.Option("--description")] = "",
     wait: Annotated[bool, typer.Option("--wait", help="Wait with a progress bar.")] = False,
+    full_read: Annotated[
+        bool,
+        typer.Option(
+            "--full-read",
+            help="Read every disk, also image files unchanged since the previous backup "
+            "(a full backup: incremental=false).",
+        ),
+    ] = False,
     data_dir: DataDirOpt = None,
     database_url: DatabaseUrlOpt = None,
 ) -> None:
@@ -65,7 +73,7 @@ def create(
     api = local_api(data_dir, database_url)
     if api is not None:
         with api_errors():
-            backup_id, read = _protect_through(api, server_id, name, description)
+            backup_id, read = _protect_through(api, server_id, name, description, full_read)
             print(backup_id, flush=True)
             if wait:
                 _wait(read)
@@ -77,7 +85,13 @@ def create(
         if server.project_id is None:
             raise unassigned(server.id)
         _cp, backup = runtime.services.backups.protect(
-            server.project_id, ProtectRequest(server_id, name=name, description=description)
+            server.project_id,
+            ProtectRequest(
+                server_id,
+                name=name,
+                description=description,
+                incremental=False if full_read else None,
+            ),
         )
         print(backup.id, flush=True)
         if wait and backup.task_id is not None:
@@ -85,7 +99,7 @@ def create(
 
 
 def _protect_through(
-    api: LocalApi, server_id: str, name: str | None, description: str
+    api: LocalApi, server_id: str, name: str | None, description: str, full_read: bool = False
 ) -> tuple[str, Callable[[], TaskState]]:
     """R1 through the API: the server's project, the backup record, then its one backup
     (R1 answers with the record; B4 by `checkpoint_id` names the backup and its task)."""
@@ -100,6 +114,8 @@ def _protect_through(
     protect: dict[str, Any] = {"description": description}
     if name is not None:
         protect["backup_name"] = name
+    if full_read:
+        protect["incremental"] = False
     checkpoint = api.post(
         f"/v1/{project_id}/providers/{CSBS_PROVIDER_ID}/resources/{server_id}/action",
         {"protect": protect},

@@ -118,6 +118,15 @@ def check(
             f"{len(report.loose_modes)} open to group or others",
             highlight=False,
         )
+        maintenance = runtime.services.maintenance
+        for checked in report.projects:
+            space = maintenance.space(checked)
+            by = f" by {space.release_by.isoformat()}" if space.release_by is not None else ""
+            console.print(
+                f"project {checked}: {space.stored_bytes} bytes stored, "
+                f"{space.pending_release_bytes} bytes pending release{by}",
+                highlight=False,
+            )
         for kind, items in (
             ("missing", report.missing),
             ("leaked", report.leaked),

@@ -44,6 +44,59 @@ DELETABLE = frozenset({BackupStatus.AVAILABLE, BackupStatus.ERROR})
 CONSISTENCY_CRASH = "crash_consistent"  # a point-in-time clone of the image was read
 CONSISTENCY_NONE = "inconsistent"  # the live image was read while it may change
 
+#: A file changed later than this before its facts were taken may change again within
+#: the same timestamp tick without its times moving: it is read again next time.
+RACY_SECONDS = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class FileFacts:
+    """What says an image file is unchanged: size, modification and change times (ns),
+    inode and device, taken from its descriptor before it is read, and when (`taken_ns`,
+    the clock's time then)."""
+
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+    device: int
+    taken_ns: int = 0
+
+    @classmethod
+    def of(cls, st: Any, taken_ns: int) -> FileFacts:
+        """From an `os.stat_result` of a regular file."""
+        return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev, taken_ns)
+
+    def as_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> FileFacts | None:
+        """Facts recorded by an earlier backup; None when absent or not well formed."""
+        if not isinstance(raw, dict):
+            return None
+        try:
+            return cls(**{f.name: int(raw[f.name]) for f in dataclasses.fields(cls)})
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def unchanged_since(self, previous: FileFacts) -> bool:
+        """The five facts equal the previous backup's, and the previous backup did not
+        take them while the file was still being written (within `RACY_SECONDS` of
+        either time): then the file holds what that backup read."""
+        same = (self.size, self.mtime_ns, self.ctime_ns, self.inode, self.device) == (
+            previous.size,
+            previous.mtime_ns,
+            previous.ctime_ns,
+            previous.inode,
+            previous.device,
+        )
+        settled = previous.taken_ns - max(previous.mtime_ns, previous.ctime_ns) > int(
+            RACY_SECONDS * 1e9
+        )
+        return same and settled
+
+
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _TAG_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,36}$")
 _TAG_VALUE_RE = re.compile(r"^[A-Za-z0-9_-]{0,43}$")

@@ -15,6 +15,8 @@ class OperationType(enum.StrEnum):
     RESTORE = "restore"
     #: drop one backup and reclaim its space
     DELETE = "delete"
+    #: sweep a project's repository: release the chunks no backup references any more
+    MAINTENANCE = "maintenance"
 
 
 class TaskStatus(enum.StrEnum):

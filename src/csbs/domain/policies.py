@@ -209,3 +209,30 @@ class PolicyFilter:
     description: str | None = None
     #: whether its schedule fires (Karbor's plan status: started or suspended)
     enabled: bool | None = None
+
+
+#: The policy option (in `parameters.common`) that makes its backups read every disk.
+FULL_READ = "full_read"
+
+
+def check_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """A policy's `parameters`, as stored: free form, but `common.full_read` (csbs's
+    option: its backups read every disk, unchanged image files too) must be a boolean
+    or the text "true" or "false"."""
+    common = parameters.get("common")
+    if isinstance(common, Mapping) and FULL_READ in common:
+        value = common[FULL_READ]
+        if not (isinstance(value, bool) or str(value).lower() in ("true", "false")):
+            raise errors.InvalidInput(
+                f"parameters.common.{FULL_READ} must be true or false", code="CSBS.9001"
+            )
+    return dict(parameters)
+
+
+def full_read(parameters: Mapping[str, Any]) -> bool:
+    """Whether the policy's backups read every disk (`parameters.common.full_read`)."""
+    common = parameters.get("common")
+    if not isinstance(common, Mapping):
+        return False
+    value = common.get(FULL_READ, False)
+    return value is True or str(value).lower() == "true"

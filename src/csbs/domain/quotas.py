@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from collections.abc import Sequence
 
 from csbs.domain import errors
@@ -32,6 +33,10 @@ class QuotaUsage:
     quotas: Quotas
     backups: int
     stored_bytes: int
+    #: Bytes of chunks no backup references any more, released by the next sweeps.
+    pending_release_bytes: int = 0
+    #: When they will have been released at the latest; None when nothing is pending.
+    release_by: dt.datetime | None = None
 
     @property
     def capacity_gb(self) -> float:

@@ -95,6 +95,31 @@ _SWEEP_CANDIDATES = (
     .limit(sa.bindparam("limit", type_=sa.Integer()))
 )
 _GARBAGE = sa.select(repo_garbage.c.name).where(repo_garbage.c.project_id == _p)
+_PENDING_RELEASE = sa.select(
+    sa.func.count(),
+    sa.func.coalesce(sa.func.sum(repo_chunks.c.stored_size), 0),
+    sa.func.min(repo_chunks.c.zero_since),
+    sa.func.max(repo_chunks.c.zero_since),
+).where(repo_chunks.c.project_id == _p, repo_chunks.c.refcount == 0)
+_SWEEP_DUE = sa.select(
+    sa.exists().where(
+        repo_chunks.c.project_id == _p,
+        repo_chunks.c.refcount == 0,
+        repo_chunks.c.zero_since <= sa.bindparam("cutoff"),
+    ),
+    sa.exists().where(repo_garbage.c.project_id == _p),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class PendingRelease:
+    """A project's chunks at refcount zero, whose space the sweep releases after the grace:
+    how many, their stored bytes, and when the first and the last dropped to zero."""
+
+    chunks: int
+    stored_bytes: int
+    oldest: dt.datetime | None
+    newest: dt.datetime | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -283,6 +308,18 @@ class ReclaimIndex(ChunkIndex):
         with self._reader.begin() as conn:
             row = conn.execute(_PENDING_SWEEP, {"p": project_id}).one()
         return int(row[0]), int(row[1])
+
+    def pending_release(self, project_id: str) -> PendingRelease:
+        with self._reader.begin() as conn:
+            row = conn.execute(_PENDING_RELEASE, {"p": project_id}).one()
+        return PendingRelease(int(row[0]), int(row[1]), row[2], row[3])
+
+    def sweep_due(self, project_id: str, cutoff: dt.datetime) -> bool:
+        """Whether a sweep now would remove something: a chunk at zero since `cutoff` or
+        before, or a blob name left in the garbage list."""
+        with self._reader.begin() as conn:
+            row = conn.execute(_SWEEP_DUE, {"p": project_id, "cutoff": cutoff}).one()
+        return bool(row[0]) or bool(row[1])
 
     def remove_chunks(
         self, project_id: str, candidates: Sequence[tuple[str, int]], names: Mapping[str, str]

@@ -22,7 +22,7 @@ from csbs.domain.clock import Clock
 from csbs.repository import audit, chunking, deployment, envelope, errors, keys, layout, reclaim
 from csbs.repository.index import RELEASE_REFS, ManifestRecord, Usage
 from csbs.repository.reader import BackupReader, BlockTarget, RestoreCallback, RestoreProgress
-from csbs.repository.reclaim_index import ReclaimIndex
+from csbs.repository.reclaim_index import PendingRelease, ReclaimIndex
 from csbs.repository.writer import BackupWriter, CancelCheck, PipelineLimits, ProgressCallback
 
 log = logging.getLogger("csbs.repository")
@@ -268,6 +268,14 @@ class Repository:
     def pending_sweep(self, project_id: str) -> tuple[int, int]:
         """(chunks, stored bytes) of the project at refcount zero, waiting for the sweep."""
         return self.index.pending_sweep(project_id)
+
+    def pending_release(self, project_id: str) -> PendingRelease:
+        """The project's chunks at refcount zero, waiting for the grace and a sweep."""
+        return self.index.pending_release(project_id)
+
+    def sweep_due(self, project_id: str) -> bool:
+        """Whether a sweep of the project now would release or clear anything."""
+        return self.index.sweep_due(project_id, self.clock.now() - self.grace)
 
     def sweep(self, project_id: str) -> reclaim.SweepResult:
         """Remove the project's chunks that have been unreferenced for longer than the grace."""

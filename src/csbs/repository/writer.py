@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
-from csbs.blobstore import BlobStore
+from csbs.blobstore import BlobNotFound, BlobStore
 from csbs.blobstore.aligned import AlignedBuffer
 from csbs.fileio.direct import AlignedBuffers
 from csbs.repository import chunking, envelope, errors, keys, layout, manifest
@@ -202,6 +202,94 @@ class BackupWriter:
             return self._write_fd(disk_id, name, fd)
         finally:
             os.close(fd)
+
+    def reuse_disk(self, disk_id: str, previous_backup_id: str) -> DiskBackup | None:
+        """Record `disk_id` as the same image as in `previous_backup_id`, reading nothing.
+
+        The new backup takes its own references to every chunk of the previous manifest
+        (recorded in its batches like any other, so deleting either backup never breaks
+        the other) and stores its own copy of the manifest: it restores directly. Returns
+        None, having taken nothing, when the previous disk cannot be reused (it is gone,
+        or a chunk of it is no longer stored): the caller then reads the disk.
+        """
+        parts = self._parts
+        name = layout.disk_manifest_name(parts.project_id, self.backup_id, disk_id)
+        records = [
+            m
+            for m in parts.index.manifests(parts.project_id, previous_backup_id)
+            if m.disk_id == disk_id
+        ]
+        if not records:
+            return None
+        record = records[0]
+        try:
+            sealed = parts.store.get(
+                layout.disk_manifest_name(parts.project_id, previous_backup_id, disk_id)
+            )
+            previous = manifest.open_manifest(
+                parts.project_keys, sealed, parts.codec, record.manifest_id
+            )
+        except (BlobNotFound, errors.RepositoryError):
+            return None
+        if previous.chunk_size != parts.chunk_size:
+            return None
+        counts: collections.Counter[str] = collections.Counter(previous.chunk_ids())
+        if len(parts.index.generations(parts.project_id, counts)) != len(counts):
+            return None  # a chunk went away meanwhile (its backup was deleted): read anew
+        if any(
+            m.disk_id == disk_id for m in parts.index.manifests(parts.project_id, self.backup_id)
+        ):
+            raise errors.RepositoryError(f"backup {self.backup_id} already has disk {disk_id}")
+        progress = BackupProgress(total_bytes=previous.logical_size)
+        ids = sorted(counts)
+        step = parts.limits.batch_chunks
+        for start in range(0, len(ids), step):
+            if parts.cancel():
+                raise errors.Cancelled()
+            part = {c: counts[c] for c in ids[start : start + step]}
+            refs = parts.index.take_refs(
+                parts.project_id,
+                parts.backup_id,
+                part,
+                dict.fromkeys(part, parts.chunk_size),
+                parts.generations.take(len(part)),
+            )
+            if not all(ref.stored for ref in refs.values()):
+                # Swept between the check and the references (a deletion's grace ran
+                # out): what was taken stays recorded for this backup, which fails.
+                raise errors.RepositoryError(
+                    f"the chunks of disk {disk_id} in backup {previous_backup_id} were "
+                    "removed while this backup referenced them; run it again"
+                )
+        # The image's bytes that are not holes: what this backup holds without reading.
+        chunk_size = parts.chunk_size
+        for i, entry in enumerate(previous.entries()):
+            if entry is not None:
+                progress.reused_bytes += min(chunk_size, previous.logical_size - i * chunk_size)
+        progress.position = previous.logical_size
+        parts.store.put(name, sealed)
+        try:
+            parts.index.add_manifest(
+                parts.project_id,
+                ManifestRecord(
+                    self.backup_id,
+                    disk_id,
+                    record.manifest_id,
+                    record.logical_size,
+                    record.chunk_count,
+                ),
+                (),
+            )
+        except BaseException:
+            if not any(
+                m.disk_id == disk_id
+                for m in parts.index.manifests(parts.project_id, self.backup_id)
+            ):
+                parts.store.delete(name)
+            raise
+        if parts.progress is not None:
+            parts.progress(dataclasses.replace(progress))
+        return DiskBackup(disk_id, record.manifest_id, previous.image_digest, progress)
 
     def _write_fd(self, disk_id: str, name: str, fd: int) -> DiskBackup:
         size = chunking.device_size(fd)

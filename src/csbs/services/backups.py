@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,6 +23,7 @@ from csbs.domain.backups import (
     CheckpointFilter,
     CheckpointNotFound,
     DiskBackup,
+    FileFacts,
     Tag,
     check_backup_name,
     check_description,
@@ -352,6 +353,40 @@ class BackupRecorder:
             q.update_backup(
                 s, backup_id, now, protected_at=now, consistency=consistency, extra=extra
             )
+
+    def previous_disks(self, server_id: str) -> dict[str, tuple[str, FileFacts]]:
+        """By disk id: the repository backup and file facts of the disk in the server's
+        latest available backup that recorded them."""
+        with self._db.read() as s:
+            extras = q.recent_available_extras(s, server_id)
+        found: dict[str, tuple[str, FileFacts]] = {}
+        for extra in reversed(extras):  # the newest wins
+            repo_id = str(extra.get("repository_backup_id", ""))
+            recorded = extra.get("disk_facts")
+            if not repo_id or not isinstance(recorded, dict):
+                continue
+            for disk_id, raw in recorded.items():
+                facts = FileFacts.from_dict(raw)
+                if facts is not None:
+                    found[str(disk_id)] = (repo_id, facts)
+        return found
+
+    def read_summary(
+        self,
+        backup_id: str,
+        facts: Mapping[str, FileFacts],
+        unchanged: Sequence[str],
+        bytes_read: int,
+    ) -> None:
+        """Record what the next backup compares with (each image file's facts), which
+        disks were not read because unchanged, and the bytes read."""
+        with self._db.write() as s:
+            b = q.get_backup(s, backup_id)
+            extra = dict(b.extra) if b else {}
+            extra["disk_facts"] = {d: f.as_dict() for d, f in facts.items()}
+            extra["unchanged_disks"] = list(unchanged)
+            extra["bytes_read"] = bytes_read
+            q.update_backup(s, backup_id, self._clock.now(), extra=extra)
 
     def progress(self, backup_id: str, percent: int) -> None:
         with self._db.write() as s:

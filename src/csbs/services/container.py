@@ -14,6 +14,7 @@ from csbs.services.backups import BackupService
 from csbs.services.deletions import DeletionService
 from csbs.services.identity import IdentityService
 from csbs.services.inventory import InventoryService
+from csbs.services.maintenance import MaintenanceService
 from csbs.services.operation_logs import OperationLogService
 from csbs.services.policies import PolicyService
 from csbs.services.quotas import QuotaService
@@ -38,3 +39,4 @@ class Services:
     operation_logs: OperationLogService
     quotas: QuotaService
     tags: TagService
+    maintenance: MaintenanceService

@@ -52,6 +52,8 @@ from csbs.domain.policies import (
     ScheduledOperation,
     ServerInPolicy,
     check_definition,
+    check_parameters,
+    full_read,
 )
 from csbs.domain.providers import CSBS_PROVIDER_ID
 from csbs.domain.retention import expired
@@ -148,7 +150,7 @@ class PolicyService:
             name=check_name(spec.name),
             description=check_description(spec.description),
             provider_id=CSBS_PROVIDER_ID,
-            parameters=dict(spec.parameters or {"common": {}}),
+            parameters=check_parameters(spec.parameters or {"common": {}}),
             status=STATUS_SUSPENDED,
             created_at=now,
             updated_at=now,
@@ -198,7 +200,7 @@ class PolicyService:
                     policy, description=check_description(spec.description)
                 )
             if spec.parameters is not None:
-                policy = dataclasses.replace(policy, parameters=dict(spec.parameters))
+                policy = dataclasses.replace(policy, parameters=check_parameters(spec.parameters))
             if spec.operation is not None:
                 policy = self._update_operation(policy, spec.operation)
             if spec.resources is not None:
@@ -377,6 +379,8 @@ class PolicyService:
         return NewBackups(
             name=backup_name("autobk" if auto_trigger else "manualbk"),
             tags=policy.tags,
+            # A policy's option: its backups are full (every disk read).
+            incremental=False if full_read(policy.parameters) else None,
             extra_info=extra_info,
             auto_trigger=auto_trigger,
             plan_id=policy.id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 
 from sqlalchemy import orm
@@ -27,7 +28,8 @@ class QuotaService:
     """Quotas of every project: its own where an admin set them, else `defaults`.
 
     `stored_bytes(project_id)` is what the project's repository stores after deduplication
-    and compression (the repository's per-project usage).
+    and compression (the repository's per-project usage); `pending(project_id)` what waits
+    for release after deletions, and when it will have been released.
     """
 
     def __init__(
@@ -36,11 +38,13 @@ class QuotaService:
         clock: Clock,
         defaults: Quotas,
         stored_bytes: Callable[[str], int],
+        pending: Callable[[str], tuple[int, dt.datetime | None]] | None = None,
     ) -> None:
         self._db = db
         self._clock = clock
         self._defaults = defaults
         self._stored_bytes = stored_bytes
+        self._pending = pending
 
     def _limits(self, s: orm.Session, project_id: str) -> Quotas:
         backups, capacity_gb = q.get(s, project_id)
@@ -54,7 +58,8 @@ class QuotaService:
         with self._db.read() as s:
             limits = self._limits(s, project_id)
             backups = _retained_backups(s, project_id)
-        return QuotaUsage(limits, backups, self._stored_bytes(project_id))
+        pending, release_by = self._pending(project_id) if self._pending is not None else (0, None)
+        return QuotaUsage(limits, backups, self._stored_bytes(project_id), pending, release_by)
 
     def set(
         self, project_id: str, *, backups: int | None = None, capacity_gb: int | None = None

@@ -4,7 +4,8 @@ Leadership is a row of `scheduler_leases` that the leader renews on every tick; 
 takes it over once it has not been renewed for `lease_seconds`. Leadership only saves
 work: firing itself is a compare-and-set on the policy's next run time
 (`PolicyService.fire_due`), so even two schedulers that both believe they lead fire each
-slot once.
+slot once. The leader also enqueues the repositories' maintenance once per maintenance
+interval (`services/maintenance.py`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from csbs.db.queries import policies as q
 from csbs.domain.clock import Clock
 from csbs.domain.ids import new_id
 from csbs.domain.policies import PolicyRun
+from csbs.services.maintenance import MaintenanceService
 from csbs.services.policies import PolicyService
 
 log = logging.getLogger("csbs.scheduler")
@@ -36,6 +38,7 @@ class Scheduler:
         tick_seconds: float = 5.0,
         lease_seconds: float = 30.0,
         holder: str | None = None,
+        maintenance: MaintenanceService | None = None,
     ) -> None:
         self._db = db
         self._clock = clock
@@ -46,6 +49,8 @@ class Scheduler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.leading = False
+        self._maintenance = maintenance
+        self._maintained_at: dt.datetime | None = None
 
     def lead(self) -> bool:
         """Take or renew leadership; whether this instance leads until the next tick."""
@@ -66,6 +71,11 @@ class Scheduler:
         """One round: lead, then fire what is due. Standbys fire nothing."""
         if not self.lead():
             return []
+        try:
+            self.maintain()
+        except Exception:
+            # Policies fire whatever happens to maintenance; it is tried next interval.
+            log.exception("repository maintenance could not be enqueued")
         runs = self._policies.fire_due()
         for run in runs:
             log.info(
@@ -78,6 +88,20 @@ class Scheduler:
                 },
             )
         return runs
+
+    def maintain(self) -> list[str]:
+        """Once per maintenance interval: a maintenance task for every project whose
+        repository has space to release (`MaintenanceService.enqueue_due`)."""
+        if self._maintenance is None:
+            return []
+        now = self._clock.now()
+        if (
+            self._maintained_at is not None
+            and now - self._maintained_at < self._maintenance.interval
+        ):
+            return []
+        self._maintained_at = now
+        return self._maintenance.enqueue_due()
 
     def start(self) -> None:
         self._stop.clear()

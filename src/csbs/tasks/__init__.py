@@ -1,4 +1,5 @@
-"""Task handlers: the long operations (backup, restore, delete), run by queue workers."""
+"""Task handlers: the long operations (backup, restore, delete, maintenance), run by queue
+workers."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from csbs.services.container import Services
 from csbs.tasks.backup import BackupHandler
 from csbs.tasks.delete import DeleteHandler
 from csbs.tasks.failures import PlainErrors
+from csbs.tasks.maintenance import MaintenanceHandler
 from csbs.tasks.restore import RestoreHandler
 
 
@@ -19,4 +21,5 @@ def handlers(services: Services) -> Mapping[str, Handler]:
         OperationType.BACKUP: PlainErrors(BackupHandler(services)),
         OperationType.RESTORE: PlainErrors(RestoreHandler(services)),
         OperationType.DELETE: PlainErrors(DeleteHandler(services)),
+        OperationType.MAINTENANCE: PlainErrors(MaintenanceHandler(services)),
     }

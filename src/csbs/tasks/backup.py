@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from csbs.domain import errors
-from csbs.domain.backups import CONSISTENCY_CRASH, CONSISTENCY_NONE
+from csbs.domain.backups import CONSISTENCY_CRASH, CONSISTENCY_NONE, FileFacts
 from csbs.queue import Task, TaskContext
 from csbs.repository.writer import BackupProgress
 from csbs.services.backups import BackupRecorder
@@ -65,6 +66,12 @@ class BackupHandler:
         consistency = CONSISTENCY_CRASH
         self._recorder.started(backup.id, repo_id, consistency)
         started = time.monotonic()
+        # A backup asked to be full (`incremental` false: the API, `--full-read`, a
+        # policy's option) reads every disk; otherwise an image file whose facts equal
+        # those an earlier backup recorded is that backup's image again, not read.
+        previous = {} if not backup.incremental else self._recorder.previous_disks(server.id)
+        facts: dict[str, FileFacts] = {}
+        unchanged: list[str] = []
         for disk_backup in backup.disks:
             disk = disks.get(disk_backup.disk_id)
             if disk is None:
@@ -78,10 +85,21 @@ class BackupHandler:
                 open_disk(server, disk, s.disk_rules, write=False) as opened,
                 point_in_time(opened) as (source, got),
             ):
-                if got == CONSISTENCY_NONE:
+                result = None
+                if not opened.is_block:
+                    now = s.clock.now()
+                    taken = round(now.timestamp() * 1_000_000) * 1000
+                    facts[disk.id] = FileFacts.of(os.fstat(opened.fd), taken)
+                    before = previous.get(disk.id)
+                    if before is not None and facts[disk.id].unchanged_since(before[1]):
+                        result = writer.reuse_disk(disk_backup.disk_id, before[0])
+                        if result is not None:
+                            unchanged.append(disk.id)
+                if result is None and got == CONSISTENCY_NONE:
                     consistency = CONSISTENCY_NONE
                 try:
-                    result = writer.write_disk(disk_backup.disk_id, source)
+                    if result is None:
+                        result = writer.write_disk(disk_backup.disk_id, source)
                 except Exception:
                     ctx.check_cancelled()  # a cancelled write reads as cancelled, not failed
                     raise
@@ -105,10 +123,12 @@ class BackupHandler:
             ctx.check_cancelled()
         s.repository.seal_backup(project, repo_id)
         self._recorder.started(backup.id, repo_id, consistency)
+        self._recorder.read_summary(backup.id, facts, unchanged, base["bytes_read"])
         seconds = time.monotonic() - started
         return {
             **base,
             "consistency": consistency,
+            "unchanged_disks": unchanged,
             "speed_bytes_per_second": round(total / seconds) if seconds > 0 else 0,
         }
 

@@ -190,8 +190,10 @@ def count_backups(services: ServicesDep, f: FilterDep) -> dict[str, Any]:
 _EXTEND_INFO = (
     "Beside the fields of the CSBS spec, `extend_info` carries csbs's byte counts of the "
     "backup: `logical_bytes` (the bytes of its disk images), `new_bytes` (what it found not "
-    "stored yet), `reused_bytes` (what was stored already) and `stored_bytes` (what its "
-    "new data takes in the repository)."
+    "stored yet), `reused_bytes` (what was stored already), `stored_bytes` (what its "
+    "new data takes in the repository) and `bytes_read` (what it read of the disks); each "
+    "of `volume_backups` says in `skipped_unchanged` whether its image file was not read "
+    "because its size, times, inode and device were those of the previous backup's."
 )
 
 

@@ -108,6 +108,7 @@ def _ratio(logical: int, stored: int) -> float:
 
 
 def backup_body(b: Backup, region: str) -> dict[str, Any]:
+    unchanged = set(b.extra.get("unchanged_disks") or ())
     seconds = sum(d.seconds for d in b.disks)
     stored = sum(d.stored_bytes for d in b.disks)
     fail_code = {"Code": b.fail_code, "Description": b.fail_reason} if b.fail_code else {}
@@ -160,6 +161,7 @@ def backup_body(b: Backup, region: str) -> dict[str, Any]:
             "logical_bytes": b.logical_bytes,
             "new_bytes": b.new_bytes,
             "reused_bytes": sum(d.reused_bytes for d in b.disks),
+            "bytes_read": int(b.extra.get("bytes_read") or 0),
             "volume_backups": [
                 {
                     "id": d.id,
@@ -175,6 +177,7 @@ def backup_body(b: Backup, region: str) -> dict[str, Any]:
                     "source_volume_name": d.device_name,
                     "source_volume_size": round(d.source_size / 2**30, 3),
                     "snapshot_id": "",
+                    "skipped_unchanged": d.disk_id in unchanged,
                 }
                 for d in b.disks
             ],

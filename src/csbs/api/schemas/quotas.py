@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, StrictInt
 
+from csbs.api.schemas.common import timestamp
 from csbs.domain.quotas import BACKUP_CAPACITY, BACKUPS, QuotaUsage
 
 
@@ -33,6 +34,10 @@ def quotas_body(usage: QuotaUsage) -> dict[str, Any]:
                     "unit": "GB",
                     "quota": usage.quotas.capacity_gb,
                     "used": usage.capacity_gb,
+                    # csbs's additions: exact bytes, and what deletions left to release.
+                    "stored_bytes": usage.stored_bytes,
+                    "pending_release_bytes": usage.pending_release_bytes,
+                    "release_by": timestamp(usage.release_by),
                 },
                 {"type": BACKUPS, "quota": usage.quotas.backups, "used": usage.backups},
             ]

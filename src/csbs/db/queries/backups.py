@@ -467,6 +467,20 @@ def has_available_backup(s: orm.Session, server_id: str) -> bool:
     return found is not None
 
 
+def recent_available_extras(
+    s: orm.Session, server_id: str, limit: int = 5
+) -> list[Mapping[str, Any]]:
+    """The `extra` of the server's latest available backups, newest first (what an
+    unchanged disk may reuse)."""
+    rows = s.execute(
+        sa.select(B.extra)
+        .where(B.resource_id == server_id, B.status == BackupStatus.AVAILABLE.value)
+        .order_by(B.created_at.desc(), B.id.desc())
+        .limit(limit)
+    ).all()
+    return [row.extra or {} for row in rows]
+
+
 def get_checkpoint(s: orm.Session, checkpoint_id: str) -> Checkpoint | None:
     row = s.get(tables.Checkpoint, checkpoint_id)
     if row is None:
