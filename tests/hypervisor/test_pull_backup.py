@@ -156,7 +156,7 @@ def test_live_full_then_incremental_backups_are_points_in_time(
         # second chunk waits until the guest has rewritten every block at least once: a
         # copy of the live disk would mix two rounds (sequence numbers 32 or more apart).
         with vmb.PullBackup(domain, scratch, "b1") as job:
-            assert (scratch / "csbs-b1").is_dir()
+            assert vmb.scratch_dir(scratch, "b1").is_dir()
             before = vmguest.rounds_done(console)
             slow_after_first_chunk(job.export("vda"), console, before + 2)
             first, source = run_backup(repo, job, "b1")
@@ -250,7 +250,7 @@ def test_a_failed_backup_leaves_no_job_scratch_or_checkpoint(
         # retry cleans both up before it begins.
         job = vmb.PullBackup(domain, scratch, "f2")
         job.__enter__()  # and never exits, as after kill -9
-        assert (scratch / "csbs-f2" / "vda.scratch").exists()
+        assert (vmb.scratch_dir(scratch, "f2") / "vda.scratch").exists()
         with vmb.PullBackup(domain, scratch, "f2") as again:
             assert again.export("vda").size == DISK
         no_leftovers(domain, scratch)
@@ -370,7 +370,7 @@ def test_freeze_only_around_the_checkpoint_and_thaw_on_every_path(tmp_path: Path
     with pytest.raises(vmb.HypervisorError):
         vmb.PullBackup(refused, tmp_path, "b").__enter__()
     assert refused.calls == ["freeze", "begin", "thaw"]
-    assert not (tmp_path / "csbs-b").exists()
+    assert not vmb.scratch_dir(tmp_path, "b").exists()
 
     no_agent = _FakeDomain(freeze=False)
     with vmb.PullBackup(no_agent, tmp_path, "c") as job:

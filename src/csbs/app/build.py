@@ -130,6 +130,8 @@ def build(
         quotas=quotas,
         tags=TagService(db),
         maintenance=maintenance,
+        libvirt_uri=settings.libvirt_uri,
+        vm_scratch_dir=settings.data_dir / "vm-scratch",
     )
     activity = ApiActivity()
     edge = ApiEdge(

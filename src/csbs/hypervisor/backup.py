@@ -21,6 +21,7 @@ crash-consistent, with the reason.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import shutil
@@ -58,6 +59,14 @@ class HypervisorError(errors.CsbsError):
 
 def checkpoint_name(backup_id: str) -> str:
     return f"{CHECKPOINT_PREFIX}{backup_id}"
+
+
+_SOCKET_PATH_MAX = 107  # sun_path holds 108 bytes with the final NUL
+
+
+def scratch_dir(scratch_root: str | os.PathLike[str], backup_id: str) -> Path:
+    """The backup's own scratch directory: a short name (the NBD socket lies in it)."""
+    return Path(scratch_root) / hashlib.sha256(backup_id.encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -144,8 +153,14 @@ class PullBackup:
     ) -> None:
         self.domain = domain
         self.checkpoint = checkpoint_name(backup_id)
-        self.scratch = Path(scratch_root) / f"{self.checkpoint}"
-        self.socket = self.scratch / "nbd.sock"
+        self.scratch = scratch_dir(scratch_root, backup_id)
+        self.socket = self.scratch / "nbd"
+        if len(str(self.socket).encode()) > _SOCKET_PATH_MAX:
+            raise HypervisorError(
+                f"the VM scratch directory {scratch_root} is too deep for a unix socket path "
+                f"(at most {_SOCKET_PATH_MAX - 18} bytes)",
+                code="CSBS.6049",
+            )
         self.since = since
         self.quiesce = quiesce
         self.agent_timeout = agent_timeout
@@ -160,11 +175,12 @@ class PullBackup:
     # -- the job --------------------------------------------------------------------------
 
     def __enter__(self) -> PullBackup:
-        cleanup_stale(self.domain, self.scratch.parent, self.checkpoint)
+        cleanup_stale(self.domain, self.scratch.parent, self.checkpoint, self.scratch.name)
         self.scratch.mkdir(mode=0o700, parents=True)
         try:
             owner = qemu_owner(self.domain.XMLDesc(0))
             if owner is not None:
+                _check_reachable(self.scratch.parent, *owner)
                 os.chown(self.scratch, *owner)  # QEMU binds the socket, writes scratch
             self._begin()
         except BaseException:
@@ -334,6 +350,24 @@ class PullBackup:
         delete_checkpoint(self.domain, self.checkpoint)
 
 
+def _check_reachable(directory: Path, uid: int, gid: int) -> None:
+    """QEMU (running as uid:gid) must be able to reach `directory`; say how if not."""
+    for path in (directory, *directory.parents):
+        st = path.stat()
+        if st.st_uid == uid:
+            allowed = st.st_mode & 0o100
+        elif st.st_gid == gid:
+            allowed = st.st_mode & 0o010
+        else:
+            allowed = st.st_mode & 0o001
+        if not allowed:
+            raise HypervisorError(
+                f"QEMU (uid {uid}) cannot reach the VM scratch directory {directory}: "
+                f"{path} is not searchable by it (chmod o+x {path})",
+                code="CSBS.6049",
+            )
+
+
 def _message(exc: libvirt.libvirtError) -> str:
     return exc.get_error_message() or str(exc)
 
@@ -372,7 +406,7 @@ def delete_checkpoint(domain: Any, name: str) -> bool:
     return True
 
 
-def cleanup_stale(domain: Any, scratch_root: Path, checkpoint: str) -> None:
+def cleanup_stale(domain: Any, scratch_root: Path, checkpoint: str, scratch_name: str) -> None:
     """Undo what an attempt that died left: its job (only one of ours), scratch, checkpoint."""
     try:
         xml = domain.backupGetXMLDesc(0)
@@ -389,7 +423,7 @@ def cleanup_stale(domain: Any, scratch_root: Path, checkpoint: str) -> None:
                 f"domain {domain.name()} is already in a backup job of another tool",
                 code="CSBS.6043",
             )
-    shutil.rmtree(scratch_root / checkpoint, ignore_errors=True)
+    shutil.rmtree(scratch_root / scratch_name, ignore_errors=True)
     delete_checkpoint(domain, checkpoint)
 
 
