@@ -383,3 +383,50 @@ def test_freeze_only_around_the_checkpoint_and_thaw_on_every_path(tmp_path: Path
         assert stuck.calls.count("thaw") == vmb.THAW_ATTEMPTS
         assert job.outcome.consistency == vmb.CRASH_CONSISTENT
     assert os.listdir(tmp_path) == []
+
+
+_CHILD = """
+import sys, time
+from csbs.hypervisor import backup as vmb
+from tests.support import vmguest
+conn = vmguest.connect()
+domain = conn.lookupByUUIDString(sys.argv[1])
+with vmb.PullBackup(domain, sys.argv[2], "k1") as job:
+    job.export("vda").read(0, 1024 * 1024)
+    print("reading", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_worker_killed_mid_backup_leaves_nothing_after_the_retry(
+    guest: vmguest.GuestImage, conn: Any, workdir: Path, repo: Repository
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    scratch = workdir / "scratch"
+    disk = make_disk(workdir)
+    with vmguest.running_domain(conn, guest, [(disk, "qcow2")], workdir) as (domain, console):
+        vmguest.wait_rounds(console, 1)
+        child = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, domain.UUIDString(), str(scratch)],
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline().strip() == b"reading"
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+        # What the killed attempt left: libvirt's job, its scratch, its checkpoint.
+        assert domain.backupGetXMLDesc(0)
+        assert (vmb.scratch_dir(scratch, "k1") / "vda.scratch").exists()
+        assert vmb.csbs_checkpoints(domain) == ["csbs-k1"]
+        # The retry (the same backup) cleans up first, then backs up in full.
+        with vmb.PullBackup(domain, scratch, "k1") as job:
+            run_backup(repo, job, "k1")
+        no_leftovers(domain, scratch)
+        assert vmb.csbs_checkpoints(domain) == ["csbs-k1"]
+        check_image(restored(repo, "k1", workdir / "k1.raw"))
