@@ -98,11 +98,12 @@ def world_readable(path: Path) -> None:
                 parent.chmod(mode | 0o011)
 
 
-def build_guest(cache: Path | None = None) -> GuestImage:
-    """Download the kernel and build the initramfs into `cache`, unless already there."""
+def build_guest(cache: Path | None = None, init: str = INIT) -> GuestImage:
+    """Download the kernel and build the initramfs (with `init` as its /init) into `cache`,
+    unless already there."""
     cache = cache or cache_dir()
     # The initramfs is named after its /init, so a changed guest is rebuilt.
-    tag = hashlib.sha256(INIT.encode()).hexdigest()[:12]
+    tag = hashlib.sha256(init.encode()).hexdigest()[:12]
     kernel, initrd = cache / "vmlinuz", cache / f"initrd-{tag}.gz"
     if kernel.exists() and initrd.exists():
         return GuestImage(kernel, initrd)
@@ -122,7 +123,7 @@ def build_guest(cache: Path | None = None) -> GuestImage:
         shutil.copy2(BUSYBOX, tree / "bin" / "busybox")
         for module in MODULES:
             shutil.copy2(modules / module, tree / "lib" / Path(module).name)
-        (tree / "init").write_text(INIT)
+        (tree / "init").write_text(init)
         (tree / "init").chmod(0o755)
         names = subprocess.run(
             ["find", ".", "-mindepth", "1"], cwd=tree, check=True, capture_output=True
@@ -168,8 +169,11 @@ def domain_xml(
     console_log: Path,
     *,
     memory_mib: int = 160,
+    kvm: bool = False,
+    serial: str = "file",
 ) -> str:
-    """A TCG domain booting the test guest, with `disks` as (path, format), vda first."""
+    """A domain (TCG unless `kvm`) booting the test guest, with `disks` as (path, format),
+    vda first; its serial console goes to `console_log` (or a pty: `serial="pty"`)."""
     devices = "".join(
         f"""
     <disk type='file' device='disk'>
@@ -179,7 +183,12 @@ def domain_xml(
     </disk>"""
         for i, (path, fmt) in enumerate(disks)
     )
-    return f"""<domain type='qemu'>
+    console = (
+        f"<serial type='file'><source path='{console_log}'/><target port='0'/></serial>"
+        if serial == "file"
+        else "<serial type='pty'><target port='0'/></serial>"
+    )
+    return f"""<domain type='{"kvm" if kvm else "qemu"}'>
   <name>{name}</name>
   <memory unit='MiB'>{memory_mib}</memory>
   <vcpu>1</vcpu>
@@ -193,10 +202,7 @@ def domain_xml(
   <on_reboot>destroy</on_reboot>
   <on_crash>destroy</on_crash>
   <devices>{devices}
-    <serial type='file'>
-      <source path='{console_log}'/>
-      <target port='0'/>
-    </serial>
+    {console}
     <memballoon model='none'/>
   </devices>
 </domain>"""
