@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -132,6 +133,12 @@ def test_the_real_libvirtd_lists_a_domain_with_its_disk_sizes_and_state() -> Non
             live.create()
             running = {d.uuid: d for d in list_domains(conn)}[live.UUIDString()]
             assert running.status is ServerStatus.RUNNING
+            # the listing never waits for a busy domain: right after its start a running
+            # domain's size may be unknown for a moment (None), never wrong or an error
+            deadline = time.monotonic() + 10
+            while running.disks[0].size_bytes is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+                running = {d.uuid: d for d in list_domains(conn)}[live.UUIDString()]
             assert [(d.target, d.size_bytes) for d in running.disks] == [("vda", 64 << 20)]
             live.suspend()
             paused = {d.uuid: d for d in list_domains(conn)}[live.UUIDString()]

@@ -11,6 +11,7 @@ from typing import TypeVar
 import pytest
 
 from csbs.domain.inventory import SERVER_TYPE, Server, ServerSource, ServerStatus
+from csbs.hypervisor.discovery import DomainDisk, DomainInfo
 from csbs.services.discovery import HostWatcher, sync_host
 from csbs.services.inventory import DiskSpec
 from tests.support.libvirt import (
@@ -181,3 +182,36 @@ def test_manual_servers_and_other_hosts_are_left_alone(
     assert dom.UUIDString() in report.removed
     assert env.services.inventory.get(project, manual.id).source is ServerSource.MANUAL
     assert env.services.inventory.get(project, manual.id).disks[0].path == str(image)
+
+
+def test_a_size_libvirt_cannot_tell_now_keeps_the_known_one(env: Env, host: str) -> None:
+    def listing(size: int | None) -> list[DomainInfo]:
+        disk = DomainDisk("vda", "file", "/images/a.qcow2", "qcow2", True, size_bytes=size)
+        return [DomainInfo(sid, "busy", ServerStatus.RUNNING, (disk,))]
+
+    sid = str(uuid.uuid4())
+    sync_host(env.services.db, env.clock, host, listing(5 << 20))
+    report = sync_host(env.services.db, env.clock, host, listing(None))
+    assert report.changed == ()
+    server = env.services.inventory.get(None, sid)
+    assert server.disks[0].size_bytes == 5 << 20
+    sync_host(env.services.db, env.clock, host, listing(6 << 20))
+    assert env.services.inventory.get(None, sid).disks[0].size_bytes == 6 << 20
+
+
+def test_without_events_the_resync_still_follows_within_its_bound(
+    env: Env, vms: LibvirtDomains, host: str
+) -> None:
+    w = HostWatcher(env.services.db, env.clock, host, URI, resync_seconds=1.0)
+    w._on_event = lambda *_: None  # type: ignore[method-assign]  # events lost
+    w.start()
+    try:
+        time.sleep(0.5)
+        dom = vms.define()
+        _, took = _until(lambda: _server(env, dom.UUIDString()), within=RESYNC)
+        assert took < 3.0
+        vms.undefine(dom)
+        _, took = _until(lambda: _server(env, dom.UUIDString()) is None, within=RESYNC)
+        assert took < 3.0
+    finally:
+        w.stop()

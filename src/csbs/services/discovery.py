@@ -21,6 +21,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import sqlalchemy.exc
+
 from csbs.db.engine import Database
 from csbs.db.queries import inventory as q
 from csbs.domain.clock import Clock
@@ -101,7 +103,7 @@ def _server(
                 name=f"{dom.name}-{d.target or i}"[:255],
                 device_name=f"/dev/{d.target}" if d.target else "",
                 path=disk_locator(dom.uuid, d.target, i),
-                size_bytes=d.size_bytes,
+                size_bytes=_size(d.size_bytes, before),
                 bootable=d.bootable,
                 target=d.target,
                 format=d.format or None,
@@ -121,6 +123,13 @@ def _server(
         source=ServerSource.LIBVIRT,
         nova_project=dom.nova_project,
     )
+
+
+def _size(found: int | None, before: Disk | None) -> int:
+    """A disk's size: as found, or as known before when libvirt could not tell now."""
+    if found is not None:
+        return found
+    return before.size_bytes if before is not None else 0
 
 
 def _differs(a: Server, b: Server) -> bool:
@@ -185,6 +194,11 @@ class HostWatcher:
             self._wake.clear()
             try:
                 self.sync_once()
+            except sqlalchemy.exc.IntegrityError:
+                # another worker of the same host name added a domain first: list again
+                log.info("host %s: another worker wrote these domains first", self.host)
+                if not self._stopping.wait(0.2):
+                    self._wake.set()
             except Exception:
                 log.exception("host %s: listing libvirt's domains failed", self.host)
                 self._disconnect()
