@@ -118,3 +118,25 @@ ensure_libvirtd() {
   done
   echo "libvirtd does not answer at qemu:///system" >&2
 }
+
+# --- the test guest of the VM backup tests (tests/support/vmguest.py) -------------------
+# ensure_vm_guest: Debian packages its busybox initramfs is built from (busybox-static,
+# cpio), and the guest itself, built once into CSBS_TEST_CACHE (default
+# /var/tmp/csbs-test-cache): Debian's cloud kernel fetched with `apt-get download` and
+# unpacked there, nothing installed on the host.
+ensure_vm_guest() {
+  local missing=() p
+  for p in busybox-static cpio; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} != 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    else
+      echo "missing Debian packages for the VM test guest: ${missing[*]} (install them as root)" >&2
+      return
+    fi
+  fi
+  PYTHONPATH=. .venv/bin/python -c 'from tests.support.vmguest import build_guest; build_guest()' \
+    || echo "the VM test guest could not be built (see above)" >&2
+}

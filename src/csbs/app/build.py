@@ -143,6 +143,8 @@ def build(
         tags=TagService(db),
         maintenance=maintenance,
         workers=WorkerService(store),
+        libvirt_uri=settings.libvirt_uri,
+        vm_scratch_dir=settings.data_dir / "vm-scratch",
     )
     activity = ApiActivity()
     edge = ApiEdge(

@@ -41,6 +41,7 @@ BUSY = frozenset(
 DELETABLE = frozenset({BackupStatus.AVAILABLE, BackupStatus.ERROR})
 
 #: Consistency a backup obtained, recorded in extend_info.
+CONSISTENCY_APP = "app_consistent"  # a VM whose guest agent froze its file systems
 CONSISTENCY_CRASH = "crash_consistent"  # a point-in-time clone of the image was read
 CONSISTENCY_NONE = "inconsistent"  # the live image was read while it may change
 

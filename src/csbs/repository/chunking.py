@@ -70,6 +70,16 @@ class Data:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Known:
+    """Chunk `index`, known without reading it to be the stored chunk `chunk_id` (`length`
+    bytes): an unchanged chunk of an earlier backup of the same disk."""
+
+    index: int
+    chunk_id: str
+    length: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Holes:
     """Chunks `start` .. `start + count - 1`, all zeros (never stored)."""
 

@@ -20,7 +20,7 @@ import os
 import stat
 import threading
 from collections.abc import Callable, Iterator
-from typing import BinaryIO
+from typing import BinaryIO, Protocol, runtime_checkable
 
 from csbs.blobstore import BlobNotFound, BlobStore
 from csbs.fileio import loops
@@ -55,6 +55,24 @@ class RestoreProgress:
 
 
 RestoreCallback = Callable[[RestoreProgress], None]
+
+
+@runtime_checkable
+class BlockTarget(Protocol):
+    """A disk written by offset through something other than an fd (a VM disk over NBD).
+
+    The restore first zeroes the whole disk (`zero_at`, cheap on a thin image), then writes
+    only the chunks that hold data, and ends with `flush`.
+    """
+
+    @property
+    def size(self) -> int: ...
+
+    def write_at(self, offset: int, data: bytes) -> None: ...
+
+    def zero_at(self, offset: int, length: int) -> None: ...
+
+    def flush(self) -> None: ...
 
 
 class _DirectWrites:
@@ -184,8 +202,10 @@ class _Sink:
         stream: BinaryIO | None,
         sparse: bool,
         direct: _DirectWrites | None = None,
+        block: BlockTarget | None = None,
     ) -> None:
         self.fd = fd
+        self.block = block
         self.stream = stream
         self.sparse = sparse
         self.direct = direct
@@ -194,7 +214,9 @@ class _Sink:
         self._in_writeback: collections.deque[tuple[int, int]] = collections.deque()
 
     def data(self, offset: int, data: bytes) -> None:
-        if self.direct is not None:
+        if self.block is not None:
+            self.block.write_at(offset, data)
+        elif self.direct is not None:
             self.direct.write(offset, data)
         elif self.fd is not None:
             loops.pwrite_all(self.fd, memoryview(data), offset)
@@ -232,7 +254,7 @@ class _Sink:
                 os.posix_fadvise(self.fd, offset, length, os.POSIX_FADV_DONTNEED)
 
     def zeros(self, offset: int, length: int) -> None:
-        if self.sparse or (self.fd is None and self.stream is None):
+        if self.sparse or (self.fd is None and self.stream is None and self.block is None):
             return
         while length > 0:
             step = min(length, len(_ZEROS))
@@ -280,7 +302,7 @@ class BackupReader:
         self,
         backup_id: str,
         disk_id: str,
-        target: str | os.PathLike[str] | int | BinaryIO | None,
+        target: str | os.PathLike[str] | int | BinaryIO | BlockTarget | None,
         *,
         progress: RestoreCallback | None = None,
         cancel: Callable[[], bool] | None = None,
@@ -289,7 +311,8 @@ class BackupReader:
 
         `target` is a path (a regular file is created or truncated; a block device is
         written in place), an open fd (a regular file behind it is truncated first), a
-        binary stream (written sequentially), or None (read and check only: `verify`).
+        `BlockTarget` (zeroed, then written where the image holds data), a binary stream
+        (written sequentially), or None (read and check only: `verify`).
         What malloc keeps free afterwards goes back to the system (`memtune`).
         """
         try:
@@ -301,11 +324,28 @@ class BackupReader:
         self,
         backup_id: str,
         disk_id: str,
-        target: str | os.PathLike[str] | int | BinaryIO | None,
+        target: str | os.PathLike[str] | int | BinaryIO | BlockTarget | None,
         progress: RestoreCallback | None,
         cancel: Callable[[], bool] | None,
     ) -> RestoreProgress:
         the_manifest = self.load_manifest(backup_id, disk_id)
+        if isinstance(target, BlockTarget):
+            if target.size < the_manifest.logical_size:
+                raise errors.RepositoryError(
+                    f"the target disk ({target.size} bytes) is smaller than the backed-up "
+                    f"disk ({the_manifest.logical_size} bytes)"
+                )
+            target.zero_at(0, target.size)
+            result = self._run(
+                the_manifest,
+                backup_id,
+                disk_id,
+                _Sink(None, None, True, block=target),
+                progress,
+                cancel,
+            )
+            target.flush()
+            return result
         if target is None:
             return self._run(
                 the_manifest, backup_id, disk_id, _Sink(None, None, True), progress, cancel

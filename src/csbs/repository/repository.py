@@ -21,7 +21,7 @@ from csbs.blobstore import BlobStore
 from csbs.domain.clock import Clock
 from csbs.repository import audit, chunking, deployment, envelope, errors, keys, layout, reclaim
 from csbs.repository.index import RELEASE_REFS, ManifestRecord, Usage
-from csbs.repository.reader import BackupReader, RestoreCallback, RestoreProgress
+from csbs.repository.reader import BackupReader, BlockTarget, RestoreCallback, RestoreProgress
 from csbs.repository.reclaim_index import PendingRelease, ReclaimIndex
 from csbs.repository.writer import BackupWriter, CancelCheck, PipelineLimits, ProgressCallback
 
@@ -227,7 +227,7 @@ class Repository:
         project_id: str,
         backup_id: str,
         disk_id: str,
-        target: str | os.PathLike[str] | int | BinaryIO,
+        target: str | os.PathLike[str] | int | BinaryIO | BlockTarget,
         *,
         progress: RestoreCallback | None = None,
         cancel: Callable[[], bool] | None = None,

@@ -18,7 +18,8 @@ import contextlib
 import dataclasses
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Protocol
 
 from csbs.blobstore import BlobNotFound, BlobStore
 from csbs.blobstore.aligned import AlignedBuffer
@@ -47,6 +48,25 @@ class BackupProgress:
 
 ProgressCallback = Callable[[BackupProgress], None]
 CancelCheck = Callable[[], bool]
+
+Run = chunking.Data | chunking.Holes | chunking.Known
+
+
+class ChunkSource(Protocol):
+    """A disk read by something other than a file descriptor (a VM disk over NBD).
+
+    `runs` yields the chunks in image order like `chunking.iter_runs`, and may also yield
+    `chunking.Known` for a chunk it knows unchanged since an earlier backup (not read).
+    `read_chunk` reads one chunk's bytes: the writer asks for a Known chunk whose stored
+    copy is gone from the repository.
+    """
+
+    @property
+    def size(self) -> int: ...
+
+    def runs(self, chunk_size: int) -> Iterator[Run]: ...
+
+    def read_chunk(self, index: int, chunk_size: int) -> bytes: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,11 +192,12 @@ class BackupWriter:
     def write_disk(
         self,
         disk_id: str,
-        source: int | str | os.PathLike[str],
+        source: int | str | os.PathLike[str] | ChunkSource,
         *,
         previous: str | None = None,
     ) -> DiskBackup:
-        """Back up the file or block device `source` (a path, or an open fd) as `disk_id`.
+        """Back up the file or block device `source` (a path, or an open fd), or a
+        `ChunkSource`, as `disk_id`.
 
         `previous`: a backup holding an earlier image of the same disk. A chunk that
         changed in part since then is stored as the sub-blocks that changed over that
@@ -193,6 +214,8 @@ class BackupWriter:
         try:
             if isinstance(source, int):
                 return self._write_fd(disk_id, name, source)
+            if not isinstance(source, (str, os.PathLike)):
+                return self._write_source(disk_id, name, source)
             fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 return self._write_fd(disk_id, name, fd)
@@ -288,16 +311,33 @@ class BackupWriter:
         return DiskBackup(disk_id, record.manifest_id, previous.image_digest, progress)
 
     def _write_fd(self, disk_id: str, name: str, fd: int) -> DiskBackup:
-        parts = self._parts
         size = chunking.device_size(fd)
+        return self._write_runs(
+            disk_id, name, size, chunking.iter_runs(fd, self._parts.chunk_size), None
+        )
+
+    def _write_source(self, disk_id: str, name: str, source: ChunkSource) -> DiskBackup:
+        return self._write_runs(
+            disk_id, name, source.size, source.runs(self._parts.chunk_size), source
+        )
+
+    def _write_runs(
+        self,
+        disk_id: str,
+        name: str,
+        size: int,
+        runs: Iterator[Run],
+        source: ChunkSource | None,
+    ) -> DiskBackup:
+        parts = self._parts
         previous, self._previous = self._previous, None
-        run = _DiskRun(parts, size, None if previous is None else previous[2])
+        run = _DiskRun(parts, size, None if previous is None else previous[2], source)
         with concurrent.futures.ThreadPoolExecutor(
             parts.limits.threads, thread_name_prefix="csbs-backup"
         ) as pool:
             run.pool = pool
             try:
-                run.run(fd)
+                run.run(runs)
             except BaseException:
                 run.abandon()
                 raise
@@ -332,9 +372,10 @@ class _Entry:
     and the base and pieces it would be stored as) or, with `data` None, `index` holes."""
 
     index: int
-    data: bytes | None
+    #: the chunk's bytes; for a chunk known unchanged (not read), its length
+    data: bytes | int | None
     chunk_id: keys.ChunkId | None
-    digests: bytes
+    digests: bytes | None
     delta: tuple[str, list[tuple[int, int]]] | None
 
 
@@ -363,18 +404,28 @@ class _PreviousChunks:
 class _DiskRun:
     """The state of one disk going through the pipeline."""
 
-    def __init__(self, parts: _Parts, size: int, previous: manifest.Manifest | None) -> None:
+    def __init__(
+        self,
+        parts: _Parts,
+        size: int,
+        previous: manifest.Manifest | None,
+        source: ChunkSource | None = None,
+    ) -> None:
         self.parts = parts
         self.size = size
+        self.source = source
         self.sub_block = delta.sub_block_size(parts.chunk_size, size)
         self.previous = _PreviousChunks(previous, self.sub_block)
         self.builder = manifest.ManifestBuilder(size, parts.chunk_size, self.sub_block)
         self.digest = manifest.TableDigest(size, parts.chunk_size)
         self.progress = BackupProgress(total_bytes=size)
         self.pool: concurrent.futures.ThreadPoolExecutor | None = None
-        # (chunk, hash future) or (hole count, None), in image order.
+        # (chunk, hash future), (hole count, None) or (known chunk, None), in image order.
         self.hashing: collections.deque[
-            tuple[chunking.Data | int, concurrent.futures.Future[tuple[keys.ChunkId, bytes]] | None]
+            tuple[
+                chunking.Data | chunking.Known | int,
+                concurrent.futures.Future[tuple[keys.ChunkId, bytes]] | None,
+            ]
         ] = collections.deque()
         self.batch: list[_Entry] = []
         self.batch_data = 0
@@ -386,18 +437,19 @@ class _DiskRun:
         self.confirmations: list[Confirmation] = []
         self.unconfirmed: dict[str, int] = {}
 
-    def run(self, fd: int) -> None:
+    def run(self, runs: Iterator[Run]) -> None:
         parts = self.parts
         limits = parts.limits
-        chunk_size = parts.chunk_size
         assert self.pool is not None
-        for item in chunking.iter_runs(fd, chunk_size):
+        for item in runs:
             if parts.cancel():
                 raise errors.Cancelled()
             if isinstance(item, chunking.Data):
                 self.progress.read_bytes += len(item.data)
                 future = self.pool.submit(self._hash, item.data)
                 self.hashing.append((item, future))
+            elif isinstance(item, chunking.Known):
+                self.hashing.append((item, None))
             else:
                 self.hashing.append((item.count, None))
             self._drain(wait_first=len(self.hashing) > limits.window)
@@ -419,6 +471,19 @@ class _DiskRun:
             self.hashing.popleft()
             # The digest takes the entries in the order the image was read, apart from
             # the batches and the manifest builder, which it checks on restore.
+            if isinstance(item, chunking.Known):
+                # Unchanged since the previous backup: its entry, and its sub-block
+                # digests where the previous image of the disk has them (zeros, "not
+                # known", otherwise).
+                known = keys.ChunkId(item.chunk_id)
+                self.digest.update_chunk(known)
+                base, old = self.previous.at(item.index)
+                digests = bytes(old) if base == known and old is not None else None
+                self.batch.append(_Entry(item.index, item.length, known, digests, None))
+                self.batch_data += 1
+                if self.batch_data >= self.parts.limits.batch_chunks:
+                    self._flush()
+                continue
             if future is None or not isinstance(item, chunking.Data):
                 assert isinstance(item, int)
                 self.digest.update_holes(item)
@@ -463,7 +528,9 @@ class _DiskRun:
         parts = self.parts
         counts: dict[str, int] = collections.Counter(e.chunk_id for e in self.batch if e.chunk_id)
         sizes: dict[str, int] = {
-            e.chunk_id: len(e.data) for e in self.batch if e.chunk_id and e.data is not None
+            e.chunk_id: e.data if isinstance(e.data, int) else len(e.data)
+            for e in self.batch
+            if e.chunk_id and e.data is not None
         }
         confirmations, self.confirmations = self.confirmations, []
         for item in confirmations:
@@ -499,8 +566,14 @@ class _DiskRun:
                 or chunk_id in scheduled
                 or self.unconfirmed.get(chunk_id) == (ref.generation)
             ):
-                self.progress.reused_bytes += len(entry.data)
+                self.progress.reused_bytes += (
+                    entry.data if isinstance(entry.data, int) else len(entry.data)
+                )
                 continue
+            if isinstance(entry.data, int):
+                # A known chunk whose stored copy is gone: read it again, stored whole.
+                entry.data = self._reread(entry.index, chunk_id)
+                entry.delta = None
             scheduled.add(chunk_id)
             uploads.append(entry)
         # Chunks that changed in part stand on their previous version where its row lets
@@ -511,7 +584,7 @@ class _DiskRun:
             delta.MAX_DEPTH,
         )
         for entry in uploads:
-            assert entry.chunk_id is not None and entry.data is not None
+            assert entry.chunk_id is not None and isinstance(entry.data, bytes)
             ref = refs[entry.chunk_id]
             base = bases.get(entry.chunk_id)
             data: bytes = entry.data
@@ -537,6 +610,17 @@ class _DiskRun:
         self.batch_data = 0
         if parts.progress is not None:
             parts.progress(dataclasses.replace(self.progress))
+
+    def _reread(self, index: int, chunk_id: str) -> bytes:
+        """Read a known chunk whose stored copy is gone (released and swept meanwhile)."""
+        assert self.source is not None
+        data = self.source.read_chunk(index, self.parts.chunk_size)
+        self.progress.read_bytes += len(data)
+        if self.parts.project_keys.chunk_id(data) != chunk_id:
+            raise errors.IntegrityError(
+                chunk_id, f"chunk {index} of the disk is not this unchanged chunk any more"
+            )
+        return data
 
     def _upload(
         self, chunk_id: str, generation: int, holder: list[bytes], is_delta: bool = False

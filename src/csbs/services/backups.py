@@ -382,6 +382,34 @@ class BackupRecorder:
                 return repo_id
         return None
 
+    def recent_extras(self, server_id: str) -> list[dict[str, Any]]:
+        """The `extra` of the server's latest available backups, newest first."""
+        with self._db.read() as s:
+            return [dict(e) for e in q.recent_available_extras(s, server_id)]
+
+    def vm_summary(
+        self,
+        backup_id: str,
+        *,
+        incremental: bool,
+        reason: str | None,
+        vm: Mapping[str, Any],
+        incremental_disks: Mapping[str, bool],
+    ) -> None:
+        """Record what a VM backup read: incremental or not (and why not), its checkpoint
+        and each disk's geometry (what the next backup's chain checks compare with)."""
+        with self._db.write() as s:
+            b = q.get_backup(s, backup_id)
+            extra = dict(b.extra) if b else {}
+            extra["vm"] = dict(vm)
+            if reason:
+                extra["incremental_reason"] = reason
+            else:
+                extra.pop("incremental_reason", None)
+            q.update_backup(s, backup_id, self._clock.now(), incremental=incremental, extra=extra)
+            for disk_backup_id, value in incremental_disks.items():
+                q.update_disk_backup(s, disk_backup_id, incremental=value)
+
     def read_summary(
         self,
         backup_id: str,

@@ -4,6 +4,7 @@ edges' own state (HTTP options, draining) is theirs (`csbs.api.edge`)."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from csbs.db.engine import Database
 from csbs.domain.clock import Clock
@@ -42,3 +43,7 @@ class Services:
     tags: TagService
     maintenance: MaintenanceService
     workers: WorkerService
+    #: the host's libvirt for backups and restores of its domains (`auto`, `off` or a URI)
+    libvirt_uri: str = "off"
+    #: where a VM backup's scratch files and NBD socket go (None: the system's temp dir)
+    vm_scratch_dir: Path | None = None

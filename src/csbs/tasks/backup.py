@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Mapping
@@ -70,66 +71,88 @@ class BackupHandler:
         # A backup asked to be full (`incremental` false: the API, `--full-read`, a
         # policy's option) reads every disk; otherwise an image file whose facts equal
         # those an earlier backup recorded is that backup's image again, not read.
-        # A VM's disks (a libvirt domain's) are always read or tracked, never skipped.
-        image_files = server.source is ServerSource.MANUAL
-        previous = (
-            self._recorder.previous_disks(server.id) if backup.incremental and image_files else {}
-        )
-        # A disk read again is stored over its image in the latest backup: a chunk that
-        # changed in part as the sub-blocks that changed (the repository's deltas).
-        over = None if not backup.incremental else self._recorder.previous_image(server.id)
-        facts: dict[str, FileFacts] = {}
-        unchanged: list[str] = []
-        for disk_backup in backup.disks:
-            disk = disks.get(disk_backup.disk_id)
-            if disk is None:
-                raise errors.InvalidState(
-                    f"disk {disk_backup.disk_id} was removed from server {server.id}",
-                    code="CSBS.6007",
-                )
-            t0 = time.monotonic()
-            # Opened once, beneath its root, and read only through this fd from here on.
-            with (
-                open_disk(server, disk, s.disk_rules, write=False) as opened,
-                point_in_time(opened) as (source, got),
-            ):
-                result = None
-                if image_files and not opened.is_block:
-                    now = s.clock.now()
-                    taken = round(now.timestamp() * 1_000_000) * 1000
-                    facts[disk.id] = FileFacts.of(os.fstat(opened.fd), taken)
-                    before = previous.get(disk.id)
-                    if before is not None and facts[disk.id].unchanged_since(before[1]):
-                        result = writer.reuse_disk(disk_backup.disk_id, before[0])
-                        if result is not None:
-                            unchanged.append(disk.id)
-                if result is None and got == CONSISTENCY_NONE:
-                    consistency = CONSISTENCY_NONE
-                try:
-                    if result is None:
-                        result = writer.write_disk(disk_backup.disk_id, source, previous=over)
-                except Exception:
-                    ctx.check_cancelled()  # a cancelled write reads as cancelled, not failed
-                    raise
-            p = result.progress
-            self._recorder.disk_done(
-                disk_backup.id,
-                logical=p.total_bytes,
-                stored=p.stored_bytes,
-                new=p.new_bytes,
-                reused=p.reused_bytes,
-                seconds=time.monotonic() - t0,
+        # A libvirt domain is read through its hypervisor (tasks/vmbackup.py), the rest
+        # through file descriptors.
+        vm = None
+        if server.source is ServerSource.LIBVIRT:
+            from csbs.tasks.vmbackup import VmRead
+
+            vm = VmRead(s, self._recorder, backup, server)
+        with vm or contextlib.nullcontext():
+            if vm is not None:
+                consistency = vm.consistency
+                self._recorder.started(backup.id, repo_id, consistency)
+            previous = (
+                self._recorder.previous_disks(server.id)
+                if backup.incremental and vm is None
+                else {}
             )
-            done += disk_backup.source_size
-            for key, value in (
-                ("bytes_read", p.read_bytes),
-                ("bytes_new", p.new_bytes),
-                ("bytes_reused", p.reused_bytes),
-                ("bytes_stored", p.stored_bytes),
-            ):
-                base[key] += value
-            ctx.check_cancelled()
-        s.repository.seal_backup(project, repo_id)
+            # A disk read again is stored over its image in the latest backup: a chunk
+            # that changed in part as the sub-blocks that changed (the repository's deltas).
+            over = self._recorder.previous_image(server.id) if backup.incremental else None
+            facts: dict[str, FileFacts] = {}
+            unchanged: list[str] = []
+            for disk_backup in backup.disks:
+                disk = disks.get(disk_backup.disk_id)
+                if disk is None:
+                    raise errors.InvalidState(
+                        f"disk {disk_backup.disk_id} was removed from server {server.id}",
+                        code="CSBS.6007",
+                    )
+                t0 = time.monotonic()
+                if vm is not None:
+                    try:
+                        result = vm.write_disk(writer, disk_backup.id, disk, over=over)
+                    except Exception:
+                        ctx.check_cancelled()
+                        raise
+                else:
+                    # Opened once, beneath its root, and read only through this fd from here on.
+                    with (
+                        open_disk(server, disk, s.disk_rules, write=False) as opened,
+                        point_in_time(opened) as (source, got),
+                    ):
+                        result = None
+                        if not opened.is_block:
+                            now = s.clock.now()
+                            taken = round(now.timestamp() * 1_000_000) * 1000
+                            facts[disk.id] = FileFacts.of(os.fstat(opened.fd), taken)
+                            before = previous.get(disk.id)
+                            if before is not None and facts[disk.id].unchanged_since(before[1]):
+                                result = writer.reuse_disk(disk_backup.disk_id, before[0])
+                                if result is not None:
+                                    unchanged.append(disk.id)
+                        if result is None and got == CONSISTENCY_NONE:
+                            consistency = CONSISTENCY_NONE
+                        try:
+                            if result is None:
+                                result = writer.write_disk(
+                                    disk_backup.disk_id, source, previous=over
+                                )
+                        except Exception:
+                            ctx.check_cancelled()  # a cancelled write is cancelled, not failed
+                            raise
+                assert result is not None
+                p = result.progress
+                self._recorder.disk_done(
+                    disk_backup.id,
+                    logical=p.total_bytes,
+                    stored=p.stored_bytes,
+                    new=p.new_bytes,
+                    reused=p.reused_bytes,
+                    seconds=time.monotonic() - t0,
+                )
+                done += disk_backup.source_size
+                for key, value in (
+                    ("bytes_read", p.read_bytes),
+                    ("bytes_new", p.new_bytes),
+                    ("bytes_reused", p.reused_bytes),
+                    ("bytes_stored", p.stored_bytes),
+                ):
+                    base[key] += value
+                ctx.check_cancelled()
+            s.repository.seal_backup(project, repo_id)
+            vm_outcome = vm.finish() if vm is not None else {}
         self._recorder.started(backup.id, repo_id, consistency)
         self._recorder.read_summary(backup.id, facts, unchanged, base["bytes_read"])
         seconds = time.monotonic() - started
@@ -137,6 +160,7 @@ class BackupHandler:
             **base,
             "consistency": consistency,
             "unchanged_disks": unchanged,
+            **vm_outcome,
             "speed_bytes_per_second": round(total / seconds) if seconds > 0 else 0,
         }
 

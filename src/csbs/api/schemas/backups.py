@@ -144,6 +144,8 @@ def backup_body(b: Backup, region: str) -> dict[str, Any]:
             "fail_reason": b.fail_reason,
             "image_type": "backup",
             "incremental": b.incremental,
+            # Why a VM backup read its disks in full (first backup, a broken chain...).
+            "incremental_reason": str(b.extra.get("incremental_reason") or ""),
             "progress": b.progress,
             "resource_az": region,
             "resource_name": b.resource_name,

@@ -1,0 +1,176 @@
+"""Backups and restores of a running libvirt domain through the API and a worker.
+
+A real libvirtd and QEMU: the tiny test guest (tests/support/vmguest.py) writes its
+pattern while it is backed up. The domain is discovered into the inventory, assigned to
+the project, backed up (full, then incremental reading only what changed), and restored
+onto another stopped domain, which is then powered on. On SQLite and PostgreSQL: the
+chain of checkpoints is kept in the database.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from csbs.domain.clock import SystemClock
+from csbs.hypervisor import backup as vmb
+from csbs.hypervisor.discovery import list_domains
+from csbs.services.discovery import sync_host
+from tests.hypervisor.test_pull_backup import DISK, STATIC, check_image, make_disk, static_bytes
+from tests.support import vmguest
+from tests.tasks.conftest import PROVIDER, Cloud, _cloud
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def guest() -> vmguest.GuestImage:
+    return vmguest.build_guest()
+
+
+@pytest.fixture
+def host() -> str:
+    return f"kvm-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    path = vmguest.run_dir()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def vm_cloud(workdir: Path, db_url: str, host: str) -> Iterator[Cloud]:
+    for cloud in _cloud(workdir, db_url, worker_host=host, libvirt_uri="qemu:///system"):
+        # The data directory (VM scratch space) must be reachable by QEMU's user.
+        data = cloud.env.runtime.settings.data_dir
+        data.chmod(data.stat().st_mode | 0o001)
+        yield cloud
+
+
+def _sync(cloud: Cloud, host: str, conn: Any, *domains: Any) -> None:
+    """What the worker's host watcher does, at once: the inventory follows libvirt."""
+    uuids = {d.UUIDString() for d in domains}
+    infos = [i for i in list_domains(conn) if i.uuid in uuids]
+    sync_host(cloud.worker_runtime.services.db, SystemClock(), host, infos)
+
+
+def _discover(cloud: Cloud, host: str, conn: Any, *domains: Any) -> list[dict[str, Any]]:
+    _sync(cloud, host, conn, *domains)
+    out = []
+    for d in domains:
+        r = cloud.env.client.post(
+            f"/v1/{cloud.pid}/servers/{d.UUIDString()}/assign", headers=cloud.headers(cloud.admin)
+        )
+        assert r.status_code == 200, r.text
+        out.append(dict(r.json()["server"]))
+    return out
+
+
+def _backup(cloud: Cloud, server_id: str, **param: Any) -> dict[str, Any]:
+    r = cloud.protect(server_id, **param)
+    assert r.status_code == 200, r.text
+    done = cloud.wait_backup(cloud.item_of(r.json()["checkpoint"]["id"])["id"], timeout=300)
+    assert done["status"] == "available", done["extend_info"]["fail_reason"]
+    return done
+
+
+def _restore(cloud: Cloud, item: dict[str, Any], target: dict[str, Any], power_on: bool) -> Any:
+    vb = item["extend_info"]["volume_backups"][0]["id"]
+    r = cloud.env.client.post(
+        f"/v1/{cloud.pid}/restores",
+        headers=cloud.headers(),
+        json={
+            "restore": {
+                "provider_id": PROVIDER,
+                "checkpoint_id": item["checkpoint_id"],
+                "parameters": {
+                    "checkpoint_item_id": item["id"],
+                    "power_on": power_on,
+                    "targets": {
+                        "server_id": target["id"],
+                        "volumes": [{"backup_id": vb, "volume_id": target["disks"][0]["id"]}],
+                    },
+                },
+            }
+        },
+    )
+    if r.status_code != 200:
+        return r
+    done = cloud.wait_restore(r.json()["restore"]["id"], timeout=300)
+    assert done["status"] == "success", done
+    return r
+
+
+def test_live_vm_backup_incremental_and_restore_to_another_domain(
+    vm_cloud: Cloud, guest: vmguest.GuestImage, workdir: Path, host: str
+) -> None:
+    cloud = vm_cloud
+    conn: Any = vmguest.connect()
+    disk = make_disk(workdir)
+    target_disk = workdir / "target.raw"
+    vmguest.qemu_img("create", "-q", "-f", "raw", str(target_disk), str(DISK))
+    try:
+        with (
+            vmguest.running_domain(conn, guest, [(disk, "qcow2")], workdir) as (domain, console),
+            vmguest.running_domain(conn, guest, [(target_disk, "raw")], workdir, start=False) as (
+                other,
+                other_console,
+            ),
+        ):
+            server, target = _discover(cloud, host, conn, domain, other)
+            assert server["status"] == "running" and target["status"] == "stopped"
+            vmguest.wait_rounds(console, 1)
+
+            first = _backup(cloud, server["id"])
+            info = first["extend_info"]
+            assert info["consistency"] == "crash_consistent"  # no guest agent in this guest
+            assert info["incremental"] is False
+            assert info["incremental_reason"] == "no earlier backup of this server to build on"
+            static = STATIC[1] - STATIC[0]
+            assert static <= info["bytes_read"] <= static + 2 * MiB
+            assert vmb.csbs_checkpoints(domain) == [f"csbs-{first['id']}"]
+
+            vmguest.wait_rounds(console, vmguest.rounds_done(console) + 1)
+            second = _backup(cloud, server["id"])
+            info = second["extend_info"]
+            assert info["incremental"] is True, info["incremental_reason"]
+            assert info["volume_backups"][0]["incremental"] is True
+            # Only the guest's chunks were read (256 KiB chunks: 2 MiB of them at most).
+            assert 0 < info["bytes_read"] <= 2 * MiB
+            # The first backup's checkpoint is not needed any more: removed.
+            assert vmb.csbs_checkpoints(domain) == [f"csbs-{second['id']}"]
+
+            # A full read asked for is one, and says so.
+            third = _backup(cloud, server["id"], incremental=False)
+            assert third["extend_info"]["incremental"] is False
+            assert third["extend_info"]["incremental_reason"] == "a full read was asked for"
+            assert third["extend_info"]["bytes_read"] >= static
+
+            # Restore the incremental onto the other (stopped, raw) domain and start it.
+            assert _restore(cloud, second, target, power_on=True).status_code == 200
+            assert other.isActive()
+            vmguest.wait_rounds(other_console, 0)  # it boots and its guest writes again
+            other.destroy()
+            image = vmguest.guest_bytes(target_disk, "raw")
+            # The guest of the restored domain wrote over its blocks: check the rest.
+            assert image[STATIC[0] : STATIC[1]] == static_bytes()
+            assert vmguest.qemu_img_info(target_disk)["format"] == "raw"
+
+            # The same backup restored without power-on is the point-in-time image.
+            _sync(cloud, host, conn, domain, other)  # the inventory sees it stopped
+            assert _restore(cloud, second, target, power_on=False).status_code == 200
+            assert not other.isActive()
+            check_image(vmguest.guest_bytes(target_disk, "raw"))
+
+            # A running domain is no restore target (the spec's restore needs it stopped).
+            refused = _restore(cloud, second, server, power_on=False)
+            assert refused.status_code == 400, refused.text
+    finally:
+        conn.close()
