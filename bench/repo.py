@@ -162,12 +162,14 @@ class Run:
 #: Whether the page cache could be dropped (None: not tried yet). Needs root outside a
 #: container; where /proc/sys is read-only, operations start with a warm cache.
 _dropped: bool | None = None
+#: --no-drop-caches: only `sync` (how the runs before 2026-12-08 were measured).
+_DROP = [True]
 
 
 def drop_caches() -> None:
     """Drop the page cache (after the `sync` that makes its pages clean), if allowed."""
     global _dropped
-    if _dropped is False:
+    if _dropped is False or not _DROP[0]:
         return
     try:
         Path("/proc/sys/vm/drop_caches").write_text("3\n")
@@ -569,7 +571,13 @@ def main() -> None:
     parser.add_argument(
         "--real-files", type=Path, default=Path("/usr/share"), help="files of --image real"
     )
+    parser.add_argument(
+        "--no-drop-caches",
+        action="store_true",
+        help="only sync before each operation (the runs before 2026-12-08)",
+    )
     args = parser.parse_args()
+    _DROP[0] = not args.no_drop_caches
     nbytes = parse_size(args.size)
     work = Path(tempfile.mkdtemp(prefix="csbs-bench-", dir=args.work_dir))
     try:
@@ -615,8 +623,8 @@ def main() -> None:
             + (
                 ", and a drop of the page cache. "
                 if _dropped
-                else " (the page cache could not be dropped here: /proc/sys/vm/drop_caches "
-                "is not writable, so reads may hit the cache). "
+                else " (the page cache was not dropped: --no-drop-caches, or "
+                "/proc/sys/vm/drop_caches not writable; reads may hit the cache). "
             )
             + f"A restore is timed until the image is on disk: csbs fsyncs it before it reports "
             f"success; restic and borg do not, so the fsync of their image is added. "
