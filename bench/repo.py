@@ -4,9 +4,11 @@
                          [--image generated|real] [--real-files /usr/share]
                          [--out docs/benchmarks-repo.md]
 
-The same steps for every tool: a first backup, a second with nothing changed, one after a
-1 % clustered and one after a 1 % scattered change, a restore (timed until the image is on
-disk), then eighteen more backups and the deletion of one with its space reclaimed. Every
+The same steps for every tool: a first backup, a second with nothing changed, with
+`--image real` one after 5 % of the file system's files were rewritten (as root:
+loop-mounted, each file written anew and renamed over the old one), one after a 1 %
+clustered and one after a 1 % scattered change, a restore (timed until the image is on
+disk), then more backups up to twenty and the deletion of one with its space reclaimed. Every
 operation runs in a child process under `/usr/bin/time` (when present), so each tool's peak
 RSS is its own (a forked child's ru_maxrss starts from its parent's). The csbs children run
 `bench.repo_child`. Prints the report (and writes it to `--out` when given) with the
@@ -77,6 +79,56 @@ def change_scattered(path: Path, size: int, seed: int, fraction: float = 0.01) -
             f.write(rng.randbytes(4096))
 
 
+def rewrite_files(image: Path, seed: int, fraction: float = 0.05) -> int:
+    """Rewrite `fraction` of the regular files of the ext4 file system in `image` as an
+    update does: write the new version beside the old one, then rename it over the old one
+    (so its blocks are allocated anew). The new version is the old bytes with 1 % of them (one
+    run at a random place, at least one byte) replaced by random bytes: same size, mostly
+    the same content. Needs root (`mount -o loop`). Returns how many files were rewritten."""
+    rng = random.Random(seed)
+    mountpoint = Path(tempfile.mkdtemp(prefix="csbs-bench-mnt-", dir=image.parent))
+    subprocess.run(["mount", "-o", "loop", str(image), str(mountpoint)], check=True)
+    try:
+        files = sorted(
+            os.path.join(directory, name)
+            for directory, _, names in os.walk(mountpoint)
+            for name in names
+            if os.path.isfile(p := os.path.join(directory, name))
+            and not os.path.islink(p)
+            and os.path.getsize(p) > 0
+        )
+        chosen = rng.sample(files, max(1, int(len(files) * fraction)))
+        for name in chosen:
+            with open(name, "rb") as f:
+                data = bytearray(f.read())
+            length = max(1, len(data) // 100)
+            start = rng.randrange(0, len(data) - length + 1)
+            data[start : start + length] = rng.randbytes(length)
+            new = name + ".csbs-bench-new"
+            with open(new, "wb") as f:
+                f.write(data)
+            shutil.copymode(name, new)
+            os.replace(new, name)
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=True)
+        mountpoint.rmdir()
+    return len(chosen)
+
+
+def changed_blocks(a: Path, b: Path) -> int:
+    """How many 4 KiB blocks differ between two images of the same size."""
+    changed = 0
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x, y = fa.read(16 * MiB), fb.read(16 * MiB)
+            if not x and not y:
+                return changed
+            if x == y:
+                continue
+            for off in range(0, max(len(x), len(y)), 4096):
+                changed += x[off : off + 4096] != y[off : off + 4096]
+
+
 def file_digest(path: Path) -> bytes:
     hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
     with open(path, "rb") as f:
@@ -107,12 +159,32 @@ class Run:
     output: str
 
 
+#: Whether the page cache could be dropped (None: not tried yet). Needs root outside a
+#: container; where /proc/sys is read-only, operations start with a warm cache.
+_dropped: bool | None = None
+#: --no-drop-caches: only `sync` (how the runs before 2026-12-08 were measured).
+_DROP = [True]
+
+
+def drop_caches() -> None:
+    """Drop the page cache (after the `sync` that makes its pages clean), if allowed."""
+    global _dropped
+    if _dropped is False or not _DROP[0]:
+        return
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        _dropped = True
+    except OSError:
+        _dropped = False
+
+
 def run(command: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> Run:
     """Run `command` to completion; its wall time and own peak RSS (via /usr/bin/time)."""
     timer = shutil.which("time") or ("/usr/bin/time" if os.path.exists("/usr/bin/time") else None)
     # Every operation starts with nothing waiting to be written back (earlier steps and
     # other tools leave gigabytes of dirty pages): the disk is then the tool's alone.
     os.sync()
+    drop_caches()
     with tempfile.NamedTemporaryFile("r", suffix=".time") as stats:
         full = [timer, "-f", "%M", "-o", stats.name, *command] if timer else command
         started = time.monotonic()
@@ -280,37 +352,75 @@ class Results:
     scattered_stored: int = 0
     restore: float = 0.0
     exact: bool = False
+    rewritten: float = 0.0  # backup after 5 % of the files were rewritten (--image real)
+    rewritten_stored: int = 0
     delete: float = 0.0
     reclaimed: int = 0  # bytes
     peak_kib: int = 0
 
 
-def scenario(tool: Tool, image: Path, pristine: Path, size: int, work: Path) -> Results:
+@dataclasses.dataclass
+class Rewrite:
+    """The pristine image with 5 % of its files rewritten, made once for every tool."""
+
+    image: Path
+    files: int
+    blocks: int  # 4 KiB blocks that differ from the pristine image
+
+
+def prepare_rewrite(pristine: Path, work: Path) -> Rewrite:
+    """Rewrite 5 % of the files of a copy of `pristine` and count the blocks that changed.
+    Done once (ext4's allocator need not place the new files alike twice), so every tool
+    backs up the same image; and on the intact file system, before the clustered and
+    scattered changes, whose random blocks damage its metadata (the kernel then refuses
+    to write)."""
+    after = work / "rewritten.img"
+    _sparse_copy(pristine, after)
+    files = rewrite_files(after, seed=5)
+    return Rewrite(after, files, changed_blocks(pristine, after))
+
+
+def scenario(
+    tool: Tool,
+    image: Path,
+    pristine: Path,
+    size: int,
+    work: Path,
+    rewrite: Rewrite | None = None,
+) -> Results:
     """The scenarios, on a fresh copy of the image (every tool sees the same changes)."""
     _sparse_copy(pristine, image)
     r = Results()
     tool.init()
-    r.first = tool.backup(image, "b01")
+    names = (f"b{n:02d}" for n in range(1, _BACKUPS + 1))
+    r.first = tool.backup(image, next(names))
     r.first_stored = tool.stored()
-    r.unchanged = tool.backup(image, "b02")
+    r.unchanged = tool.backup(image, next(names))
+    if rewrite is not None:
+        _sparse_copy(rewrite.image, image)  # 5 % of the files written anew and renamed
+        before = tool.stored()
+        r.rewritten = tool.backup(image, next(names))
+        r.rewritten_stored = tool.stored() - before
     before = tool.stored()
     change_clustered(image, size, seed=3)
-    r.clustered = tool.backup(image, "b03")
+    clustered = next(names)
+    r.clustered = tool.backup(image, clustered)
     r.clustered_stored = tool.stored() - before
     before = tool.stored()
     change_scattered(image, size, seed=4)
-    r.scattered = tool.backup(image, "b04")
+    scattered = next(names)
+    r.scattered = tool.backup(image, scattered)
     r.scattered_stored = tool.stored() - before
     target = work / f"{tool.name}-restore"
     target.mkdir()
-    r.restore, restored = tool.restore("b04", target, image)
+    r.restore, restored = tool.restore(scattered, target, image)
     r.exact = file_digest(restored) == file_digest(image)
     shutil.rmtree(target)
-    for n in range(5, _BACKUPS + 1):
-        change_scattered(image, size, seed=100 + n, fraction=0.002)
-        tool.backup(image, f"b{n:02d}")
+    for n, name in enumerate(names):
+        change_scattered(image, size, seed=105 + n, fraction=0.002)
+        tool.backup(image, name)
     before = tool.stored()
-    r.delete = tool.delete("b03")  # holds the clustered change: real space to reclaim
+    r.delete = tool.delete(clustered)  # holds the clustered change: real space to reclaim
     r.reclaimed = before - tool.stored()
     r.peak_kib = tool.peak_kib
     return r
@@ -345,7 +455,12 @@ def _mbps(size: int, seconds: float) -> str:
     return f"{size / seconds / MB:,.0f} MB/s ({seconds:.2f} s)" if seconds else "-"
 
 
-def table(size: int, limits: dict[str, float], results: dict[str, Results]) -> str:
+def table(
+    size: int,
+    limits: dict[str, float],
+    results: dict[str, Results],
+    rewrite: Rewrite | None = None,
+) -> str:
     """The report: one row per measure, one column per tool, and csbs's ratios."""
     tools = list(results)
     others = [t for t in tools if t != "csbs"]
@@ -375,6 +490,23 @@ def table(size: int, limits: dict[str, float], results: dict[str, Results]) -> s
     add("first backup", lambda r: _mbps(size, r.first), speed("first"))
     add("  stored after it", lambda r: f"{r.first_stored / MB:,.0f} MB", less("first_stored"))
     add("second backup, nothing changed", lambda r: _mbps(size, r.unchanged), speed("unchanged"))
+    if rewrite is not None:
+        blocks = rewrite.blocks * 4096
+        add(
+            f"5 % of the files rewritten ({rewrite.files:,}, write + rename): backup",
+            lambda r: _mbps(size, r.rewritten),
+            speed("rewritten"),
+        )
+        add(
+            f"  stored bytes added ({rewrite.blocks * 4096 / MB:,.1f} MB of blocks changed)",
+            lambda r: f"{r.rewritten_stored / MB:,.1f} MB",
+            less("rewritten_stored"),
+        )
+        add(
+            "  stored ÷ bytes of blocks changed",
+            lambda r: f"{r.rewritten_stored / blocks:.2f}x",
+            less("rewritten_stored"),
+        )
     add("1 % clustered change: backup", lambda r: _mbps(size, r.clustered), speed("clustered"))
     add(
         "  stored bytes added",
@@ -439,7 +571,13 @@ def main() -> None:
     parser.add_argument(
         "--real-files", type=Path, default=Path("/usr/share"), help="files of --image real"
     )
+    parser.add_argument(
+        "--no-drop-caches",
+        action="store_true",
+        help="only sync before each operation (the runs before 2026-12-08)",
+    )
     args = parser.parse_args()
+    _DROP[0] = not args.no_drop_caches
     nbytes = parse_size(args.size)
     work = Path(tempfile.mkdtemp(prefix="csbs-bench-", dir=args.work_dir))
     try:
@@ -450,6 +588,10 @@ def main() -> None:
         else:
             generate_image(pristine, nbytes)
         limits = primitive_limits(pristine, nbytes)
+        rewrite = None
+        if args.image == "real":
+            print("rewriting 5 % of the files (loop mount) ...", flush=True)
+            rewrite = prepare_rewrite(pristine, work)
         results: dict[str, Results] = {}
         notes: list[str] = []
         kinds: dict[str, type[Tool]] = {"csbs": Csbs, "restic": Restic, "borg": Borg}
@@ -459,7 +601,7 @@ def main() -> None:
                 continue
             print(f"running {name} ...", flush=True)
             image = work / "disk.img"
-            results[name] = scenario(kinds[name](work), image, pristine, nbytes, work)
+            results[name] = scenario(kinds[name](work), image, pristine, nbytes, work, rewrite)
         versions = _versions(list(results))
         report = (
             f"# Repository benchmark\n\nCommand: `python -m bench.repo --size {args.size} "
@@ -471,17 +613,23 @@ def main() -> None:
             )
             + "csbs backs each image up over the one before (sub-chunk increments). "
             "Ratios are csbs's speed-up (times) or, for sizes and "
-            f"memory, how many times less csbs needs. restic runs with `--force` and borg with "
-            f"`--files-cache disabled` so that, like csbs reading a device, they read the image "
-            f"every time. Deletion: csbs `delete_backup` + sweep (grace 0), restic "
-            f"`forget --prune`, borg `delete` + `compact`. csbs operations are timed inside "
-            f"their process, as a long-running worker runs them (interpreter start-up and "
-            f"imports, about 0.7 s, excluded); restic and borg are timed as whole commands. "
-            f"Every operation starts after a `sync`, so no tool pays for another's writeback. "
-            f"A restore is timed until the image is on disk: csbs fsyncs it before it reports "
+            "memory, how many times less csbs needs. restic runs with `--force` and borg with "
+            "`--files-cache disabled` so that, like csbs reading a device, they read the image "
+            "every time. Deletion: csbs `delete_backup` + sweep (grace 0), restic "
+            "`forget --prune`, borg `delete` + `compact`. csbs operations are timed inside "
+            "their process, as a long-running worker runs them (interpreter start-up and "
+            "imports, about 0.7 s, excluded); restic and borg are timed as whole commands. "
+            "Every operation starts after a `sync`, so no tool pays for another's writeback"
+            + (
+                ", and a drop of the page cache. "
+                if _dropped
+                else " (the page cache was not dropped: --no-drop-caches, or "
+                "/proc/sys/vm/drop_caches not writable; reads may hit the cache). "
+            )
+            + f"A restore is timed until the image is on disk: csbs fsyncs it before it reports "
             f"success; restic and borg do not, so the fsync of their image is added. "
             f"Peak RSS is each process's own (GNU time).\n{versions}\n\n"
-            + table(nbytes, limits, results)
+            + table(nbytes, limits, results, rewrite)
             + "".join(f"\n- {n}" for n in notes)
         )
         print(report)
