@@ -53,7 +53,11 @@ def test_backup_and_restore_hold_a_bounded_number_of_chunks(
     # Backup: window + 1 hashing, a batch, one plaintext per upload and a compressed payload
     # per sealer, plus the chunk being read: 3 + 2 + 3 + 2 + 1 = 11 chunks at most.
     assert backup_peak < 11 * CHUNK + CHUNK // 2, backup_peak / CHUNK
-    # Restore: the plaintext fetched ahead (8 MiB: eight of these chunks, two of 4 MiB),
-    # the one fetched beyond it, the one handed to a writer, one per direct writer until
-    # copied: the 16 MiB read ahead before took it to 18.
-    assert restore_peak < reader._IN_FLIGHT_BYTES + 4 * CHUNK, restore_peak / CHUNK
+    # Restore (io_threads 4, so a window of 8 of these chunks, 8 MiB): the window plus the
+    # one fetched beyond it, each a plaintext once fetched; one more buffer for each of the
+    # 4 fetches being opened (envelope or payload next to its plaintext); one piece per
+    # direct writer until copied: 9 + 4 + 2 = 15 at most; 10.3 to 12.3 measured, timing
+    # deciding. The 16 MiB read ahead before took it to 18.
+    window = max(2, min(2 * 4, reader._IN_FLIGHT_BYTES // CHUNK))
+    bound = (window + 1 + 4 + reader._WRITERS) * CHUNK
+    assert restore_peak < bound, restore_peak / CHUNK
