@@ -290,3 +290,55 @@ def test_many_threads_hash_compress_encrypt_at_once(project_keys: keys.ProjectKe
     for (chunk_id, blob, _), plaintext in zip(sealed, opened, strict=True):
         assert blob[9] == envelope.COMPRESSION_ZSTD
         assert plaintext == by_id[chunk_id]
+
+
+class _Counting:
+    """A zstd compressor that counts the bytes it was given."""
+
+    def __init__(self) -> None:
+        self._zstd = zstandard.ZstdCompressor(level=1, write_content_size=True)
+        self.seen = 0
+
+    def compress(self, data: bytes | memoryview) -> bytes:
+        self.seen += len(data)
+        return self._zstd.compress(data)
+
+
+def test_an_incompressible_chunk_is_probed_not_compressed(
+    project_keys: keys.ProjectKeys,
+) -> None:
+    plaintext = random.Random(1).randbytes(4 * 1024 * 1024)
+    compressor = _Counting()
+    blob = envelope.seal(project_keys, project_keys.chunk_id(plaintext), plaintext, compressor)
+    assert blob[9] == envelope.COMPRESSION_NONE
+    assert compressor.seen <= 64 * 1024, "only the samples were compressed"
+    opened = envelope.open_(
+        project_keys, project_keys.chunk_id(plaintext), blob, zstandard.ZstdDecompressor()
+    )
+    assert opened == plaintext
+
+
+@pytest.mark.parametrize("where", ["start", "middle", "end"])
+def test_a_chunk_compressible_in_any_sampled_part_is_compressed(
+    project_keys: keys.ProjectKeys, where: str
+) -> None:
+    # A seventh of the chunk: the longest a compressible part can be and still be missed.
+    size = 4 * 1024 * 1024
+    text = (b"a log line that compresses well\n" * (size // 7 // 32 + 1))[: size // 7]
+    noise = bytearray(random.Random(2).randbytes(size))
+    at = {"start": 0, "middle": size // 2 - len(text) // 2, "end": size - len(text)}[where]
+    noise[at : at + len(text)] = text
+    plaintext = bytes(noise)
+    compressor = _Counting()
+    blob = envelope.seal(project_keys, project_keys.chunk_id(plaintext), plaintext, compressor)
+    assert blob[9] == envelope.COMPRESSION_ZSTD
+    assert compressor.seen > size, "the whole chunk was compressed after a sample said so"
+
+
+def test_a_small_plaintext_is_compressed_without_a_probe(
+    project_keys: keys.ProjectKeys,
+) -> None:
+    plaintext = os.urandom(100_000)
+    compressor = _Counting()
+    envelope.seal(project_keys, project_keys.chunk_id(plaintext), plaintext, compressor)
+    assert compressor.seen == len(plaintext)
