@@ -53,10 +53,16 @@ _PIECE = struct.Struct("<II")
 Pieces = Sequence[tuple[int, int]]
 
 
+def leaf_size(chunk_size: int) -> int:
+    """The sub-block of a disk in chunks of `chunk_size` before any doubling (see
+    `sub_block_size`): the leaf of the tree chunk ids of a project with that chunk size."""
+    return min(max(MIN_SUB_BLOCK, chunk_size // SUB_BLOCKS_PER_CHUNK), chunk_size)
+
+
 def sub_block_size(chunk_size: int, logical_size: int) -> int:
     """The sub-block of a disk of `logical_size` in chunks of `chunk_size`: a 256th of
     the chunk (at least 4 KiB), doubled until the disk has at most `MAX_SUB_BLOCKS`."""
-    size = max(MIN_SUB_BLOCK, chunk_size // SUB_BLOCKS_PER_CHUNK)
+    size = leaf_size(chunk_size)
     while size < chunk_size and logical_size // size > MAX_SUB_BLOCKS:
         size *= 2
     return min(size, chunk_size)
@@ -68,11 +74,20 @@ def sub_count(length: int, sub_block: int) -> int:
 
 def sub_digests(project_keys: keys.ProjectKeys, data: bytes | memoryview, sub_block: int) -> bytes:
     """The digests of every sub-block of `data` (the last may be short), concatenated."""
-    view = memoryview(data)
-    return b"".join(
-        project_keys.chunk_digest(view[start : start + sub_block])[:SUB_DIGEST_SIZE]
-        for start in range(0, len(view), sub_block)
-    )
+    return _truncated(project_keys.leaf_digests(data, sub_block))
+
+
+def digest_chunk(
+    project_keys: keys.ProjectKeys, data: bytes | memoryview, sub_block: int
+) -> tuple[keys.ChunkId, bytes]:
+    """The chunk id of `data` and its `sub_digests`: one pass over the data where the
+    project's chunk ids are trees whose leaves are these sub-blocks (decision 0027)."""
+    chunk_id, leaves = project_keys.chunk_id_and_leaves(data, sub_block)
+    return chunk_id, _truncated(leaves)
+
+
+def _truncated(leaves: list[bytes]) -> bytes:
+    return b"".join([leaf[:SUB_DIGEST_SIZE] for leaf in leaves])
 
 
 def changed_pieces(

@@ -140,6 +140,13 @@ class ProjectRecord:
     wrapped_key: bytes
     chunk_size: int
     created_at: dt.datetime
+    chunk_id_leaf: int | None = None  # keys.ProjectKeys's leaf_size
+
+
+def _project_record(row: sa.Row[Any]) -> ProjectRecord:
+    return ProjectRecord(
+        row.project_id, row.wrapped_key, row.chunk_size, row.created_at, row.chunk_id_leaf
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -281,7 +288,9 @@ class ChunkIndex:
 
     # -- projects ---------------------------------------------------------------------------
 
-    def create_project(self, project_id: str, wrapped_key: bytes, chunk_size: int) -> ProjectRecord:
+    def create_project(
+        self, project_id: str, wrapped_key: bytes, chunk_size: int, chunk_id_leaf: int | None
+    ) -> ProjectRecord:
         """Insert the project's row unless it exists; return the row that is stored."""
         now = self._clock.now()
         with self._engine.begin() as conn:
@@ -291,6 +300,7 @@ class ChunkIndex:
                     project_id=project_id,
                     wrapped_key=wrapped_key,
                     chunk_size=chunk_size,
+                    chunk_id_leaf=chunk_id_leaf,
                     next_generation=1,
                     created_at=now,
                 )
@@ -312,14 +322,12 @@ class ChunkIndex:
             ).first()
         if row is None:
             return None
-        return ProjectRecord(row.project_id, row.wrapped_key, row.chunk_size, row.created_at)
+        return _project_record(row)
 
     def list_projects(self) -> list[ProjectRecord]:
         with self._reader.begin() as conn:
             rows = conn.execute(sa.select(repo_projects).order_by(repo_projects.c.project_id))
-            return [
-                ProjectRecord(r.project_id, r.wrapped_key, r.chunk_size, r.created_at) for r in rows
-            ]
+            return [_project_record(r) for r in rows]
 
     def set_wrapped_key(self, project_id: str, wrapped_key: bytes) -> None:
         with self._engine.begin() as conn:

@@ -19,7 +19,17 @@ import sqlalchemy as sa
 
 from csbs.blobstore import BlobStore
 from csbs.domain.clock import Clock
-from csbs.repository import audit, chunking, deployment, envelope, errors, keys, layout, reclaim
+from csbs.repository import (
+    audit,
+    chunking,
+    delta,
+    deployment,
+    envelope,
+    errors,
+    keys,
+    layout,
+    reclaim,
+)
 from csbs.repository.index import RELEASE_REFS, ManifestRecord, Usage
 from csbs.repository.reader import BackupReader, BlockTarget, RestoreCallback, RestoreProgress
 from csbs.repository.reclaim_index import PendingRelease, ReclaimIndex
@@ -92,11 +102,15 @@ class Repository:
             if not create:
                 raise errors.RepositoryError(f"project {project_id} has no repository")
             wrapped = keys.wrap_data_key(self.master_key, keys.generate_data_key(), project_id)
-            record = self.index.create_project(project_id, wrapped, self.deployment_chunk_size())
+            chunk_size = self.deployment_chunk_size()
+            # New projects hash chunks as trees of their sub-blocks (decision 0027).
+            record = self.index.create_project(
+                project_id, wrapped, chunk_size, delta.leaf_size(chunk_size)
+            )
             # A copy next to the data, for disaster recovery without the database.
             self.store.put(layout.key_name(project_id), record.wrapped_key)
         data_key = keys.unwrap_data_key(self.master_key, record.wrapped_key, project_id)
-        opened = (keys.ProjectKeys(data_key), record.chunk_size)
+        opened = (keys.ProjectKeys(data_key, record.chunk_id_leaf), record.chunk_size)
         with self._lock:
             self._keys[project_id] = opened
         return opened

@@ -46,6 +46,9 @@ repo_projects = sa.Table(
     sa.Column("project_id", sa.String(64), primary_key=True),
     sa.Column("wrapped_key", sa.LargeBinary, nullable=False),
     sa.Column("chunk_size", sa.Integer, nullable=False),
+    # The leaf of the project's tree chunk ids (keys.ProjectKeys); NULL: ids hash whole
+    # chunks (projects created before decision 0027).
+    sa.Column("chunk_id_leaf", sa.Integer, nullable=True),
     # Next free chunk generation; writers reserve blocks of them (see layout.chunk_name).
     sa.Column("next_generation", _BIG, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),

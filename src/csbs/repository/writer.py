@@ -505,8 +505,7 @@ class _DiskRun:
                 self._flush()
 
     def _hash(self, data: bytes) -> tuple[keys.ChunkId, bytes]:
-        project_keys = self.parts.project_keys
-        return project_keys.chunk_id(data), delta.sub_digests(project_keys, data, self.sub_block)
+        return delta.digest_chunk(self.parts.project_keys, data, self.sub_block)
 
     def _delta_of(
         self, item: chunking.Data, chunk_id: str, digests: bytes
