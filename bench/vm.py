@@ -202,6 +202,7 @@ def main() -> None:
             start = time.monotonic()
             since = f"csbs-{previous}" if previous else None
             with vmb.PullBackup(domain, scratch, backup_id, since=since) as job:
+                begun = time.monotonic()
                 manifest = (
                     repo.reader("p").load_manifest(previous, "vda")
                     if previous and job.outcome.incremental
@@ -209,10 +210,17 @@ def main() -> None:
                 )
                 source = ExportChunks(job.export("vda"), manifest)
                 repo.backup_writer("p", backup_id).write_disk("vda", source)
+                data = time.monotonic() - begun  # the data time: read, stored, recorded
                 repo.seal_backup("p", backup_id)
                 note = "incremental" if manifest else f"full ({job.outcome.incremental_note})"
+                ending = time.monotonic()
             vmb.prune_checkpoints(domain, {f"csbs-{backup_id}"})
-            return time.monotonic() - start, source.export.bytes_read, note
+            end = time.monotonic()
+            note += (
+                f"; job start {begun - start:.2f} s, data {data:.2f} s, "
+                f"job end and checkpoint pruning {end - ending:.2f} s"
+            )
+            return end - start, source.export.bytes_read, note
 
         def virtnbd(level: str) -> float:
             # virtnbdbackup refuses to run beside checkpoints it did not create: csbs's
