@@ -125,10 +125,13 @@ def slow_after_first_chunk(export: Any, console: Path, rounds: int) -> None:
     """Hold the reads of everything after the first chunk until the guest did `rounds`."""
     prefetch = export.prefetch
 
-    def held(ranges: list[tuple[int, int]]) -> None:
-        if ranges and ranges[0][0] >= CHUNK:
+    waited = {0}  # chunks whose reads were held (the first is not)
+
+    def held(offset: int, into: memoryview) -> None:
+        if offset // CHUNK not in waited:
+            waited.add(offset // CHUNK)
             vmguest.wait_rounds(console, rounds)
-        prefetch(ranges)
+        prefetch(offset, into)
 
     export.prefetch = held
 

@@ -31,6 +31,7 @@ class _Read:
     offset: int
     length: int
     ranges: list[tuple[int, int]]
+    buffer: bytearray  # the chunk, zeros where no range is read
 
 
 class ExportChunks:
@@ -81,8 +82,11 @@ class ExportChunks:
             else:
                 ranges = export.data_ranges(offset, length)
                 if ranges:
-                    export.prefetch(ranges)
-                    queue.append(_Read(index, offset, length, ranges))
+                    buffer = bytearray(length)
+                    view = memoryview(buffer)
+                    for start, span in ranges:
+                        export.prefetch(start, view[start - offset : start - offset + span])
+                    queue.append(_Read(index, offset, length, ranges, buffer))
                     reads += 1
                 else:
                     queue.append(chunking.Holes(index, 1))
@@ -97,19 +101,12 @@ class ExportChunks:
             yield chunking.Holes(holes_from, count - holes_from)
 
     def _finish(self, item: _Read) -> chunking.Data | chunking.Holes:
-        """Collect the reads of one chunk (started in order, so they come in order)."""
-        if len(item.ranges) == 1 and item.ranges[0] == (item.offset, item.length):
-            _, got = self.export.take()
-            data = bytes(got)
-        else:
-            out = bytearray(item.length)
-            for start, size in item.ranges:
-                _, got = self.export.take()
-                out[start - item.offset : start - item.offset + size] = got
-            data = bytes(out)
-        if chunking.is_zero(data):
+        """Wait for the reads of one chunk (started in order, so they end in order)."""
+        for _ in item.ranges:
+            self.export.take()
+        if chunking.is_zero(item.buffer):
             return chunking.Holes(item.index, 1)
-        return chunking.Data(item.index, data)
+        return chunking.Data(item.index, bytes(item.buffer))
 
     def read_chunk(self, index: int, chunk_size: int) -> bytes:
         offset = index * chunk_size
