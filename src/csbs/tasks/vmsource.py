@@ -111,4 +111,4 @@ class ExportChunks:
     def read_chunk(self, index: int, chunk_size: int) -> bytes:
         offset = index * chunk_size
         length = min(chunk_size, self.size - offset)
-        return self.export.read(offset, length) or bytes(length)
+        return self.export.read(offset, length)
