@@ -9,6 +9,7 @@ chain of checkpoints is kept in the database.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ import pytest
 from csbs.domain.clock import SystemClock
 from csbs.hypervisor import backup as vmb
 from csbs.hypervisor.discovery import list_domains
+from csbs.hypervisor.errors import HypervisorError, NbdError
 from csbs.services.discovery import sync_host
 from tests.hypervisor.test_pull_backup import DISK, STATIC, check_image, make_disk, static_bytes
 from tests.support import vmguest
@@ -81,7 +83,13 @@ def _backup(cloud: Cloud, server_id: str, **param: Any) -> dict[str, Any]:
     return done
 
 
-def _restore(cloud: Cloud, item: dict[str, Any], target: dict[str, Any], power_on: bool) -> Any:
+def _restore(
+    cloud: Cloud,
+    item: dict[str, Any],
+    target: dict[str, Any],
+    power_on: bool,
+    expect: str = "success",
+) -> Any:
     vb = item["extend_info"]["volume_backups"][0]["id"]
     r = cloud.env.client.post(
         f"/v1/{cloud.pid}/restores",
@@ -104,7 +112,7 @@ def _restore(cloud: Cloud, item: dict[str, Any], target: dict[str, Any], power_o
     if r.status_code != 200:
         return r
     done = cloud.wait_restore(r.json()["restore"]["id"], timeout=300)
-    assert done["status"] == "success", done
+    assert done["status"] == expect, done
     return r
 
 
@@ -172,5 +180,99 @@ def test_live_vm_backup_incremental_and_restore_to_another_domain(
             # A running domain is no restore target (the spec's restore needs it stopped).
             refused = _restore(cloud, second, server, power_on=False)
             assert refused.status_code == 400, refused.text
+    finally:
+        conn.close()
+
+
+def _failed_task(cloud: Cloud, operation_type: str) -> dict[str, Any]:
+    r = cloud.env.client.get(
+        f"/v1/{cloud.pid}/operation_logs?operation_type={operation_type}",
+        headers=cloud.headers(),
+    )
+    assert r.status_code == 200, r.text
+    (failed,) = [log for log in r.json()["operation_logs"] if log["status"] == "failed"]
+    return dict(failed)
+
+
+def _assert_tenant_safe(message: str, task_id: str, *internals: str) -> None:
+    """What the project reads: our sentence and where the log has the rest, nothing else."""
+    assert f"operation log {task_id}" in message, message
+    assert "/" not in message, message  # no host path, socket or URI
+    for internal in ("qemu", "libvirt", "nbd_", *internals):
+        assert internal not in message, message
+
+
+def _logged(caplog: pytest.LogCaptureFixture, task_id: str) -> BaseException:
+    """The error the log holds, in full, under the task's id."""
+    (record,) = [r for r in caplog.records if getattr(r, "task_id", None) == task_id and r.exc_info]
+    assert record.exc_info is not None
+    error = record.exc_info[1]
+    assert isinstance(error, BaseException)
+    assert str(error) in (record.exc_text or ""), record.exc_text
+    return error
+
+
+def test_hypervisor_failures_read_plainly_and_the_log_has_the_detail(
+    vm_cloud: Cloud,
+    guest: vmguest.GuestImage,
+    workdir: Path,
+    host: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """qemu-nbd refusing a disk (a backup) and libvirt refusing to start a domain (a
+    restore's power-on): the tenant reads a CSBS code and a sentence of ours."""
+    cloud = vm_cloud
+    conn: Any = vmguest.connect()
+    broken = workdir / "broken.qcow2"
+    shutil.copyfile(make_disk(workdir), broken)
+    good = make_disk(workdir, "raw")
+    kernel = workdir / "vmlinuz"  # the restore target boots this copy, removed below
+    shutil.copyfile(guest.kernel, kernel)
+    kernel.chmod(0o644)
+    try:
+        with (
+            vmguest.running_domain(conn, guest, [(broken, "qcow2")], workdir, start=False) as (
+                stopped,
+                _,
+            ),
+            vmguest.running_domain(
+                conn,
+                vmguest.GuestImage(kernel, guest.initrd),
+                [(good, "raw")],
+                workdir,
+                start=False,
+            ) as (unbootable, _),
+            caplog.at_level(logging.ERROR, logger="csbs.tasks"),
+        ):
+            server, target = _discover(cloud, host, conn, stopped, unbootable)
+
+            # The disk is no qcow2 any more: qemu-nbd cannot open it.
+            broken.write_bytes(b"not a qcow2 image " * 4096)
+            r = cloud.protect(server["id"])
+            assert r.status_code == 200, r.text
+            item = cloud.wait_backup(cloud.item_of(r.json()["checkpoint"]["id"])["id"])
+            assert item["status"] == "error"
+            task_id = _failed_task(cloud, "backup")["id"]
+            reason = item["extend_info"]["fail_reason"]
+            assert reason.startswith(NbdError.tenant_message), reason
+            assert item["extend_info"]["fail_code"]["Code"] == NbdError.code == "CSBS.6050"
+            _assert_tenant_safe(reason, task_id, broken.name)
+            # qemu-nbd's own words (refused, or not a qcow2 file at its path) are logged.
+            logged = _logged(caplog, task_id)
+            assert isinstance(logged, NbdError) and str(logged) not in reason
+
+            # The restore writes the disk, then libvirt cannot start the domain: its
+            # kernel is gone.
+            backup = _backup(cloud, target["id"])
+            kernel.unlink()
+            r = _restore(cloud, backup, target, power_on=True, expect="fail")
+            assert r.status_code == 200, r.text
+            failed = _failed_task(cloud, "restore")
+            message = failed["error_info"]["message"]
+            assert failed["error_info"]["code"] == HypervisorError.code == "CSBS.6042"
+            assert message.startswith(f"The hypervisor did not start server {unbootable.name()}.")
+            _assert_tenant_safe(message, failed["id"], kernel.name)
+            logged = _logged(caplog, failed["id"])
+            assert isinstance(logged, HypervisorError) and str(kernel) in str(logged)
     finally:
         conn.close()

@@ -29,6 +29,7 @@ from typing import Any
 import nbd
 
 from csbs.domain import errors
+from csbs.hypervisor.errors import NbdError
 
 BASE_ALLOCATION = "base:allocation"
 DIRTY_PREFIX = "qemu:dirty-bitmap:"
@@ -37,12 +38,6 @@ DIRTY = 1  # qemu:dirty-bitmap: the extent changed
 _WINDOW = 1 << 30  # bytes of block status asked for at once
 _MAX_REQUEST = 32 << 20  # the largest NBD read or write request
 _ZERO_STEP = 1 << 30  # bytes zeroed per request (NBD lengths are 32-bit)
-
-
-class NbdError(errors.CsbsError):
-    """The NBD export failed (connection, read, write)."""
-
-    code = "CSBS.6040"
 
 
 @dataclass

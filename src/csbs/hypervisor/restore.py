@@ -16,7 +16,8 @@ from typing import Any
 import libvirt
 
 from csbs.domain import errors
-from csbs.hypervisor.backup import HypervisorError, _message
+from csbs.hypervisor.backup import _message
+from csbs.hypervisor.errors import HypervisorError
 from csbs.hypervisor.nbd import NbdExport, QemuNbd
 
 
@@ -61,4 +62,7 @@ def power_on(domain: Any) -> None:
     try:
         domain.create()
     except libvirt.libvirtError as exc:
-        raise HypervisorError(f"domain {domain.name()} did not start: {_message(exc)}") from exc
+        raise HypervisorError(
+            f"domain {domain.name()} did not start: {_message(exc)}",
+            tenant=f"The hypervisor did not start server {domain.name()}.",
+        ) from exc
