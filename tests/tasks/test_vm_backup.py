@@ -276,3 +276,51 @@ def test_hypervisor_failures_read_plainly_and_the_log_has_the_detail(
             assert isinstance(logged, HypervisorError) and str(kernel) in str(logged)
     finally:
         conn.close()
+
+
+def test_a_redefined_domain_lost_its_checkpoints_and_is_read_in_full(
+    vm_cloud: Cloud, guest: vmguest.GuestImage, workdir: Path, host: str
+) -> None:
+    """Undefined and defined again (same UUID), a domain has none of csbs's checkpoints:
+    the next backup reads it in full and says why, and the chain starts again from it."""
+    import libvirt
+
+    cloud = vm_cloud
+    conn: Any = vmguest.connect()
+    disk = make_disk(workdir)
+    try:
+        with vmguest.running_domain(conn, guest, [(disk, "qcow2")], workdir) as (domain, console):
+            (server,) = _discover(cloud, host, conn, domain)
+            vmguest.wait_rounds(console, 1)
+            first = _backup(cloud, server["id"])
+            assert vmb.csbs_checkpoints(domain) == [f"csbs-{first['id']}"]
+
+            # What a host's tooling does to change a domain (or what a host rebuilt from
+            # its domain XML does): stop, undefine with the checkpoints' metadata, define
+            # from the same XML, start. The qcow2 file keeps the old checkpoint's bitmap.
+            xml = domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+            domain.destroy()
+            domain.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
+            redefined = conn.defineXML(xml)
+            redefined.create()
+            assert redefined.UUIDString() == server["id"]
+            assert vmb.csbs_checkpoints(redefined) == []
+
+            # The API's clock is frozen: "newest" needs the backups created apart.
+            cloud.env.clock.advance(60)
+            second = _backup(cloud, server["id"])
+            info = second["extend_info"]
+            assert info["incremental"] is False
+            assert info["incremental_reason"] == f"checkpoint csbs-{first['id']} is gone"
+            assert info["volume_backups"][0]["incremental"] is False
+            static = STATIC[1] - STATIC[0]
+            assert info["bytes_read"] >= static
+            assert vmb.csbs_checkpoints(redefined) == [f"csbs-{second['id']}"]
+
+            # The chain goes on from the full read.
+            cloud.env.clock.advance(60)
+            third = _backup(cloud, server["id"])
+            assert third["extend_info"]["incremental"] is True, third["extend_info"]
+            assert vmb.csbs_checkpoints(redefined) == [f"csbs-{third['id']}"]
+    finally:
+        conn.close()
