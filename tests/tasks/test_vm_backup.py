@@ -10,7 +10,13 @@ chain of checkpoints is kept in the database.
 from __future__ import annotations
 
 import logging
+import os
+import select
 import shutil
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,9 +28,11 @@ from csbs.domain.clock import SystemClock
 from csbs.hypervisor import backup as vmb
 from csbs.hypervisor.discovery import list_domains
 from csbs.hypervisor.errors import HypervisorError, NbdError
+from csbs.queue import TaskStatus
 from csbs.services.discovery import sync_host
 from tests.hypervisor.test_pull_backup import DISK, STATIC, check_image, make_disk, static_bytes
 from tests.support import vmguest
+from tests.support.processes import clean_env, csbs_command
 from tests.tasks.conftest import PROVIDER, Cloud, _cloud
 
 MiB = 1024 * 1024
@@ -324,3 +332,179 @@ def test_a_redefined_domain_lost_its_checkpoints_and_is_read_in_full(
             assert vmb.csbs_checkpoints(redefined) == [f"csbs-{third['id']}"]
     finally:
         conn.close()
+
+
+# A `csbs worker` whose restores stop at one point (argv[1]): after qemu-nbd started on
+# the target image but before the worker connected to it ("connecting"), or after the
+# first write over NBD ("writing"). Killed there, it is a worker that died in the middle
+# of a VM's restore.
+_HELD_WORKER = """
+import sys, time
+from csbs.hypervisor import nbd
+from csbs.cli import main
+point = sys.argv.pop(1)
+init, write_at = nbd.NbdExport.__init__, nbd.NbdExport.write_at
+def hold(where):
+    if where == point:
+        print(where, flush=True)
+        time.sleep(600)
+def connecting(self, *args, **kw):
+    hold("connecting")
+    init(self, *args, **kw)
+def writing(self, offset, data):
+    write_at(self, offset, data)
+    hold("writing")
+nbd.NbdExport.__init__ = connecting
+nbd.NbdExport.write_at = writing
+main()
+"""
+
+
+def _wait_line(process: subprocess.Popen[bytes], line: bytes, timeout: float = 120) -> None:
+    """Wait until `process` prints `line` (its other lines are passed over)."""
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stdout], [], [], deadline - time.monotonic())
+        if not ready:
+            break
+        got = process.stdout.readline()
+        assert got, f"the worker ended ({process.wait()}) before printing {line!r}"
+        if got.strip() == line:
+            return
+    raise AssertionError(f"the worker did not print {line!r} in {timeout} s")
+
+
+def _qemu_nbd_on(image: Path) -> list[int]:
+    """The qemu-nbd processes serving `image`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"qemu-nbd") and str(image).encode() in argv:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize("killed_at", ["connecting", "writing"])
+def test_a_worker_killed_mid_restore_leaves_nothing_and_the_retry_restores_exactly(
+    vm_cloud: Cloud, guest: vmguest.GuestImage, workdir: Path, host: str, killed_at: str
+) -> None:
+    """kill -9 of the worker process restoring a VM's disk (qemu-nbd started on the image,
+    before or after the first write): its lease runs out, the next worker runs the restore
+    again from the start (an interruption, not a failure), no qemu-nbd nor its socket
+    directory is left, and the image is the backup's, byte for byte."""
+    cloud = vm_cloud
+    conn: Any = vmguest.connect()
+    disk = make_disk(workdir)
+    target_disk = workdir / "target.qcow2"
+    vmguest.qemu_img("create", "-q", "-f", "qcow2", str(target_disk), str(DISK))
+    tmp = workdir / "tmp"  # the workers' temporary directory: what they leave shows here
+    tmp.mkdir()
+    settings = cloud.env.runtime.settings
+
+    def worker(*prefix: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [*prefix, "worker", "--data-dir", str(settings.data_dir)],
+            stdout=subprocess.PIPE,
+            env=clean_env(
+                PYTHONPATH=os.pathsep.join(sys.path),
+                TMPDIR=str(tmp),
+                CSBS_DATABASE_URL=str(settings.database_url),
+                CSBS_CHUNK_SIZE=str(settings.chunk_size),
+                CSBS_LIBVIRT_URI="qemu:///system",
+                CSBS_WORKER_HOST=host,
+                CSBS_TASK_LEASE_SECONDS="1",
+                CSBS_LOG_LEVEL="WARNING",
+            ),
+        )
+
+    try:
+        with (
+            vmguest.running_domain(conn, guest, [(disk, "qcow2")], workdir) as (domain, console),
+            vmguest.running_domain(conn, guest, [(target_disk, "qcow2")], workdir, start=False) as (
+                other,
+                _,
+            ),
+        ):
+            server, target = _discover(cloud, host, conn, domain, other)
+            vmguest.wait_rounds(console, 1)
+            backup = _backup(cloud, server["id"])
+            cloud.worker.stop(grace=2)  # from here on, only worker processes run tasks
+
+            vb = backup["extend_info"]["volume_backups"][0]["id"]
+            r = cloud.env.client.post(
+                f"/v1/{cloud.pid}/restores",
+                headers=cloud.headers(),
+                json={
+                    "restore": {
+                        "provider_id": PROVIDER,
+                        "checkpoint_id": backup["checkpoint_id"],
+                        "parameters": {
+                            "checkpoint_item_id": backup["id"],
+                            "power_on": False,
+                            "targets": {
+                                "server_id": target["id"],
+                                "volumes": [
+                                    {"backup_id": vb, "volume_id": target["disks"][0]["id"]}
+                                ],
+                            },
+                        },
+                    }
+                },
+            )
+            assert r.status_code == 200, r.text
+            restore_id = r.json()["restore"]["id"]
+            task_id = _task_of_restore(cloud)
+
+            held = worker(sys.executable, "-c", _HELD_WORKER, killed_at)
+            try:
+                _wait_line(held, killed_at.encode())
+                assert _qemu_nbd_on(target_disk), "the restore writes through qemu-nbd"
+            finally:
+                held.kill()
+                held.wait()
+            store = cloud.env.services.tasks
+            assert store.get(task_id).status is TaskStatus.RUNNING  # type: ignore[union-attr]
+
+            retry = worker(*csbs_command())
+            try:
+                done = cloud.wait_restore(restore_id, timeout=300)
+            finally:
+                retry.send_signal(signal.SIGTERM)
+                retry.wait(timeout=60)
+            assert done["status"] == "success", done
+            task = store.get(task_id)
+            assert task is not None and task.status is TaskStatus.SUCCESS
+            assert task.attempts == 2  # the killed run, then the one that finished
+            assert _qemu_nbd_on(target_disk) == []
+            assert list(tmp.iterdir()) == []
+            assert not other.isActive()
+
+            # Byte for byte what the backup holds, and one instant of the guest's writes.
+            image = vmguest.guest_bytes(target_disk, "qcow2")
+            held_backup = cloud.env.services.backups.get(None, backup["id"])
+            expected = workdir / "expected.raw"
+            expected.touch()
+            cloud.worker_runtime.services.repository.restore(
+                cloud.pid,
+                str(held_backup.extra["repository_backup_id"]),
+                held_backup.disks[0].disk_id,
+                expected,
+            )
+            assert image == expected.read_bytes()
+            check_image(image)
+    finally:
+        conn.close()
+
+
+def _task_of_restore(cloud: Cloud) -> str:
+    r = cloud.env.client.get(
+        f"/v1/{cloud.pid}/operation_logs?operation_type=restore", headers=cloud.headers()
+    )
+    (log,) = r.json()["operation_logs"]
+    return str(log["id"])

@@ -472,4 +472,4 @@ class OfflineRead:
         disk = next(d for d in self.disks if d.target == target)
         assert disk.source is not None
         server = self._stack.enter_context(QemuNbd(disk.source, disk.fmt or "raw", writable=False))
-        return self._stack.enter_context(NbdExport(server.socket, ""))
+        return self._stack.enter_context(server.connect())

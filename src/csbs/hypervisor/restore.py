@@ -24,10 +24,7 @@ from csbs.hypervisor.nbd import NbdExport, QemuNbd
 @contextlib.contextmanager
 def disk_target(path: str | os.PathLike[str], fmt: str) -> Iterator[NbdExport]:
     """The image at `path` (format `fmt`), open for writing the guest's bytes."""
-    with (
-        QemuNbd(path, fmt, writable=True) as server,
-        NbdExport(server.socket, "", writable=True) as export,
-    ):
+    with QemuNbd(path, fmt, writable=True) as server, server.connect() as export:
         yield export
 
 
