@@ -508,3 +508,50 @@ def _task_of_restore(cloud: Cloud) -> str:
     )
     (log,) = r.json()["operation_logs"]
     return str(log["id"])
+
+
+def test_a_backup_job_the_hypervisor_refuses_reads_plainly(
+    vm_cloud: Cloud,
+    guest: vmguest.GuestImage,
+    workdir: Path,
+    host: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """libvirt refuses the pull-mode backup of a running domain whose disk is in another
+    block job (a copy): the tenant reads CSBS.6042 and a sentence, the log libvirt's."""
+    import libvirt
+
+    cloud = vm_cloud
+    conn: Any = vmguest.connect()
+    disk = make_disk(workdir)
+    copy = workdir / "copy.qcow2"
+    try:
+        with (
+            vmguest.running_domain(conn, guest, [(disk, "qcow2")], workdir) as (domain, _),
+            caplog.at_level(logging.ERROR, logger="csbs.tasks"),
+        ):
+            (server,) = _discover(cloud, host, conn, domain)
+            domain.blockCopy(
+                "vda",
+                f"<disk type='file'><source file='{copy}'/><driver type='qcow2'/></disk>",
+                None,
+                libvirt.VIR_DOMAIN_BLOCK_COPY_TRANSIENT_JOB,
+            )
+            try:
+                r = cloud.protect(server["id"])
+                assert r.status_code == 200, r.text
+                item = cloud.wait_backup(cloud.item_of(r.json()["checkpoint"]["id"])["id"])
+            finally:
+                domain.blockJobAbort("vda", 0)
+            assert item["status"] == "error"
+            task_id = _failed_task(cloud, "backup")["id"]
+            reason = item["extend_info"]["fail_reason"]
+            assert reason.startswith("The hypervisor refused the backup job."), reason
+            assert item["extend_info"]["fail_code"]["Code"] == HypervisorError.code
+            _assert_tenant_safe(reason, task_id, "vda", copy.name)
+            logged = _logged(caplog, task_id)
+            assert isinstance(logged, HypervisorError) and str(logged) not in reason
+            assert "the backup could not begin" in str(logged)
+            assert vmb.csbs_checkpoints(domain) == []  # the refused job made none
+    finally:
+        conn.close()
