@@ -245,7 +245,10 @@ class NbdExport:
 
 
 class QemuNbd:
-    """`qemu-nbd` serving one image file with its format on a private unix socket."""
+    """`qemu-nbd` serving one image file with its format on a private unix socket.
+
+    qemu-nbd is killed when the thread that entered this dies: enter and leave it in the
+    thread that uses it (a task's)."""
 
     def __init__(self, image: str | os.PathLike[str], fmt: str, *, writable: bool) -> None:
         if fmt not in ("raw", "qcow2"):

@@ -86,7 +86,7 @@ class PlainErrors:
                 if isinstance(e, (repo_errors.RepositoryError, BlobStoreError))
                 else "the hypervisor"
             )
-            log.error(f"task failed in {where}", exc_info=True, extra={"task_id": ctx.task.id})
+            log.error("task failed in %s", where, exc_info=True, extra={"task_id": ctx.task.id})
             raise plain from e
 
     def on_start(self, conn: sa.Connection, task: Task) -> None:
