@@ -21,6 +21,7 @@ from csbs.db.engine import create_engine
 from csbs.domain import errors
 from csbs.domain.clock import FrozenClock
 from csbs.hypervisor import backup as vmb
+from csbs.hypervisor.errors import HypervisorError
 from csbs.hypervisor.restore import create_disk, disk_target, power_on, require_stopped
 from csbs.repository import Repository, RepositorySettings, schema
 from csbs.tasks.vmsource import ExportChunks
@@ -370,7 +371,7 @@ def test_freeze_only_around_the_checkpoint_and_thaw_on_every_path(tmp_path: Path
         assert job.outcome.consistency == vmb.APP_CONSISTENT
 
     refused = _FakeDomain(begin=False)
-    with pytest.raises(vmb.HypervisorError):
+    with pytest.raises(HypervisorError):
         vmb.PullBackup(refused, tmp_path, "b").__enter__()
     assert refused.calls == ["freeze", "begin", "thaw"]
     assert not vmb.scratch_dir(tmp_path, "b").exists()
@@ -391,6 +392,7 @@ def test_freeze_only_around_the_checkpoint_and_thaw_on_every_path(tmp_path: Path
 _CHILD = """
 import sys, time
 from csbs.hypervisor import backup as vmb
+from csbs.hypervisor.errors import HypervisorError
 from tests.support import vmguest
 conn = vmguest.connect()
 domain = conn.lookupByUUIDString(sys.argv[1])

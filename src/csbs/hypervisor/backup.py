@@ -34,7 +34,7 @@ from xml.sax.saxutils import quoteattr
 
 import libvirt
 
-from csbs.domain import errors
+from csbs.hypervisor.errors import HypervisorError
 from csbs.hypervisor.nbd import NbdExport, QemuNbd
 
 log = logging.getLogger("csbs.hypervisor")
@@ -49,12 +49,8 @@ CRASH_CONSISTENT = "crash_consistent"
 DIRTY_EXPORT = "csbs-dirty"
 AGENT_TIMEOUT_SECONDS = 10
 THAW_ATTEMPTS = 3
-
-
-class HypervisorError(errors.CsbsError):
-    """libvirt refused or failed an operation on the domain."""
-
-    code = "CSBS.6042"
+JOB_REFUSED = "The hypervisor refused the backup job."
+SCRATCH_UNUSABLE = "The host's scratch space for live backups is not usable by the hypervisor."
 
 
 def checkpoint_name(backup_id: str) -> str:
@@ -160,6 +156,7 @@ class PullBackup:
                 f"the VM scratch directory {scratch_root} is too deep for a unix socket path "
                 f"(at most {_SOCKET_PATH_MAX - 18} bytes)",
                 code="CSBS.6049",
+                tenant=SCRATCH_UNUSABLE,
             )
         self.since = since
         self.quiesce = quiesce
@@ -204,7 +201,9 @@ class PullBackup:
                 self._backup_begin(since)
             except libvirt.libvirtError as exc:
                 if since is None:
-                    raise HypervisorError(f"the backup could not begin: {_message(exc)}") from exc
+                    raise HypervisorError(
+                        f"the backup could not begin: {_message(exc)}", tenant=JOB_REFUSED
+                    ) from exc
                 # A checkpoint whose bitmap is missing or broken (a host crash, a redefine,
                 # a migration): read everything rather than stop.
                 self.outcome.incremental_note = (
@@ -216,7 +215,9 @@ class PullBackup:
                 try:
                     self._backup_begin(None)
                 except libvirt.libvirtError as exc2:
-                    raise HypervisorError(f"the backup could not begin: {_message(exc2)}") from exc2
+                    raise HypervisorError(
+                        f"the backup could not begin: {_message(exc2)}", tenant=JOB_REFUSED
+                    ) from exc2
         finally:
             if frozen:
                 self._thaw()
@@ -365,6 +366,7 @@ def _check_reachable(directory: Path, uid: int, gid: int) -> None:
                 f"QEMU (uid {uid}) cannot reach the VM scratch directory {directory}: "
                 f"{path} is not searchable by it (chmod o+x {path})",
                 code="CSBS.6049",
+                tenant=SCRATCH_UNUSABLE,
             )
 
 
@@ -422,6 +424,7 @@ def cleanup_stale(domain: Any, scratch_root: Path, checkpoint: str, scratch_name
             raise HypervisorError(
                 f"domain {domain.name()} is already in a backup job of another tool",
                 code="CSBS.6043",
+                tenant=f"Server {domain.name()} is already in a backup job of another tool.",
             )
     shutil.rmtree(scratch_root / scratch_name, ignore_errors=True)
     delete_checkpoint(domain, checkpoint)
@@ -469,4 +472,4 @@ class OfflineRead:
         disk = next(d for d in self.disks if d.target == target)
         assert disk.source is not None
         server = self._stack.enter_context(QemuNbd(disk.source, disk.fmt or "raw", writable=False))
-        return self._stack.enter_context(NbdExport(server.socket, ""))
+        return self._stack.enter_context(server.connect())

@@ -9,7 +9,10 @@ unchanged extents costs one request, not one per chunk. Reads are pipelined (`ai
 
 `QemuNbd` runs `qemu-nbd` on an image file with its format (qcow2 stays qcow2: NBD
 carries the guest's bytes, never the container's), for a stopped domain's disk or a
-restore target.
+restore target. A worker killed while it serves one (kill -9) leaves nothing behind that
+stops the next attempt: qemu-nbd is killed when the thread that started it dies (its
+parent-death signal), so its lock on the image goes with it, and the socket directory
+it lay in (named after the worker's pid) is removed by the next `QemuNbd` on the host.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -29,6 +33,7 @@ from typing import Any
 import nbd
 
 from csbs.domain import errors
+from csbs.hypervisor.errors import NbdError
 
 BASE_ALLOCATION = "base:allocation"
 DIRTY_PREFIX = "qemu:dirty-bitmap:"
@@ -37,12 +42,7 @@ DIRTY = 1  # qemu:dirty-bitmap: the extent changed
 _WINDOW = 1 << 30  # bytes of block status asked for at once
 _MAX_REQUEST = 32 << 20  # the largest NBD read or write request
 _ZERO_STEP = 1 << 30  # bytes zeroed per request (NBD lengths are 32-bit)
-
-
-class NbdError(errors.CsbsError):
-    """The NBD export failed (connection, read, write)."""
-
-    code = "CSBS.6040"
+_SOCKET_DIR = "csbs-nbd-"  # + the pid of the process that serves through it, "-", random
 
 
 @dataclass
@@ -246,7 +246,10 @@ class NbdExport:
 
 
 class QemuNbd:
-    """`qemu-nbd` serving one image file with its format on a private unix socket."""
+    """`qemu-nbd` serving one image file with its format on a private unix socket.
+
+    qemu-nbd is killed when the thread that entered this dies: enter and leave it in the
+    thread that uses it (a task's)."""
 
     def __init__(self, image: str | os.PathLike[str], fmt: str, *, writable: bool) -> None:
         if fmt not in ("raw", "qcow2"):
@@ -259,9 +262,11 @@ class QemuNbd:
         self.socket = ""
 
     def __enter__(self) -> QemuNbd:
-        self._dir = tempfile.mkdtemp(prefix="csbs-nbd-")
+        self._dir = tempfile.mkdtemp(prefix=f"{_SOCKET_DIR}{os.getpid()}-")
+        _remove_dead_socket_dirs(Path(self._dir).parent)
         self.socket = os.path.join(self._dir, "nbd.sock")
         command = [
+            *_dies_with_parent(),
             shutil.which("qemu-nbd") or "qemu-nbd",
             "--format",
             self._fmt,
@@ -287,18 +292,42 @@ class QemuNbd:
         deadline = time.monotonic() + 30
         while not os.path.exists(self.socket):
             if self._process.poll() is not None:
-                err = (
-                    self._process.stderr.read().decode(errors="replace")
-                    if self._process.stderr
-                    else ""
-                )
+                err = self._stopped_with()
                 self._cleanup()
-                raise NbdError(f"qemu-nbd could not open {self._image}: {err.strip()}")
+                raise NbdError(f"qemu-nbd could not open {self._image}: {err}")
             if time.monotonic() > deadline:
                 self._cleanup()
                 raise NbdError(f"qemu-nbd did not start for {self._image}")
             time.sleep(0.01)
         return self
+
+    def connect(self) -> NbdExport:
+        """The export, connected (writable if the server is)."""
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                return NbdExport(self.socket, "", writable=self._writable)
+            except NbdError as exc:
+                # qemu-nbd's socket appears before it opens the image and accepts: one
+                # that failed meanwhile (a lock another process holds, not an image of
+                # its format) says why; one still opening refuses connections a moment.
+                process = self._process
+                if process is not None and process.poll() is not None:
+                    raise NbdError(
+                        f"qemu-nbd could not open {self._image}: {self._stopped_with()}"
+                    ) from exc
+                refused = getattr(exc.__cause__, "errno", None) == "ECONNREFUSED"  # libnbd's name
+                if not refused:
+                    raise
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def _stopped_with(self) -> str:
+        process = self._process
+        if process is None or process.stderr is None:
+            return ""
+        return process.stderr.read().decode(errors="replace").strip()
 
     def __exit__(self, *exc: object) -> None:
         self._cleanup()
@@ -317,3 +346,32 @@ class QemuNbd:
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
+
+
+def _dies_with_parent() -> list[str]:
+    """The prefix that kills qemu-nbd when the thread that started it dies (util-linux's
+    setpriv; without it, a killed worker's qemu-nbd may outlive it, holding its image).
+
+    SIGKILL, not SIGTERM: qemu-nbd loses a SIGTERM that comes while it opens the image
+    (it sets its state to running afterwards), and the worker may die just then. What
+    it leaves is a restore target the next attempt writes whole again, or an image it
+    only read."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL"] if setpriv else []
+
+
+_DIR_PID = re.compile(re.escape(_SOCKET_DIR) + r"(\d+)-")
+
+
+def _remove_dead_socket_dirs(parent: Path) -> None:
+    """Remove the socket directories of processes that are gone (killed workers')."""
+    for entry in parent.glob(f"{_SOCKET_DIR}*"):
+        match = _DIR_PID.match(entry.name)
+        if match is None:
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+        except ProcessLookupError:
+            shutil.rmtree(entry, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, another user's

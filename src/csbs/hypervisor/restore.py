@@ -16,17 +16,15 @@ from typing import Any
 import libvirt
 
 from csbs.domain import errors
-from csbs.hypervisor.backup import HypervisorError, _message
+from csbs.hypervisor.backup import _message
+from csbs.hypervisor.errors import HypervisorError
 from csbs.hypervisor.nbd import NbdExport, QemuNbd
 
 
 @contextlib.contextmanager
 def disk_target(path: str | os.PathLike[str], fmt: str) -> Iterator[NbdExport]:
     """The image at `path` (format `fmt`), open for writing the guest's bytes."""
-    with (
-        QemuNbd(path, fmt, writable=True) as server,
-        NbdExport(server.socket, "", writable=True) as export,
-    ):
+    with QemuNbd(path, fmt, writable=True) as server, server.connect() as export:
         yield export
 
 
@@ -61,4 +59,7 @@ def power_on(domain: Any) -> None:
     try:
         domain.create()
     except libvirt.libvirtError as exc:
-        raise HypervisorError(f"domain {domain.name()} did not start: {_message(exc)}") from exc
+        raise HypervisorError(
+            f"domain {domain.name()} did not start: {_message(exc)}",
+            tenant=f"The hypervisor did not start server {domain.name()}.",
+        ) from exc

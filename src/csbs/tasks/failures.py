@@ -1,7 +1,8 @@
-"""What a tenant reads when a task fails on the repository or its store.
+"""What a tenant reads when a task fails on the repository, its store or the hypervisor.
 
 Repository and blob-store errors carry what an operator needs (chunk ids, blob names,
-store addresses). A task's error is shown to the project (operation log, the backup's
+store addresses), and so do the hypervisor's (host paths, sockets, libvirt's and QEMU's
+text). A task's error is shown to the project (operation log, the backup's
 `fail_reason`), so those errors become a plain message with a stable code here, and the
 detail goes to the service's log under the task's id.
 """
@@ -16,6 +17,7 @@ import sqlalchemy as sa
 
 from csbs.blobstore.errors import BlobStoreError
 from csbs.domain import errors
+from csbs.hypervisor.errors import HypervisorError, wrapping_kind
 from csbs.queue import Handler, Task, TaskContext
 from csbs.repository import errors as repo_errors
 
@@ -47,18 +49,27 @@ _MESSAGES: tuple[tuple[type[Exception], str], ...] = (
 )
 
 
+def _in_log(message: str, task_id: str) -> str:
+    return f"{message} The service's log has the details under operation log {task_id}."
+
+
 def plain_error(e: Exception, task_id: str) -> errors.CsbsError | None:
-    """The tenant's form of a repository or store error (None: not one of those)."""
+    """The tenant's form of a repository, store or hypervisor error (None: not one of
+    those)."""
     for kind, message in _MESSAGES:
         if isinstance(e, kind):
-            return errors.InternalError(
-                f"{message} The service's log has the details under operation log {task_id}."
-            )
+            return errors.InternalError(_in_log(message, task_id))
+    if isinstance(e, HypervisorError):
+        return errors.InternalError(_in_log(e.tenant, task_id), code=e.code)
+    wrapper = wrapping_kind(e)  # raised by a binding where no message of ours wraps it
+    if wrapper is not None:
+        return errors.InternalError(_in_log(wrapper.tenant_message, task_id), code=wrapper.code)
     return None
 
 
 class PlainErrors:
-    """A handler whose repository and store errors reach the task as plain messages."""
+    """A handler whose repository, store and hypervisor errors reach the task as plain
+    messages."""
 
     def __init__(self, handler: Handler) -> None:
         self._handler = handler
@@ -66,13 +77,16 @@ class PlainErrors:
     def run(self, ctx: TaskContext) -> Mapping[str, Any] | None:
         try:
             return self._handler.run(ctx)
-        except (repo_errors.RepositoryError, BlobStoreError) as e:
+        except Exception as e:
             plain = plain_error(e, ctx.task.id)
             if plain is None or isinstance(e, repo_errors.Cancelled):
                 raise
-            log.error(
-                "task failed in the repository", exc_info=True, extra={"task_id": ctx.task.id}
+            where = (
+                "the repository"
+                if isinstance(e, (repo_errors.RepositoryError, BlobStoreError))
+                else "the hypervisor"
             )
+            log.error("task failed in %s", where, exc_info=True, extra={"task_id": ctx.task.id})
             raise plain from e
 
     def on_start(self, conn: sa.Connection, task: Task) -> None:
