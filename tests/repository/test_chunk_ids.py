@@ -5,9 +5,10 @@ from __future__ import annotations
 import pathlib
 
 import pytest
+import sqlalchemy as sa
 
 from csbs.blobstore import BlobStore
-from csbs.repository import delta, keys, layout
+from csbs.repository import delta, errors, keys, layout, schema
 from tests.repository.conftest import (
     MASTER_KEY,
     SMALL_CHUNK,
@@ -104,3 +105,37 @@ def test_new_projects_take_tree_ids_and_older_projects_keep_whole_chunk_ids(
         if project == "p-old":
             assert keys.ProjectKeys(data_key).chunk_id(first) in ids
             assert keys.ProjectKeys(data_key, 4096).chunk_id(first) not in ids
+
+
+def test_a_base_that_is_not_its_chunk_is_named_by_the_restore_of_its_delta(
+    make_repo: RepoFactory, local_store: BlobStore, engine: sa.Engine, tmp_path: pathlib.Path
+) -> None:
+    """A delta's base is not hashed on its own when the rebuilt chunk checks out; when it
+    does not, the base is checked and named. The base here is a valid envelope holding
+    other bytes under its id (a bug, not tampering: AES-GCM alone would not see it)."""
+    repo = make_repo(local_store)
+    size = 24 * SMALL_CHUNK
+    image = write_image(tmp_path / "disk.img", size)
+    repo.backup_writer("p", "b1").write_disk("vda", image)
+    repo.seal_backup("p", "b1")
+    change_image(image, [5000], seed=4)
+    written = repo.backup_writer("p", "b2").write_disk("vda", image, previous="b1")
+    assert written.progress.delta_chunks == 1
+    with engine.begin() as conn:
+        base_id = conn.execute(
+            sa.select(schema.repo_chunks.c.base_id).where(schema.repo_chunks.c.base_id.is_not(None))
+        ).scalar_one()
+        generation = conn.execute(
+            sa.select(schema.repo_chunks.c.generation).where(
+                schema.repo_chunks.c.chunk_id == base_id
+            )
+        ).scalar_one()
+    project_keys = repo.open_project("p")[0]
+    local_store.put(
+        layout.chunk_name("p", base_id, generation),
+        bytes(repo.codec.seal(project_keys, base_id, bytes(SMALL_CHUNK))),
+    )
+    with pytest.raises(errors.IntegrityError) as raised:
+        repo.restore("p", "b2", "vda", tmp_path / "b2.out")
+    assert raised.value.root == base_id
+    assert "does not match its id" in str(raised.value)

@@ -164,9 +164,10 @@ def apply(base: bytes, payload: bytes) -> bytes:
     table_end = _HEAD.size + count * _PIECE.size
     if table_end > len(payload):
         raise ValueError("delta piece table truncated")
-    out = bytearray(length)
     keep = min(length, len(base))
-    out[:keep] = memoryview(base)[:keep]
+    out = bytearray(memoryview(base)[:keep])  # a copy, not zeros then a copy
+    if keep < length:
+        out += bytes(length - keep)
     at = table_end
     for index in range(count):
         offset, size = _PIECE.unpack_from(payload, _HEAD.size + index * _PIECE.size)
@@ -201,9 +202,11 @@ class ChunkFetcher:
         self._fetched = fetched
 
     def fetch(self, chunk_id: str, generation: int) -> bytes:
-        return self._fetch(chunk_id, generation, 0)
+        return self._fetch(chunk_id, generation, 0, verify=True)
 
-    def _fetch(self, chunk_id: str, generation: int, depth: int) -> bytes:
+    def _fetch(self, chunk_id: str, generation: int, depth: int, *, verify: bool) -> bytes:
+        """The chunk's plaintext; `verify` False leaves a whole chunk's hash to the caller
+        (a base: the chunk rebuilt over it is checked, and proves it)."""
         name = layout.chunk_name(self._project_id, chunk_id, generation)
         try:
             # Only the holder refers to the envelope: it is freed once decrypted.
@@ -212,7 +215,9 @@ class ChunkFetcher:
             raise errors.ChunkNotFound(chunk_id) from exc
         if self._fetched is not None:
             self._fetched(len(holder[0]))
-        payload, is_delta = self._codec.open_stored_held(self._keys, chunk_id, holder)
+        payload, is_delta = self._codec.open_stored_held(
+            self._keys, chunk_id, holder, verify=verify
+        )
         if not is_delta:
             return payload
         if depth >= MAX_DEPTH:
@@ -222,8 +227,25 @@ class ChunkFetcher:
             layout.chunk_name(self._project_id, base_id, base_generation)
         except ValueError as exc:
             raise errors.IntegrityError(chunk_id, f"malformed delta: {exc}") from exc
+        # The base's own hash is skipped: the rebuilt chunk's hash covers what the delta
+        # takes from it, and restores of deltas paid for two hashes a chunk. Only when the
+        # rebuilt chunk fails is the base checked, to name the chunk that is bad.
+        base = self._base(chunk_id, base_id, base_generation, depth, verify=False)
         try:
-            base = self._fetch(base_id, base_generation, depth + 1)
+            data = apply(base, payload)
+        except ValueError as exc:
+            raise errors.IntegrityError(chunk_id, f"malformed delta: {exc}") from exc
+        del base
+        if verify and self._keys.chunk_id(data) != chunk_id:
+            self._base(chunk_id, base_id, base_generation, depth, verify=True)
+            raise errors.IntegrityError(chunk_id, "the rebuilt chunk does not match its id")
+        return data
+
+    def _base(
+        self, chunk_id: str, base_id: str, base_generation: int, depth: int, *, verify: bool
+    ) -> bytes:
+        try:
+            return self._fetch(base_id, base_generation, depth + 1, verify=verify)
         except errors.ChunkNotFound as exc:
             raise errors.IntegrityError(
                 chunk_id, f"its base {exc.chunk_id} is missing", exc.chunk_id
@@ -232,10 +254,3 @@ class ChunkFetcher:
             raise errors.IntegrityError(
                 chunk_id, f"its base {exc.root} does not verify ({exc.reason})", exc.root
             ) from exc
-        try:
-            data = apply(base, payload)
-        except ValueError as exc:
-            raise errors.IntegrityError(chunk_id, f"malformed delta: {exc}") from exc
-        if self._keys.chunk_id(data) != chunk_id:
-            raise errors.IntegrityError(chunk_id, "the rebuilt chunk does not match its id")
-        return data
