@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import queue
-import threading
 from collections.abc import Iterator
-from typing import Any, TypeVar
 
 from csbs.hypervisor.nbd import NbdExport
 from csbs.repository import chunking
@@ -26,8 +23,6 @@ from csbs.repository.manifest import Manifest
 from csbs.repository.writer import Run
 
 READ_AHEAD = 8  # chunks whose reads are in flight at once
-_HANDOFF = 2  # chunks read and waiting for the writer
-_JOIN_SECONDS = 60.0  # the longest a stopped reader is waited for (its reads in flight)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -49,10 +44,6 @@ class ExportChunks:
         self.chunks_unchanged = 0
 
     def runs(self, chunk_size: int) -> Iterator[Run]:
-        """The disk's runs, read by a thread of their own (see `_read_ahead`)."""
-        return _read_ahead(self._runs(chunk_size), _HANDOFF)
-
-    def _runs(self, chunk_size: int) -> Iterator[Run]:
         export = self.export
         size = self.size
         previous = None
@@ -121,55 +112,3 @@ class ExportChunks:
         offset = index * chunk_size
         length = min(chunk_size, self.size - offset)
         return self.export.read(offset, length)
-
-
-T = TypeVar("T")
-
-
-def _read_ahead(items: Iterator[T], depth: int) -> Iterator[T]:
-    """`items`, produced by a thread of its own, at most `depth` ahead of the consumer.
-
-    The writer's thread, which consumes the runs, also does the batches' bookkeeping and
-    the database's work; while it did, no NBD reply was taken off the socket and QEMU
-    waited. Reading in a thread of its own overlaps the two (libnbd releases the GIL while
-    it waits). An exception of the reader reaches the consumer at its place in the order;
-    a consumer that stops (an error, a cancel) stops the reader.
-    """
-    handoff: queue.Queue[tuple[bool, Any]] = queue.Queue(depth)
-    stop = threading.Event()
-
-    def put(entry: tuple[bool, Any]) -> bool:
-        while not stop.is_set():
-            try:
-                handoff.put(entry, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not put((True, item)):
-                    return
-            put((False, None))
-        except BaseException as exc:  # handed to the consumer, raised there
-            put((False, exc))
-        finally:
-            close = getattr(items, "close", None)
-            if close is not None:
-                close()
-
-    thread = threading.Thread(target=produce, name="csbs-vm-read", daemon=True)
-    thread.start()
-    try:
-        while True:
-            more, value = handoff.get()
-            if not more:
-                if value is not None:
-                    raise value
-                return
-            yield value
-    finally:
-        stop.set()
-        thread.join(_JOIN_SECONDS)
