@@ -124,17 +124,14 @@ def run_backup(
 
 def slow_after_first_chunk(export: Any, console: Path, rounds: int) -> None:
     """Hold the reads of everything after the first chunk until the guest did `rounds`."""
-    prefetch = export.prefetch
+    read_ranges = export.read_ranges
 
-    waited = {0}  # chunks whose reads were held (the first is not)
-
-    def held(offset: int, into: memoryview) -> None:
-        if offset // CHUNK not in waited:
-            waited.add(offset // CHUNK)
+    def held(offset: int, length: int, ranges: list[tuple[int, int]]) -> bytes:
+        if offset >= CHUNK:
             vmguest.wait_rounds(console, rounds)
-        prefetch(offset, into)
+        return read_ranges(offset, length, ranges)
 
-    export.prefetch = held
+    export.read_ranges = held
 
 
 def restored(repo: Repository, backup_id: str, path: Path) -> bytes:

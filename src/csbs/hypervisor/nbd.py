@@ -4,8 +4,9 @@
 ranges hold data (`base:allocation`: holes and zeroes are never read) and, for an
 incremental backup, which changed since a checkpoint (`qemu:dirty-bitmap:<name>`).
 Block status is asked for large windows ahead of the reads, so a long run of holes or
-unchanged extents costs one request, not one per chunk. Reads are pipelined (`aio_pread`,
-`read_ahead` requests in flight) when the caller reads in order.
+unchanged extents costs one request, not one per chunk. Reads are synchronous: libnbd
+1.14's asynchronous reads (Debian 12's binding) keep a reference to every buffer they
+were given, so a backup kept every byte it read.
 
 `QemuNbd` runs `qemu-nbd` on an image file with its format (qcow2 stays qcow2: NBD
 carries the guest's bytes, never the container's), for a stopped domain's disk or a
@@ -67,7 +68,6 @@ class NbdExport:
         dirty_bitmap: str | None = None,
         *,
         writable: bool = False,
-        read_ahead: int = 4,
     ) -> None:
         self._handle: Any = nbd.NBD()
         self._contexts = [BASE_ALLOCATION]
@@ -89,10 +89,6 @@ class NbdExport:
             self.close()
             raise NbdError(f"NBD export {export_name!r}: {exc.string}") from exc
         self._extents = {c: _Extents() for c in self._contexts}
-        self._read_ahead = read_ahead
-        # Reads in flight, in order: (offset, length, buffer, cookie); the buffer is kept
-        # until the read completes, as libnbd writes into it.
-        self._inflight: collections.deque[tuple[int, int, Any, int]] = collections.deque()
         self.bytes_read = 0
 
     def close(self) -> None:
@@ -188,37 +184,17 @@ class NbdExport:
         except nbd.Error as exc:
             raise NbdError(f"read at {offset}: {exc.string}") from exc
         self.bytes_read += length
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        return b"".join(pieces)  # libnbd gives bytearrays: the chunk is bytes
 
-    def prefetch(self, offset: int, into: memoryview) -> None:
-        """Start reading `len(into)` bytes (at most 32 MiB) at `offset` into `into`;
-        `take` waits for the reads in the order they were started.
-
-        The export's bytes land where the caller assembles them: no libnbd buffer copied
-        out and no piece copied in (two copies of every chunk, which took a quarter of
-        a full backup's main thread).
-        """
-        buf = nbd.Buffer.from_buffer(into)
-        try:
-            cookie = self._handle.aio_pread(buf, offset)
-        except nbd.Error as exc:
-            raise NbdError(f"read at {offset}: {exc.string}") from exc
-        self._inflight.append((offset, len(into), buf, cookie))
-
-    def pending(self) -> int:
-        return len(self._inflight)
-
-    def take(self) -> int:
-        """Wait for the oldest read started by `prefetch` (its bytes are then in its
-        buffer); return its offset."""
-        offset, length, _, cookie = self._inflight.popleft()
-        try:
-            while not self._handle.aio_command_completed(cookie):
-                self._handle.poll(-1)
-        except nbd.Error as exc:
-            raise NbdError(f"read at {offset}: {exc.string}") from exc
-        self.bytes_read += length
-        return offset
+    def read_ranges(self, offset: int, length: int, ranges: list[tuple[int, int]]) -> bytes:
+        """The bytes of [offset, offset + length), reading only `ranges` (within it, in
+        order, each at most 32 MiB); zeros elsewhere."""
+        if ranges == [(offset, length)]:
+            return self._pread(offset, length)
+        out = bytearray(length)
+        for start, size in ranges:
+            out[start - offset : start - offset + size] = self._pread(start, size)
+        return bytes(out)
 
     # -- writes (a restore target) ------------------------------------------------------
 
