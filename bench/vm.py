@@ -165,7 +165,8 @@ def main() -> None:
         guest = vmguest.build_guest(init=INIT)
         raw = work / "disk.raw"
         print(f"building a {opts.size} ext4 disk of {opts.content} ...", flush=True)
-        run(["mkfs.ext4", "-q", "-F", "-d", opts.content, str(raw), str(size)])
+        # mke2fs reads a size without a suffix as KiB: name the unit.
+        run(["mkfs.ext4", "-q", "-F", "-d", opts.content, str(raw), f"{size // 1024}k"])
         disk = work / "disk.qcow2"
         run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(disk)])
         raw.unlink()
@@ -278,7 +279,11 @@ def main() -> None:
         theirs = run(["virtnbdrestore", "-i", str(vnb), "-o", str(theirs_dir)])
         run(["sync"])
         run(["qemu-img", "compare", "-q", str(disk), str(out)])
-        restored = next(theirs_dir.glob("vda*"))
+        # virtnbdrestore names the image after the domain's disk file (disk.qcow2 here)
+        # or its target, by version: the largest file it wrote is the image.
+        restored = max(
+            (p for p in theirs_dir.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size
+        )
         run(["qemu-img", "compare", "-q", str(disk), str(restored)])
         results.append(("restore (both bit-exact)", theirs, ours, ""))
         print(f"restore: virtnbdrestore {theirs:.2f} s, csbs {ours:.2f} s", flush=True)
