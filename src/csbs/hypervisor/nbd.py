@@ -170,12 +170,9 @@ class NbdExport:
     # -- reads --------------------------------------------------------------------------
 
     def read(self, offset: int, length: int) -> bytes:
-        """The bytes of [offset, offset + length), read whole, without block status: for
-        a range read out of order (a chunk read again), which the block status kept
-        ahead of the reads in order no longer covers."""
-        return self._pread(offset, length)
-
-    def _pread(self, offset: int, length: int) -> bytes:
+        """The bytes of [offset, offset + length), read whole, without block status (a
+        chunk read again, out of order, is read so: the block status kept ahead of the
+        reads in order no longer covers it)."""
         try:
             pieces = []
             for start in range(offset, offset + length, _MAX_REQUEST):
@@ -190,10 +187,10 @@ class NbdExport:
         """The bytes of [offset, offset + length), reading only `ranges` (within it, in
         order, each at most 32 MiB); zeros elsewhere."""
         if ranges == [(offset, length)]:
-            return self._pread(offset, length)
+            return self.read(offset, length)
         out = bytearray(length)
         for start, size in ranges:
-            out[start - offset : start - offset + size] = self._pread(start, size)
+            out[start - offset : start - offset + size] = self.read(start, size)
         return bytes(out)
 
     # -- writes (a restore target) ------------------------------------------------------

@@ -132,12 +132,10 @@ class ProjectKeys:
         return self.chunk_id(data), leaves
 
     def _root(self, leaves: list[bytes], length: int) -> bytes:
+        hasher = blake3.blake3(b"".join(leaves), key=self._root_key)
         # The length closes the tree: no two inputs share leaf digests and length.
-        leaves.append(length.to_bytes(8, "little"))
-        try:
-            return blake3.blake3(b"".join(leaves), key=self._root_key).digest()
-        finally:
-            leaves.pop()
+        hasher.update(length.to_bytes(8, "little"))
+        return hasher.digest()
 
 
 def _derive(key_material: bytes, context: str) -> bytes:

@@ -7,10 +7,8 @@ The writer cuts a disk into fixed chunks; this walks the export chunk by chunk:
 - otherwise only the ranges block status says may hold data are read, and a chunk with
   none, or that reads as zeros, is a hole.
 
-Reads are synchronous (`NbdExport.read_ranges`; libnbd lets other threads run meanwhile,
-so the writer's hashing and uploads go on). The asynchronous reads of libnbd 1.14's Python
-binding (Debian 12's) keep a reference to every buffer read into: a worker backing up VMs
-kept every byte it had read.
+Reads are synchronous (`NbdExport.read_ranges`; `hypervisor.nbd` says why); libnbd lets other
+threads run meanwhile, so the writer's hashing and uploads go on.
 
 The previous manifest must describe the same disk geometry (size and chunk size); the
 caller checks that and reads in full otherwise.
