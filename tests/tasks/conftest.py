@@ -126,7 +126,9 @@ class Cloud:
             time.sleep(0.1)
         raise AssertionError("backup did not finish")
 
-    def start_restore(self, item: dict[str, Any], server: dict[str, Any]) -> Any:
+    def start_restore(
+        self, item: dict[str, Any], server: dict[str, Any], *, power_on: bool = False
+    ) -> Any:
         """Restore the first disk backup of `item` onto the first disk of `server` (S1)."""
         vb = item["extend_info"]["volume_backups"][0]["id"]
         return self.env.client.post(
@@ -138,7 +140,7 @@ class Cloud:
                     "checkpoint_id": item["checkpoint_id"],
                     "parameters": {
                         "checkpoint_item_id": item["id"],
-                        "power_on": False,
+                        "power_on": power_on,
                         "targets": {
                             "server_id": server["id"],
                             "volumes": [{"backup_id": vb, "volume_id": server["disks"][0]["id"]}],

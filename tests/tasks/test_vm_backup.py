@@ -33,7 +33,7 @@ from csbs.services.discovery import sync_host
 from tests.hypervisor.test_pull_backup import DISK, STATIC, check_image, make_disk, static_bytes
 from tests.support import vmguest
 from tests.support.processes import clean_env, csbs_command
-from tests.tasks.conftest import PROVIDER, Cloud, _cloud
+from tests.tasks.conftest import Cloud, _cloud
 
 MiB = 1024 * 1024
 
@@ -98,25 +98,7 @@ def _restore(
     power_on: bool,
     expect: str = "success",
 ) -> Any:
-    vb = item["extend_info"]["volume_backups"][0]["id"]
-    r = cloud.env.client.post(
-        f"/v1/{cloud.pid}/restores",
-        headers=cloud.headers(),
-        json={
-            "restore": {
-                "provider_id": PROVIDER,
-                "checkpoint_id": item["checkpoint_id"],
-                "parameters": {
-                    "checkpoint_item_id": item["id"],
-                    "power_on": power_on,
-                    "targets": {
-                        "server_id": target["id"],
-                        "volumes": [{"backup_id": vb, "volume_id": target["disks"][0]["id"]}],
-                    },
-                },
-            }
-        },
-    )
+    r = cloud.start_restore(item, target, power_on=power_on)
     if r.status_code != 200:
         return r
     done = cloud.wait_restore(r.json()["restore"]["id"], timeout=300)
@@ -436,27 +418,7 @@ def test_a_worker_killed_mid_restore_leaves_nothing_and_the_retry_restores_exact
             backup = _backup(cloud, server["id"])
             cloud.worker.stop(grace=2)  # from here on, only worker processes run tasks
 
-            vb = backup["extend_info"]["volume_backups"][0]["id"]
-            r = cloud.env.client.post(
-                f"/v1/{cloud.pid}/restores",
-                headers=cloud.headers(),
-                json={
-                    "restore": {
-                        "provider_id": PROVIDER,
-                        "checkpoint_id": backup["checkpoint_id"],
-                        "parameters": {
-                            "checkpoint_item_id": backup["id"],
-                            "power_on": False,
-                            "targets": {
-                                "server_id": target["id"],
-                                "volumes": [
-                                    {"backup_id": vb, "volume_id": target["disks"][0]["id"]}
-                                ],
-                            },
-                        },
-                    }
-                },
-            )
+            r = cloud.start_restore(backup, target)
             assert r.status_code == 200, r.text
             restore_id = r.json()["restore"]["id"]
             task_id = _task_of_restore(cloud)
